@@ -1,0 +1,3 @@
+"""strongroom: deduplicating, encrypted backups for chat exports and knowledge bases."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""The command line: parse arguments, call one use case, print its result.
+
+``main`` is the one place where errors become a message on stderr and an exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from strongroom.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, StrongroomError
+from strongroom.cli.commands import cli
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or bool(os.environ.get("STRONGROOM_DEBUG"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = _debug_requested(argv)
+    try:
+        code = cli.main(args=argv, prog_name="strongroom", standalone_mode=False)
+        sys.exit(code or 0)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_ERROR)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("strongroom: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except StrongroomError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"strongroom: {e}", err=True)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(EXIT_ERROR)
+    except Exception as e:  # a bug or an unmapped OS error: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(f"strongroom: unexpected error: {type(e).__name__}: {e} (run with --debug for details)", err=True)
+        sys.exit(EXIT_ERROR)

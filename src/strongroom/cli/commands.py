@@ -1,0 +1,278 @@
+"""The click commands. Each one opens the repository, calls one use case, prints the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from strongroom import __version__
+from strongroom.chunker import ChunkerParams, ChunkingProfiles
+from strongroom.cli.context import Location, human_bytes, json_option, print_json, repo_options, warn
+from strongroom.cli.progress import byte_progress, progress_enabled
+from strongroom.commands.backup import BackupOptions, run_backup
+from strongroom.commands.check import run_check
+from strongroom.commands.ls import list_snapshot
+from strongroom.commands.restore import run_restore
+from strongroom.config import Config
+from strongroom.crypto.keyfile import KdfParams
+from strongroom.errors import EXIT_ERROR, EXIT_PARTIAL, UsageError
+from strongroom.globs import read_pattern_file
+from strongroom.locking import remove_stale_locks
+from strongroom.repository import Repository
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="strongroom")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """strongroom: deduplicating, encrypted backups for chat exports and knowledge bases."""
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1] if text and text[-1] in "KMG" else ""
+    try:
+        return int(float(text[: len(text) - len(unit)]) * units[unit])
+    except ValueError:
+        raise UsageError(f"invalid size {text!r}") from None
+
+
+def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
+    if text is None:
+        return default
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UsageError(f"chunk sizes must be MIN:AVG:MAX (e.g. 4K:16K:64K), not {text!r}")
+    try:
+        return ChunkerParams(*(_size(p) for p in parts))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+@cli.command()
+@repo_options
+@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 4K:16K:64K).")
+@click.option("--binary-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for binary content (default 256K:1M:4M).")
+@click.option("--compression-level", type=click.IntRange(0, 22), default=3, show_default=True,
+              help="zstd level for blobs (0 stores them uncompressed).")
+@click.option("--kdf-memory", type=click.IntRange(8, 4 * 1024 * 1024), default=65536, show_default=True,
+              metavar="KIB", help="Argon2id memory for the key file, in KiB.")
+@click.option("--kdf-iterations", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Argon2id passes for the key file.")
+@json_option
+def init(location: Location, text_chunks: str | None, binary_chunks: str | None, compression_level: int,
+         kdf_memory: int, kdf_iterations: int, as_json: bool) -> None:
+    """Create a new repository."""
+    defaults = ChunkingProfiles()
+    config = Config(chunking=ChunkingProfiles(_chunk_sizes(text_chunks, defaults.text),
+                                              _chunk_sizes(binary_chunks, defaults.binary)),
+                    compression_level=compression_level)
+    kdf = KdfParams(memory_kib=kdf_memory, iterations=kdf_iterations, lanes=min(4, kdf_memory // 8))
+    with Repository.init(location.storage(), location.password(confirm=True), config=config, kdf=kdf) as repo:
+        if as_json:
+            print_json({"id": repo.config.id, "repository": location.url})
+        else:
+            click.echo(f"created repository {repo.config.id[:8]} at {location.url}")
+
+
+@cli.command()
+@repo_options
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
+@click.option("--host", help="Record this host name instead of the machine's.")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
+@click.option("--exclude-file", "exclude_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Read exclude patterns from a file, one per line.")
+@click.option("--parent", metavar="SNAPSHOT", help="Compare against this snapshot instead of the latest.")
+@click.option("--force", is_flag=True, help="Re-read every file, even if its metadata is unchanged.")
+@click.option("--dry-run", "-n", is_flag=True, help="Do everything but write to the repository.")
+@click.option("--stdin", "use_stdin", is_flag=True, help="Back up standard input as one file.")
+@click.option("--stdin-filename", default="stdin", show_default=True, help="File name for --stdin data.")
+@click.option("--stdin-from-command", is_flag=True,
+              help="Back up the output of the command given after `--`; it must exit 0.")
+@json_option
+def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], host: str | None,
+           excludes: tuple[str, ...], exclude_files: tuple[str, ...], parent: str | None, force: bool,
+           dry_run: bool, use_stdin: bool, stdin_filename: str, stdin_from_command: bool, as_json: bool) -> None:
+    """Back up PATHS (or standard input, or a command's output) into a new snapshot.
+
+    Exits 3 when the snapshot was written but some files could not be read."""
+    patterns = list(excludes)
+    for f in exclude_files:
+        try:
+            patterns += read_pattern_file(f)
+        except OSError as e:
+            raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
+    if use_stdin and stdin_from_command:
+        raise UsageError("use either --stdin or --stdin-from-command")
+    if stdin_from_command and not paths:
+        raise UsageError("--stdin-from-command needs a command after `--`")
+    opts = BackupOptions(
+        paths=[] if stdin_from_command else list(paths), tags=list(tags), hostname=host, excludes=patterns,
+        parent=parent, force=force, dry_run=dry_run, stdin=sys.stdin.buffer if use_stdin else None,
+        stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None)
+    if use_stdin and paths:
+        raise UsageError("--stdin takes no paths")
+    with location.open() as repo, byte_progress("backup", progress_enabled(as_json)) as progress:
+        result = run_backup(repo, opts, progress=progress, warn=warn)
+    s = result.summary
+    if as_json:
+        doc = {"dry_run": result.dry_run, "summary": s.__dict__, "warnings": result.warnings}
+        if result.snapshot:
+            doc["snapshot"] = _snapshot_json(result.snapshot)
+        print_json(doc)
+    else:
+        click.echo(f"files: {s.files_new} new, {s.files_changed} changed, {s.files_unchanged} unchanged; "
+                   f"{s.dirs} directories")
+        click.echo(f"read {human_bytes(s.bytes_read)} of {human_bytes(s.bytes_total)}, "
+                   f"added {human_bytes(s.bytes_added)} in {s.blobs_added} blobs, {s.duration_s:.2f} s")
+        if result.snapshot:
+            click.echo(f"snapshot {result.snapshot.short_id} saved")
+        else:
+            click.echo("dry run: nothing written")
+    if result.partial:
+        raise SystemExit(EXIT_PARTIAL)
+
+
+@cli.command()
+@repo_options
+@click.argument("snapshot")
+@click.option("--target", "-t", required=True, type=click.Path(file_okay=False), help="Directory to restore into.")
+@click.option("--include", "includes", multiple=True, metavar="GLOB", help="Restore only matching paths.")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Do not restore matching paths.")
+@json_option
+def restore(location: Location, snapshot: str, target: str, includes: tuple[str, ...], excludes: tuple[str, ...],
+            as_json: bool) -> None:
+    """Restore SNAPSHOT (`latest` or an id prefix) under --target."""
+    with location.open() as repo:
+        snap = repo.find_snapshot(snapshot)
+        with byte_progress("restore", progress_enabled(as_json), snap.summary.bytes_total or None) as progress:
+            result = run_restore(repo, snap, target, includes=list(includes), excludes=list(excludes),
+                                 progress=progress, warn=warn)
+    if as_json:
+        print_json({"snapshot": snap.id, "target": target, "files": result.files, "dirs": result.dirs,
+                    "symlinks": result.symlinks, "bytes": result.bytes, "errors": result.errors})
+    else:
+        click.echo(f"restored snapshot {snap.short_id} to {target}: {result.files} files, {result.dirs} directories, "
+                   f"{human_bytes(result.bytes)}")
+    if result.errors:
+        if not as_json:
+            click.echo(f"strongroom: {len(result.errors)} item(s) could not be restored", err=True)
+        raise SystemExit(EXIT_ERROR)
+
+
+def _snapshot_json(snap) -> dict:
+    doc = snap.to_json()
+    doc.update(id=snap.id, short_id=snap.short_id)
+    return doc
+
+
+@cli.command()
+@repo_options
+@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable: any of them).")
+@click.option("--host", "hosts", multiple=True, help="Only snapshots from this host (repeatable).")
+@json_option
+def snapshots(location: Location, tags: tuple[str, ...], hosts: tuple[str, ...], as_json: bool) -> None:
+    """List snapshots, oldest first."""
+    with location.open() as repo:
+        snaps = [s for s in repo.snapshots()
+                 if (not tags or set(tags) & set(s.tags)) and (not hosts or s.hostname in hosts)]
+    if as_json:
+        print_json([_snapshot_json(s) for s in snaps])
+        return
+    click.echo(f"{'ID':8}  {'Time':19}  {'Host':16}  {'Tags':16}  Paths")
+    for s in snaps:
+        click.echo(f"{s.short_id:8}  {s.time[:19].replace('T', ' '):19}  {s.hostname[:16]:16}  "
+                   f"{','.join(s.tags)[:16]:16}  {' '.join(s.paths)}")
+    click.echo(f"{len(snaps)} snapshot(s)")
+
+
+@cli.command(name="ls")
+@repo_options
+@click.argument("snapshot")
+@click.argument("path", required=False)
+@click.option("--long", "-l", "long_format", is_flag=True, help="Show mode, size and time.")
+@json_option
+def ls_command(location: Location, snapshot: str, path: str | None, long_format: bool, as_json: bool) -> None:
+    """List the files in SNAPSHOT, or only below PATH."""
+    with location.open() as repo:
+        snap = repo.find_snapshot(snapshot)
+        entries = list_snapshot(repo, snap, path)
+        if as_json:
+            print_json([e.to_json() for e in entries])
+            return
+        for e in entries:
+            name = os.fsdecode(e.path)
+            if long_format:
+                import stat
+                from datetime import datetime
+                kind = {"dir": "d", "symlink": "l"}.get(e.node.type, "-")
+                when = datetime.fromtimestamp(e.node.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+                perms = stat.filemode(e.node.mode)[1:]
+                suffix = f" -> {os.fsdecode(e.node.target)}" if e.node.target is not None else ""
+                click.echo(f"{kind}{perms} {e.node.size:>12} {when} {name}{suffix}")
+            else:
+                click.echo(name)
+
+
+@cli.command()
+@repo_options
+@json_option
+def check(location: Location, as_json: bool) -> None:
+    """Check the repository's structure: snapshots, trees, index and packs."""
+    with location.open() as repo:
+        result = run_check(repo)
+    if as_json:
+        print_json({"ok": result.ok, "snapshots": result.snapshots, "trees": result.trees, "blobs": result.blobs,
+                    "packs": result.packs, "errors": result.errors, "notes": result.notes})
+    else:
+        for note in result.notes:
+            click.echo(f"note: {note}")
+        for error in result.errors:
+            click.echo(f"error: {error}", err=True)
+        click.echo(f"checked {result.snapshots} snapshots, {result.trees} trees, {result.blobs} blob references, "
+                   f"{result.packs} packs: {'no errors' if result.ok else f'{len(result.errors)} error(s)'}")
+    if not result.ok:
+        raise SystemExit(EXIT_ERROR)
+
+
+@cli.command()
+@repo_options
+@click.argument("kind", type=click.Choice(["config", "snapshot", "tree", "index", "key"]))
+@click.argument("object_id", required=False)
+def cat(location: Location, kind: str, object_id: str | None) -> None:
+    """Print a repository object as JSON (for debugging): config, snapshot ID, tree ID, index ID, key ID."""
+    from strongroom.commands.cat import cat_object
+    with location.open() as repo:
+        print_json(cat_object(repo, kind, object_id))
+
+
+@cli.command()
+@repo_options
+@click.option("--remove-all", is_flag=True, help="Remove every lock, not only stale ones (dangerous).")
+def unlock(location: Location, remove_all: bool) -> None:
+    """Remove stale locks (of dead processes, or not refreshed for 30 minutes)."""
+    with location.open() as repo:
+        removed = remove_stale_locks(repo, remove_all=remove_all)
+    click.echo(f"removed {len(removed)} lock(s)")
+    for lk in removed:
+        click.echo(f"  {lk.describe()}")
+
+
+@cli.command()
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default="strongroom-demo", show_default=True,
+              help="Where to put the sample export, repository and restore.")
+@click.option("--days", type=click.IntRange(1, 60), default=5, show_default=True, help="Nights to simulate.")
+@json_option
+def demo(workdir: str, days: int, as_json: bool) -> None:
+    """Generate a sample chat export, back it up over several nights, restore and verify it."""
+    from strongroom.commands.demo import run_demo
+    report = run_demo(workdir, days, progress=None if as_json else click.echo)
+    if as_json:
+        print_json(report)
+    if not report["verified"]:
+        raise SystemExit(EXIT_ERROR)

@@ -1,0 +1,301 @@
+"""The backup use case: walk sources, chunk and store files, build trees, write a snapshot."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO, Iterable
+
+from strongroom.chunker import chunk_stream, classify, SNIFF_SIZE
+from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
+from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
+from strongroom.globs import PathMatcher
+from strongroom.pack import DATA, TREE
+from strongroom.recover import index_orphan_packs
+from strongroom.repository import Repository
+from strongroom.snapshot import Snapshot, Summary
+from strongroom.tree import DIR, FILE, MAX_INLINE_CHUNKS, SYMLINK, Node, encode_chunk_list, encode_tree
+from strongroom.walker import describe_special, list_dir, node_from_stat, open_for_reading
+from strongroom.writer import BlobWriter
+
+PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class BackupOptions:
+    paths: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    excludes: list[str] = field(default_factory=list)
+    parent: str | None = None  # snapshot id; None = latest with the same host and paths
+    force: bool = False  # re-read files even if their metadata is unchanged
+    dry_run: bool = False
+    stdin: BinaryIO | None = None  # back up this stream as one file ...
+    stdin_filename: str = "stdin"  # ... with this name
+    stdin_command: list[str] | None = None  # or the standard output of this command
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot | None
+    summary: Summary
+    warnings: list[str]
+    dry_run: bool = False
+
+    @property
+    def partial(self) -> bool:
+        return self.summary.errors > 0
+
+
+class _Backup:
+    def __init__(self, repo: Repository, writer: BlobWriter, opts: BackupOptions,
+                 progress: ProgressCallback, warn: WarningCallback) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.opts = opts
+        self.excludes = PathMatcher(opts.excludes)
+        self.progress = progress
+        self._warn = warn
+        self.summary = Summary()
+        self.warnings: list[str] = []
+        self.buffer = bytearray(max(8 << 20, 2 * repo.config.chunking.binary.max_size))
+        self._since_progress = 0
+
+    def warn(self, message: str, *, error: bool = True) -> None:
+        if error:
+            self.summary.errors += 1
+        self.warnings.append(message)
+        self._warn(message)
+
+    def _tick(self, path: bytes, nbytes: int, file_done: bool) -> None:
+        self._since_progress += nbytes
+        if file_done or self._since_progress >= PROGRESS_EVERY_BYTES:
+            self._since_progress = 0
+            s = self.summary
+            self.progress(Progress(files=s.files_new + s.files_changed + s.files_unchanged, bytes=s.bytes_read,
+                                   current=os.fsdecode(path)))
+
+    # -- files -------------------------------------------------------------------------------
+
+    def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int]:
+        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read)."""
+        head = stream.read(SNIFF_SIZE) or b""
+        params = self.repo.config.chunking.for_class(classify(head))
+        ids: list[bytes] = []
+        lists: list[bytes] = []
+        total = 0
+        for chunk in chunk_stream(stream, params, buffer=self.buffer, prefix=head):
+            blob_id, _ = self.writer.add(DATA, chunk)
+            ids.append(blob_id)
+            total += len(chunk)
+            self.summary.bytes_read += len(chunk)
+            self._tick(path, len(chunk), False)
+            if len(ids) == MAX_INLINE_CHUNKS:
+                lists.append(self.writer.add(TREE, encode_chunk_list(ids))[0])
+                ids = []
+        if lists and ids:
+            lists.append(self.writer.add(TREE, encode_chunk_list(ids))[0])
+            ids = []
+        return ids, lists, total
+
+    def save_file(self, path: bytes, node: Node, previous: Node | None) -> Node | None:
+        if (previous is not None and not self.opts.force and previous.type == FILE
+                and previous.size == node.size and previous.mtime_ns == node.mtime_ns
+                and previous.ctime_ns == node.ctime_ns and previous.inode == node.inode
+                and all(self.writer.known(i) for i in previous.content)
+                and all(self.writer.known(i) for i in previous.content_lists)):
+            node.content, node.content_lists = previous.content, previous.content_lists
+            self.summary.files_unchanged += 1
+            self.summary.bytes_total += node.size
+            self._tick(path, 0, True)
+            return node
+        try:
+            fd = open_for_reading(path)
+        except OSError as e:
+            self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
+            return None
+        try:
+            with io.FileIO(fd, "rb", closefd=True) as f:
+                node.content, node.content_lists, node.size = self.store_stream(f, path)
+        except OSError as e:
+            self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
+            return None
+        if previous is None:
+            self.summary.files_new += 1
+        else:
+            self.summary.files_changed += 1
+        self.summary.bytes_total += node.size
+        self._tick(path, 0, True)
+        return node
+
+    # -- directories -------------------------------------------------------------------------
+
+    def previous_nodes(self, tree_id: bytes | None) -> dict[bytes, Node]:
+        if tree_id is None:
+            return {}
+        try:
+            return {n.name: n for n in self.repo.load_tree(tree_id)}
+        except StrongroomError as e:
+            self.warn(f"parent snapshot tree unreadable, re-reading files: {e}", error=False)
+            return {}
+
+    def save_entry(self, path: bytes, name: bytes, st: os.stat_result, previous: Node | None) -> Node | None:
+        node = node_from_stat(name, st)
+        if node is None:
+            self.warn(f"skipping {describe_special(st)} {os.fsdecode(path)}", error=False)
+            return None
+        if node.type == FILE:
+            return self.save_file(path, node, previous)
+        if node.type == SYMLINK:
+            try:
+                node.target = os.readlink(path)
+            except OSError as e:
+                self.warn(f"cannot read symlink {os.fsdecode(path)}: {e.strerror}")
+                return None
+            return node
+        prev_tree = previous.subtree if previous is not None and previous.type == DIR else None
+        node.subtree = self.save_dir(path, prev_tree)
+        return node
+
+    def save_dir(self, path: bytes, previous_tree: bytes | None) -> bytes:
+        self.summary.dirs += 1
+        previous = self.previous_nodes(previous_tree)
+        nodes = []
+        try:
+            entries = list_dir(path)
+        except OSError as e:
+            self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
+            entries = []
+        for name, st in entries:
+            child = os.path.join(path, name)
+            if isinstance(st, OSError):
+                self.warn(f"cannot stat {os.fsdecode(child)}: {st.strerror}")
+                continue
+            if self.excludes.matches(child):
+                continue
+            node = self.save_entry(child, name, st, previous.get(name))
+            if node is not None:
+                nodes.append(node)
+        return self.writer.add(TREE, encode_tree(nodes))[0]
+
+    def save_virtual(self, prefix: bytes, children: dict, previous_tree: bytes | None) -> bytes:
+        """A tree for the path components above the backed-up paths (``/``, ``/var`` ...)."""
+        previous = self.previous_nodes(previous_tree)
+        nodes = []
+        for name in sorted(children):
+            path = os.path.join(prefix, name)
+            try:
+                st = os.lstat(path)
+            except OSError as e:
+                raise SourceError(f"cannot back up {os.fsdecode(path)}: {e.strerror}") from None
+            sub = children[name]
+            if sub is None:  # a path given on the command line
+                node = self.save_entry(path, name, st, previous.get(name))
+                if node is None:
+                    continue
+            else:
+                node = node_from_stat(name, st)
+                if node is None or node.type != DIR:
+                    raise SourceError(f"cannot back up below {os.fsdecode(path)}: not a directory")
+                prev = previous.get(name)
+                node.subtree = self.save_virtual(path, sub, prev.subtree if prev and prev.type == DIR else None)
+            nodes.append(node)
+        return self.writer.add(TREE, encode_tree(nodes))[0]
+
+    def save_stdin(self, stream: BinaryIO, name: bytes) -> bytes:
+        now = time.time_ns()
+        node = Node(name=name, type=FILE, mode=0o600, mtime_ns=now, ctime_ns=now, uid=os.getuid(), gid=os.getgid())
+        node.content, node.content_lists, node.size = self.store_stream(stream, name)
+        self.summary.files_new += 1
+        self.summary.bytes_total += node.size
+        return self.writer.add(TREE, encode_tree([node]))[0]
+
+
+def path_trie(paths: Iterable[str]) -> dict:
+    """Absolute paths as nested dicts of components; a leaf (None) is a path to back up whole."""
+    trie: dict = {}
+    for p in sorted({os.path.abspath(os.fsencode(p)) for p in paths}):
+        parts = [c for c in p.split(b"/") if c]
+        if not parts:
+            raise UsageError("backing up / itself is not supported; name the directories below it")
+        node = trie
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if child is None:
+                break  # an ancestor is already backed up whole
+            node = child
+        else:
+            node[parts[-1]] = None
+    return trie
+
+
+def _find_parent(repo: Repository, opts: BackupOptions, hostname: str, paths: list[str]) -> Snapshot | None:
+    if opts.parent:
+        return repo.find_snapshot(opts.parent)
+    try:
+        return repo.find_snapshot("latest", hostname=hostname, paths=paths)
+    except SnapshotNotFound:
+        return None
+
+
+def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallback = ignore_progress,
+               warn: WarningCallback = ignore_warning) -> BackupResult:
+    started = time.monotonic()
+    hostname = opts.hostname or repo.hostname
+    stdin_mode = opts.stdin is not None or opts.stdin_command is not None
+    if stdin_mode:
+        name = os.fsencode(opts.stdin_filename)
+        if not name or b"/" in name or name in (b".", b".."):
+            raise UsageError(f"invalid --stdin-filename {opts.stdin_filename!r}: one file name without '/'")
+        paths = ["/" + opts.stdin_filename]
+    else:
+        if not opts.paths:
+            raise UsageError("nothing to back up: give at least one path")
+        for p in opts.paths:
+            if not os.path.lexists(p):
+                raise SourceError(f"cannot back up {p}: no such file or directory")
+        paths = sorted({os.fsdecode(os.path.abspath(os.fsencode(p))) for p in opts.paths})
+    parent = None if stdin_mode else _find_parent(repo, opts, hostname, paths)
+
+    with repo.lock(exclusive=False):
+        if not opts.dry_run:
+            index_orphan_packs(repo, warn)
+        with BlobWriter(repo, dry_run=opts.dry_run) as writer:
+            job = _Backup(repo, writer, opts, progress, warn)
+            parent_tree = bytes.fromhex(parent.tree) if parent else None
+            if opts.stdin_command is not None:
+                tree = _backup_command(job, opts.stdin_command, name)
+            elif opts.stdin is not None:
+                tree = job.save_stdin(opts.stdin, name)
+            else:
+                tree = job.save_virtual(b"/", path_trie(paths), parent_tree)
+            writer.flush()
+            summary = job.summary
+            summary.bytes_added = writer.bytes_added
+            summary.blobs_added = writer.blobs_added
+            summary.duration_s = round(time.monotonic() - started, 3)
+            snap = Snapshot(time=datetime.now().astimezone().isoformat(), hostname=hostname, username=repo.username,
+                            paths=paths, tree=tree.hex(), tags=sorted(set(opts.tags)),
+                            parent=parent.id if parent else None, summary=summary)
+            if not opts.dry_run:
+                repo.save_snapshot(snap)
+    return BackupResult(None if opts.dry_run else snap, summary, job.warnings, opts.dry_run)
+
+
+def _backup_command(job: _Backup, command: list[str], name: bytes) -> bytes:
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE)
+    except OSError as e:
+        raise SourceError(f"cannot run {command[0]}: {e.strerror}") from None
+    try:
+        tree = job.save_stdin(proc.stdout, name)
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+    if code != 0:
+        raise SourceError(f"command {command[0]} exited with status {code}: no snapshot written")
+    return tree

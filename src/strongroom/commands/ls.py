@@ -1,0 +1,62 @@
+"""Listing a snapshot's contents."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from strongroom.errors import MaliciousTree, UsageError
+from strongroom.repository import Repository
+from strongroom.snapshot import Snapshot
+from strongroom.tree import DIR, Node
+
+MAX_DEPTH = 4096
+
+
+@dataclass
+class Entry:
+    path: bytes
+    node: Node
+
+    def to_json(self) -> dict:
+        doc = {"path": os.fsdecode(self.path), "type": self.node.type, "size": self.node.size,
+               "mode": oct(self.node.mode), "mtime_ns": self.node.mtime_ns, "uid": self.node.uid,
+               "gid": self.node.gid}
+        if self.node.target is not None:
+            doc["target"] = os.fsdecode(self.node.target)
+        return doc
+
+
+def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"", depth: int = 0) -> Iterator[Entry]:
+    """Every node below a tree, depth first, with its absolute path in the snapshot."""
+    if depth > MAX_DEPTH:
+        raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
+    for node in repo.load_tree(tree_id):
+        path = prefix + b"/" + node.name
+        yield Entry(path, node)
+        if node.type == DIR:
+            yield from walk(repo, node.subtree, path, depth + 1)
+
+
+def list_snapshot(repo: Repository, snapshot: Snapshot, path: str | None = None) -> Iterator[Entry]:
+    """Entries of a snapshot, or only those at or below ``path`` (an absolute path in it)."""
+    root = bytes.fromhex(snapshot.tree)
+    if not path or path == "/":
+        yield from walk(repo, root)
+        return
+    parts = [p for p in os.fsencode(path).split(b"/") if p]
+    tree, prefix = root, b""
+    for i, part in enumerate(parts):
+        node = next((n for n in repo.load_tree(tree) if n.name == part), None)
+        if node is None:
+            raise UsageError(f"{path}: not in snapshot {snapshot.short_id}")
+        prefix += b"/" + part
+        if i == len(parts) - 1:
+            yield Entry(prefix, node)
+            if node.type == DIR:
+                yield from walk(repo, node.subtree, prefix)
+            return
+        if node.type != DIR:
+            raise UsageError(f"{path}: not in snapshot {snapshot.short_id}")
+        tree = node.subtree

@@ -1,0 +1,58 @@
+"""The repository config: format version, repository id, chunking and compression settings.
+
+Stored as the sealed object ``config`` (magic SRCF). Its unencrypted header carries the format
+version, so a repository of an unknown version is refused before any key is tried.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+
+from strongroom.chunker import ChunkingProfiles
+from strongroom.compression import DEFAULT_LEVEL
+from strongroom.crypto import sealed
+from strongroom.crypto.master import MasterKey
+from strongroom.errors import IntegrityError
+from strongroom.pack import TARGET_PACK_SIZE
+
+CONFIG_NAME = "config"
+
+
+@dataclass
+class Config:
+    id: str = field(default_factory=lambda: secrets.token_hex(32))
+    created: str = ""
+    chunking: ChunkingProfiles = field(default_factory=ChunkingProfiles)
+    compression_level: int = DEFAULT_LEVEL
+    pack_size: int = TARGET_PACK_SIZE
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "version": 1,
+            "id": self.id,
+            "created": self.created,
+            "chunking": self.chunking.to_json(),
+            "compression": {"algorithm": "zstd", "level": self.compression_level},
+            "pack_size": self.pack_size,
+        }, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Config:
+        try:
+            doc = json.loads(data)
+            if doc["version"] != 1 or doc["compression"]["algorithm"] != "zstd":
+                raise ValueError("unknown config version or compression")
+            return cls(id=doc["id"], created=doc["created"], chunking=ChunkingProfiles.from_json(doc["chunking"]),
+                       compression_level=int(doc["compression"]["level"]), pack_size=int(doc["pack_size"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"config: malformed ({e})") from None
+
+
+def seal_config(master: MasterKey, config: Config, *, salt: bytes | None = None) -> bytes:
+    return sealed.seal(master, sealed.MAGIC_CONFIG, config.encode(), salt=salt)
+
+
+def open_config(master: MasterKey, data: bytes) -> Config:
+    return Config.decode(sealed.unseal(master, sealed.MAGIC_CONFIG, data, "config"))

@@ -1,0 +1,1 @@
+"""Key material, the AEAD, and sealed standalone objects."""

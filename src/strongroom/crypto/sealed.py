@@ -1,0 +1,46 @@
+"""Sealed objects: config, index files, snapshots and locks.
+
+Layout: magic (4) | version (1) | salt (32) | AES-256-GCM(key, zero nonce, zstd(payload)).
+The key is derived from the master key and the object's fresh random salt, so each key seals
+exactly one message and the zero nonce never repeats under a key. Magic and version are the AAD.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from strongroom.compression import compress_frame, decompress_frame
+from strongroom.crypto.aead import ZERO_NONCE
+from strongroom.crypto.master import MasterKey
+from strongroom.errors import IntegrityError, UnsupportedFormat
+
+SALT_SIZE = 32
+HEADER_SIZE = 4 + 1 + SALT_SIZE
+VERSION = 1
+
+MAGIC_CONFIG = b"SRCF"
+MAGIC_INDEX = b"SRIX"
+MAGIC_SNAPSHOT = b"SRSN"
+MAGIC_LOCK = b"SRLK"
+
+
+def seal(master: MasterKey, magic: bytes, payload: bytes, *, salt: bytes | None = None) -> bytes:
+    salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
+    header = magic + bytes([VERSION]) + salt
+    body = master.object_cipher(salt).seal(ZERO_NONCE, compress_frame(payload), magic + bytes([VERSION]))
+    return header + body
+
+
+def check_header(data: bytes, magic: bytes, what: str) -> None:
+    """Refuse data that is not a sealed object of this kind and version, before any decryption."""
+    if len(data) < HEADER_SIZE or data[:4] != magic:
+        raise IntegrityError(f"{what}: not a strongroom {magic.decode()} object")
+    if data[4] != VERSION:
+        raise UnsupportedFormat(f"{what}: format version {data[4]} is not supported (this strongroom reads {VERSION})")
+
+
+def unseal(master: MasterKey, magic: bytes, data: bytes, what: str, *, max_size: int = 1 << 30) -> bytes:
+    check_header(data, magic, what)
+    salt = data[5:HEADER_SIZE]
+    compressed = master.object_cipher(salt).open(ZERO_NONCE, data[HEADER_SIZE:], data[:5], what)
+    return decompress_frame(compressed, max_size, what)

@@ -1,0 +1,152 @@
+"""Repository locks: sealed objects under ``locks/``.
+
+A backup (or restore, check) takes a shared lock; operations that delete data take an exclusive
+one. Taking a lock writes it first and then re-lists, so of two racing exclusive lockers neither
+proceeds. A lock is refreshed (rewritten) every REFRESH_INTERVAL seconds; one not refreshed for
+STALE_AFTER seconds, or whose process is gone on this very host, is stale and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Iterator
+
+from strongroom.crypto import sealed
+from strongroom.errors import IntegrityError, ObjectNotFound, RepositoryLocked, StrongroomError
+
+if TYPE_CHECKING:
+    from strongroom.repository import Repository
+
+REFRESH_INTERVAL = 300
+STALE_AFTER = 1800
+
+
+@dataclass
+class LockInfo:
+    hostname: str
+    pid: int
+    username: str
+    time: str
+    exclusive: bool
+    name: str = ""
+
+    def age_seconds(self, now: datetime) -> float:
+        return (now - datetime.fromisoformat(self.time)).total_seconds()
+
+    def is_stale(self, now: datetime | None = None) -> bool:
+        now = now or datetime.now(timezone.utc)
+        if self.age_seconds(now) > STALE_AFTER:
+            return True
+        return self.hostname == socket.gethostname() and not _pid_alive(self.pid)
+
+    def describe(self) -> str:
+        kind = "exclusive" if self.exclusive else "shared"
+        return f"{kind} lock by pid {self.pid} on {self.hostname} ({self.username}) since {self.time[:19]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_locks(repo: Repository) -> Iterator[LockInfo]:
+    for name, _ in repo.storage.list("locks"):
+        try:
+            data = repo.storage.load(name)
+            doc = json.loads(sealed.unseal(repo.master, sealed.MAGIC_LOCK, data, name))
+            yield LockInfo(**{k: doc[k] for k in ("hostname", "pid", "username", "time", "exclusive")}, name=name)
+        except ObjectNotFound:
+            continue  # released while we listed
+        except (IntegrityError, ValueError, KeyError, TypeError):
+            # Unreadable lock (another repository key kind, or damage): treat as held and fresh
+            # would block forever; treat it as stale instead, but keep it for `unlock` to remove.
+            yield LockInfo("?", 0, "?", "1970-01-01T00:00:00+00:00", True, name=name)
+
+
+class Lock:
+    def __init__(self, repo: Repository, exclusive: bool) -> None:
+        self._repo = repo
+        self.exclusive = exclusive
+        self.name = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> str:
+        info = LockInfo(socket.gethostname(), os.getpid(), self._repo.username, datetime.now(timezone.utc).isoformat(),
+                        self.exclusive)
+        doc = asdict(info)
+        del doc["name"]
+        name = f"locks/{secrets.token_hex(32)}"
+        self._repo.storage.store(name, sealed.seal(self._repo.master, sealed.MAGIC_LOCK, json.dumps(doc).encode()))
+        return name
+
+    def _conflicts(self) -> list[LockInfo]:
+        now = datetime.now(timezone.utc)
+        return [lk for lk in list_locks(self._repo)
+                if lk.name != self.name and (self.exclusive or lk.exclusive) and not lk.is_stale(now)]
+
+    def acquire(self) -> Lock:
+        conflicts = self._conflicts()
+        if not conflicts:
+            self.name = self._write()
+            conflicts = self._conflicts()
+            if conflicts:
+                self._delete()
+        if conflicts:
+            raise RepositoryLocked(f"repository is locked: {conflicts[0].describe()} "
+                                   "(if that process is gone, run `strongroom unlock`)")
+        self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
+        self._thread.start()
+        return self
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH_INTERVAL):
+            try:
+                old, self.name = self.name, self._write()
+                self._repo.storage.delete(old)
+            except StrongroomError:
+                pass  # the next refresh tries again; staleness only matters after STALE_AFTER
+
+    def _delete(self) -> None:
+        if self.name:
+            try:
+                self._repo.storage.delete(self.name)
+            except ObjectNotFound:
+                pass
+            self.name = ""
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._delete()
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_stale_locks(repo: Repository, *, remove_all: bool = False) -> list[LockInfo]:
+    removed = []
+    now = datetime.now(timezone.utc)
+    for lk in list_locks(repo):
+        if remove_all or lk.is_stale(now):
+            try:
+                repo.storage.delete(lk.name)
+            except ObjectNotFound:
+                continue
+            removed.append(lk)
+    return removed

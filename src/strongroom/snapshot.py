@@ -1,0 +1,72 @@
+"""Snapshot records: what was backed up, when, from where, and the root tree.
+
+A snapshot is a sealed object (magic SRSN) holding canonical JSON; its id is the BLAKE3 hash of
+the stored bytes. See spec/repository-format.md, "Snapshots".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from strongroom.errors import IntegrityError
+
+
+@dataclass
+class Summary:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    dirs: int = 0
+    errors: int = 0
+    bytes_read: int = 0
+    bytes_total: int = 0  # logical size of all files in the snapshot
+    bytes_added: int = 0  # bytes of new blobs as stored (compressed and encrypted)
+    blobs_added: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class Snapshot:
+    time: str  # ISO 8601 with offset and microseconds
+    hostname: str
+    username: str
+    paths: list[str]
+    tree: str  # hex id of the root tree
+    tags: list[str] = field(default_factory=list)
+    parent: str | None = None
+    program_version: str = ""
+    summary: Summary = field(default_factory=Summary)
+    id: str = ""  # not stored: the object's name
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        del doc["id"]
+        doc["version"] = 1
+        return doc
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, snapshot_id: str, what: str) -> Snapshot:
+        try:
+            doc = json.loads(data)
+            if doc.pop("version") != 1:
+                raise ValueError("unknown snapshot version")
+            doc["summary"] = Summary(**doc.get("summary", {}))
+            snap = cls(**doc, id=snapshot_id)
+            datetime.fromisoformat(snap.time)
+            bytes.fromhex(snap.tree)
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"{what}: malformed snapshot ({e})") from None
+        return snap
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def datetime(self) -> datetime:
+        return datetime.fromisoformat(self.time)

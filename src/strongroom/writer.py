@@ -1,0 +1,154 @@
+"""The blob writer: deduplicate, compress and encrypt blobs in parallel, fill packs, store them,
+and record them in index files.
+
+Ordering guarantees (what makes an interrupted backup harmless):
+  1. a pack is stored whole (atomically) before any index file names it;
+  2. an index file is stored before its blobs enter the local index cache;
+  3. the caller writes a snapshot only after ``flush()`` returned.
+So every blob a snapshot references is in a stored pack listed by a stored index file.
+
+Memory is bounded: at most ``MAX_QUEUED_BYTES`` of blobs wait for compression, one open pack per
+blob type, ``MAX_UPLOADS`` packs in flight, and an index file is written every
+``INDEX_FLUSH_BLOBS`` blobs, after which their ids leave the in-memory pending set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from strongroom.compression import compress_blob
+from strongroom.indexfile import PackRecord
+from strongroom.pack import DATA, TREE, PackWriter
+
+if TYPE_CHECKING:
+    from strongroom.repository import Repository
+
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+MAX_QUEUED_BLOBS = 4096
+MAX_UPLOADS = 2
+INDEX_FLUSH_BLOBS = 100_000
+DRY_RUN_MAX_PENDING = 1_000_000
+
+
+class BlobWriter:
+    def __init__(self, repo: Repository, *, threads: int | None = None, dry_run: bool = False) -> None:
+        self._repo = repo
+        self._dry_run = dry_run
+        self._level = repo.config.compression_level
+        self._pack_size = repo.config.pack_size
+        self._pool = ThreadPoolExecutor(threads or max(2, os.cpu_count() or 2), thread_name_prefix="compress")
+        self._upload_pool = ThreadPoolExecutor(MAX_UPLOADS, thread_name_prefix="upload")
+        self._queue: deque[tuple[bytes, int, int, Future]] = deque()
+        self._queued_bytes = 0
+        self._pending: set[bytes] = set()
+        self._packers: dict[int, PackWriter] = {}
+        self._uploads: deque[tuple[Future, PackRecord]] = deque()
+        self._stored: list[PackRecord] = []
+        self._stored_blobs = 0
+        self.blobs_added = 0
+        self.bytes_added = 0  # as stored: compressed and encrypted
+        self.raw_bytes_added = 0
+        self.packs_written = 0
+        self.index_files_written: list[str] = []
+
+    # -- adding blobs ------------------------------------------------------------------------
+
+    def known(self, blob_id: bytes) -> bool:
+        return blob_id in self._pending or self._repo.index.has(blob_id)
+
+    def add(self, blob_type: int, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """Queue a blob unless the repository already has it; return (id, whether it was new)."""
+        if blob_id is None:
+            blob_id = self._repo.master.blob_id(data)
+        if self.known(blob_id):
+            return blob_id, False
+        if self._dry_run:
+            # Count what would be added; remember ids only up to a bound (an estimate beyond it).
+            if len(self._pending) < DRY_RUN_MAX_PENDING:
+                self._pending.add(blob_id)
+            self.blobs_added += 1
+            self.raw_bytes_added += len(data)
+            self.bytes_added += len(data)
+            return blob_id, True
+        self._pending.add(blob_id)
+        self._queue.append((blob_id, blob_type, len(data), self._pool.submit(compress_blob, data, self._level)))
+        self._queued_bytes += len(data)
+        if self._queued_bytes > MAX_QUEUED_BYTES or len(self._queue) > MAX_QUEUED_BLOBS:
+            self._drain(block_until=MAX_QUEUED_BYTES // 2)
+        else:
+            self._drain(block_until=None)
+        return blob_id, True
+
+    def _drain(self, block_until: int | None) -> None:
+        """Move compressed blobs, in order, into packs. With ``block_until``, wait until the queue
+        holds at most that many bytes; otherwise take only what is already done."""
+        while self._queue:
+            blob_id, blob_type, raw_length, future = self._queue[0]
+            if not future.done() and (block_until is None or self._queued_bytes <= block_until):
+                return
+            compression, payload = future.result()
+            self._queue.popleft()
+            self._queued_bytes -= raw_length
+            packer = self._packers.get(blob_type)
+            if packer is None:
+                packer = self._packers[blob_type] = PackWriter(self._repo.master)
+            entry = packer.add(blob_id, blob_type, compression, payload, raw_length)
+            self.blobs_added += 1
+            self.bytes_added += entry.length
+            self.raw_bytes_added += raw_length
+            if packer.size >= self._pack_size:
+                self._seal_pack(blob_type)
+
+    def _seal_pack(self, blob_type: int) -> None:
+        packer = self._packers.pop(blob_type)
+        name, data = packer.finish()
+        record = PackRecord(name, len(data), packer.envelope, packer.entries)
+        while len(self._uploads) >= MAX_UPLOADS:
+            self._finish_upload()
+        self._uploads.append((self._upload_pool.submit(self._repo.store_pack, name, data), record))
+
+    def _finish_upload(self) -> None:
+        future, record = self._uploads.popleft()
+        future.result()
+        self.packs_written += 1
+        self._stored.append(record)
+        self._stored_blobs += len(record.entries)
+        if self._stored_blobs >= INDEX_FLUSH_BLOBS:
+            self._write_index()
+
+    def _write_index(self) -> None:
+        if not self._stored:
+            return
+        name = self._repo.save_index(self._stored)
+        self.index_files_written.append(name)
+        for record in self._stored:
+            for entry in record.entries:
+                self._pending.discard(entry.id)
+        self._stored = []
+        self._stored_blobs = 0
+
+    # -- finishing ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Store every queued blob and write the index file(s) that list them."""
+        self._drain(block_until=0)
+        for blob_type in (DATA, TREE):
+            if blob_type in self._packers:
+                self._seal_pack(blob_type)
+        while self._uploads:
+            self._finish_upload()
+        self._write_index()
+
+    def close(self) -> None:
+        """Stop the worker threads. Unflushed blobs are dropped (never referenced by anything)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._upload_pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
