@@ -18,7 +18,7 @@ API::
                                       # are added to ~1.5x as many, ~edit_rate/10 are deleted
         start: date = date(2026, 11, 1)  # calendar date of night 0
         scale: float = 1.0            # multiplies messages_per_day (size knob for benchmarks)
-        history_days: int = 4         # days of history already on the server before night 0
+        history_days: int = 2         # days of history already on the server before night 0
 
     write_day(out_dir, day, params=ExportParams()) -> DayStats
         Writes the full export as of night ``day`` (0 = first night): the pre-existing history
@@ -91,7 +91,7 @@ class ExportParams:
     edit_rate: float = 0.03
     start: _dt.date = _dt.date(2026, 11, 1)
     scale: float = 1.0
-    history_days: int = 4
+    history_days: int = 2
 
     def __post_init__(self) -> None:
         if self.users < 2:
@@ -132,6 +132,11 @@ def _mix(*vals: int) -> int:
     h ^= h >> 27
     h = (h * 0x94D049BB133111EB) & _M64
     return h ^ (h >> 31)
+
+
+def _pick(rng: random.Random, seq):
+    """Like ``rng.choice(seq)`` but cheaper (one float draw)."""
+    return seq[int(rng.random() * len(seq))]
 
 
 def _round(rng: random.Random, x: float) -> int:
@@ -230,7 +235,7 @@ _P_SLACK, _P_MM, _P_TG, _P_DC, _P_WA = range(5)
 _PLATFORM_SHARE = [0.30, 0.20, 0.20, 0.20, 0.10]
 # Estimated export text bytes per message, per platform (calibrated against the writers below);
 # the attachment budget is derived from these so that attachment_share comes out right.
-_EST_BYTES = [1150, 380, 420, 1250, 95]
+_EST_BYTES = [1730, 270, 650, 1280, 106]
 _EST_AVG = sum(s * b for s, b in zip(_PLATFORM_SHARE, _EST_BYTES))
 
 _KINDS = {  # kind: (extension, mime, magic header, trailer)
@@ -256,11 +261,19 @@ _enc_u = _jenc.c_encode_basestring or _jenc.py_encode_basestring
 _enc_a = _jenc.c_encode_basestring_ascii or _jenc.py_encode_basestring_ascii
 
 
+class _Raw(str):
+    """Already serialised JSON (rendered for the nesting level it is used at)."""
+
+    __slots__ = ()
+
+
 def _dumps(o: object, step: int, enc, level: int = 0) -> str:
     """Pretty JSON like ``json.dumps(indent=step)``, but with the C string encoder."""
     t = type(o)
     if t is str:
         return enc(o)
+    if t is _Raw:
+        return o  # type: ignore[return-value]
     if t is int:
         return str(o)
     if o is None:
@@ -273,13 +286,13 @@ def _dumps(o: object, step: int, enc, level: int = 0) -> str:
         if not o:
             return "{}"
         pad = "\n" + " " * (step * (level + 1))
-        body = ",".join(pad + enc(k) + ": " + _dumps(v, step, enc, level + 1) for k, v in o.items())
+        body = ",".join([pad + enc(k) + ": " + _dumps(v, step, enc, level + 1) for k, v in o.items()])
         return "{" + body + "\n" + " " * (step * level) + "}"
     if t is list:
         if not o:
             return "[]"
         pad = "\n" + " " * (step * (level + 1))
-        body = ",".join(pad + _dumps(v, step, enc, level + 1) for v in o)
+        body = ",".join([pad + _dumps(v, step, enc, level + 1) for v in o])
         return "[" + body + "\n" + " " * (step * level) + "]"
     if t is float:
         return repr(o)
@@ -632,7 +645,7 @@ class _World:
             segs.append((0, " "))
         r = rng.random()
         if r < 0.22:
-            segs.append((0, rng.choice(_ZH_SHORT if rng.random() < zh_p else _EN_SHORT)))
+            segs.append((0, _pick(rng, _ZH_SHORT if rng.random() < zh_p else _EN_SHORT)))
         else:
             n = 1 + (rng.random() < 0.45) + (rng.random() < 0.2)
             if r > 0.97:
@@ -641,10 +654,10 @@ class _World:
             segs.append((0, sep.join(self._sentence(rng, rng.random() < zh_p) for _ in range(n))))
         if rng.random() < 0.1:
             segs.append((0, " "))
-            tmpl = rng.choice(_URLS)
+            tmpl = _pick(rng, _URLS)
             segs.append((2, tmpl.format(n=rng.randrange(1, 99999), t=_b36(rng.getrandbits(60), 11))))
         if rng.random() < 0.18:
-            segs.append((0, " " + rng.choice(_EMOJI) * (1 + (rng.random() < 0.2))))
+            segs.append((0, " " + _pick(rng, _EMOJI) * (1 + (rng.random() < 0.2))))
         for k in range(1, self.ver[i] + 1):
             erng = random.Random(_mix(self.seed, _T_EDIT, i, k))
             zh = erng.random() < zh_p
@@ -654,21 +667,21 @@ class _World:
                         segs[s] = (0, self._sentence(erng, zh))
                         break
             else:
-                segs.append((0, erng.choice(_EDIT_NOTES_ZH if zh else _EDIT_NOTES_EN)))
+                segs.append((0, _pick(erng, _EDIT_NOTES_ZH if zh else _EDIT_NOTES_EN)))
         return segs
 
     @staticmethod
     def _sentence(rng: random.Random, zh: bool) -> str:
         if zh:
             if rng.random() < 0.2:
-                return rng.choice(_ZH_Q)
-            return (rng.choice(_ZH_SUBJ) + rng.choice(_ZH_ADV) + rng.choice(_ZH_VERB)
-                    + rng.choice(_ZH_OBJ) + rng.choice(_ZH_END))
+                return _pick(rng, _ZH_Q)
+            return (_pick(rng, _ZH_SUBJ) + _pick(rng, _ZH_ADV) + _pick(rng, _ZH_VERB)
+                    + _pick(rng, _ZH_OBJ) + _pick(rng, _ZH_END))
         if rng.random() < 0.2:
-            return rng.choice(_EN_OPEN) + rng.choice(_EN_Q)
-        s = (f"{rng.choice(_EN_OPEN)}{rng.choice(_EN_SUBJ)} {rng.choice(_EN_VERB)} "
-             f"{rng.choice(_EN_OBJ)} {rng.choice(_EN_TAIL)}").rstrip()
-        return s + rng.choice(_EN_END)
+            return _pick(rng, _EN_OPEN) + _pick(rng, _EN_Q)
+        s = (f"{_pick(rng, _EN_OPEN)}{_pick(rng, _EN_SUBJ)} {_pick(rng, _EN_VERB)} "
+             f"{_pick(rng, _EN_OBJ)} {_pick(rng, _EN_TAIL)}").rstrip()
+        return s + _pick(rng, _EN_END)
 
     def reaction_list(self, i: int) -> list[tuple[int, list[tuple[int, int]]]]:
         """[(reaction index, [(user, ms), ...]), ...] in order of first use."""
@@ -789,7 +802,7 @@ def _render(w: _World, out: _Writer, last_day: int) -> int:
     _telegram(w, out, live_by_conv)
     _discord(w, out, live_by_conv, export_ms)
     _whatsapp(w, out)
-    for k, (i, key, kind, size, path) in enumerate(w.atts):
+    for i, key, kind, size, path in w.atts:
         if not dead[i]:
             out.blob(FORMATS[w.convs[w.conv[i]].platform] + "/" + path, key, kind, size)
     return sum(len(x) for x in live_by_conv)
@@ -857,6 +870,7 @@ def _slack(w: _World, out: _Writer, live_by_conv, children) -> None:
             "purpose": {"value": "", "creator": "", "last_set": 0},
         })
     out.text("slack/channels.json", dump(chans))
+    profiles = [_slack_profile(w, u) for u in w.users]
     for c in w.convs:
         if c.platform != _P_SLACK:
             continue
@@ -868,12 +882,22 @@ def _slack(w: _World, out: _Writer, live_by_conv, children) -> None:
                     out.text(f"slack/{c.name}/{_dt.date.fromordinal(719163 + day_key)}.json",
                              dump(batch))
                 day_key, batch = k, []
-            batch.append(_slack_msg(w, i, children))
+            batch.append(_slack_msg(w, i, children, profiles))
         if batch:
             out.text(f"slack/{c.name}/{_dt.date.fromordinal(719163 + day_key)}.json", dump(batch))
 
 
-def _slack_msg(w: _World, i: int, children) -> dict:
+def _slack_profile(w: _World, u: _User) -> _Raw:
+    """The user_profile object Slack embeds in every message, pre-rendered at its level."""
+    return _Raw(_dumps({
+        "avatar_hash": u.avatar[:12],
+        "image_72": f"https://avatars.slack-edge.com/2026-01-01/{u.avatar[:10]}_72.jpg",
+        "first_name": u.first, "real_name": u.name, "display_name": u.first, "team": w.team_id,
+        "name": u.handle, "is_restricted": False, "is_ultra_restricted": False,
+    }, 4, _enc_a, 2))
+
+
+def _slack_msg(w: _World, i: int, children, profiles) -> dict:
     u = w.users[w.user[i]]
     ms = w.ts[i]
     ts = _slack_ts(ms, i)
@@ -900,12 +924,7 @@ def _slack_msg(w: _World, i: int, children) -> dict:
     m["team"] = w.team_id
     m["user_team"] = w.team_id
     m["source_team"] = w.team_id
-    m["user_profile"] = {
-        "avatar_hash": u.avatar[:12],
-        "image_72": f"https://avatars.slack-edge.com/2026-01-01/{u.avatar[:10]}_72.jpg",
-        "first_name": u.first, "real_name": u.name, "display_name": u.first, "team": w.team_id,
-        "name": u.handle, "is_restricted": False, "is_ultra_restricted": False,
-    }
+    m["user_profile"] = profiles[w.user[i]]
     a = w.att[i]
     if a >= 0:
         _, _, kind, size, path = w.atts[a]
@@ -988,12 +1007,7 @@ def _mattermost(w: _World, out: _Writer, live_by_conv, children, export_ms: int)
                     roots.append((_mm_id(w, i), i))
         roots.sort()
         for pid, i in roots:
-            post = _mm_post(w, i, pid)
-            post["team"] = team
-            post["channel"] = w.convs[w.conv[i]].name
-            post = {"team": team, "channel": post.pop("channel"), **post}
-            del post["team"]
-            post = {"team": team, **post}
+            post = {"team": team, "channel": w.convs[w.conv[i]].name, **_mm_post(w, i, pid)}
             kids = children.get(i)
             if kids:
                 post["replies"] = [_mm_post(w, k, _mm_id(w, k)) for k in kids]
@@ -1046,16 +1060,14 @@ def _telegram(w: _World, out: _Writer, live_by_conv) -> None:
             cid = c.cid % 9_000_000_000 + 1_000_000_000
             f.write(f'    "name": {enc(c.name)},\n    "type": "{c.kind}",\n    "id": {cid},\n'
                     '    "messages": [')
-            ids = {}
             msgs = live_by_conv[c.idx]
             for n, i in enumerate(msgs):
-                ids[i] = w.seq[i] + 10
-                f.write(("," if n else "") + "\n     " + _dumps(_tg_msg(w, c, i, ids), 1, enc, 5))
+                f.write(("," if n else "") + "\n     " + _dumps(_tg_msg(w, c, i), 1, enc, 5))
             f.write("\n    ]\n   }" if msgs else "]\n   }")
         f.write("\n  ]\n }\n}\n")
 
 
-def _tg_msg(w: _World, c: _Conv, i: int, ids) -> dict:
+def _tg_msg(w: _World, c: _Conv, i: int) -> dict:
     ms = w.ts[i]
     u = w.users[w.user[i]]
     m: dict = {"id": w.seq[i] + 10, "type": "message", "date": _iso(ms),
@@ -1124,7 +1136,9 @@ def _dc_id(w: _World, i: int) -> str:
 
 def _discord(w: _World, out: _Writer, live_by_conv, export_ms: int) -> None:
     enc = _enc_u
-    authors = [_dc_author(w, x) for x in range(len(w.users))]
+    # authors are embedded at three nesting levels: message.author, mentions[], reactions[].users[]
+    authors = {lvl: [_Raw(_dumps(_dc_author(w, x), 2, enc, lvl)) for x in range(len(w.users))]
+               for lvl in (3, 4, 6)}
     for c in w.convs:
         if c.platform != _P_DC:
             continue
@@ -1154,7 +1168,7 @@ def _dc_msg(w: _World, c: _Conv, i: int, authors) -> dict:
         "timestamp": _iso_ms(w.ts[i]),
         "timestampEdited": _iso_ms(w.edit_ts[i]) if w.ver[i] else None,
         "callEndedTimestamp": None, "isPinned": False,
-        "content": _plain(w, segs, 2), "author": authors[w.user[i]],
+        "content": _plain(w, segs, 2), "author": authors[3][w.user[i]],
     }
     atts = []
     a = w.att[i]
@@ -1171,9 +1185,9 @@ def _dc_msg(w: _World, c: _Conv, i: int, authors) -> dict:
                                  "isAnimated": False,
                                  "imageUrl": f"https://cdn.jsdelivr.net/gh/twitter/twemoji@latest/"
                                              f"assets/svg/{ord(_REACTIONS[e][0][0]):x}.svg"},
-                       "count": len(us), "users": [authors[x] for x, _ in us]}
+                       "count": len(us), "users": [authors[6][x] for x, _ in us]}
                       for e, us in reacts]
-    m["mentions"] = [authors[v] for kind, v in segs if kind == 1]
+    m["mentions"] = [authors[4][v] for kind, v in segs if kind == 1]
     m["inlineEmojis"] = []
     if par >= 0:
         m["reference"] = {"messageId": _dc_id(w, par), "channelId": str(c.cid >> 8),
