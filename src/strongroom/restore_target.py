@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import Union
 
 from strongroom.errors import MaliciousTree
+from strongroom.names import check_name, show_name as _show
 
 __all__ = ["DEFAULT_MAX_OPEN_DIRS", "RestoreTarget", "check_name"]
 
@@ -57,7 +58,6 @@ _WRITE_SIZE = 1 << 20
 _REPLACE_ATTEMPTS = 8
 """How often we unlink-and-retry when something keeps reappearing at a name we create."""
 
-_SHOW_LIMIT = 128
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -71,36 +71,8 @@ PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Chunk = Union[bytes, bytearray, memoryview]
 
 
-def _show(name: bytes) -> str:
-    """A printable, escape-safe rendering of a (possibly hostile) name for error messages."""
-    if len(name) <= _SHOW_LIMIT:
-        return repr(name)
-    return f"{name[:_SHOW_LIMIT]!r}... ({len(name)} bytes)"
-
-
 def _show_path(parts: Sequence[bytes]) -> str:
     return _show(b"/".join(parts))
-
-
-def check_name(name: bytes) -> None:
-    """Raise MaliciousTree unless ``name`` is a safe single path component.
-
-    Refused: ``b""``, ``b"."``, ``b".."`` and anything containing ``b"/"`` or ``b"\\0"``.
-    Any other byte string is fine, including names that are not valid UTF-8.
-    """
-    if not isinstance(name, bytes):
-        raise TypeError(f"file names must be bytes, not {type(name).__name__}")
-    if name == b"":
-        reason = "empty name"
-    elif name == b"." or name == b"..":
-        reason = "reserved name"
-    elif b"/" in name:
-        reason = "name contains '/'"
-    elif b"\0" in name:
-        reason = "name contains a NUL byte"
-    else:
-        return
-    raise MaliciousTree(f"refusing unsafe file name {_show(name)}: {reason}")
 
 
 def _check_parts(parts: Parts) -> tuple[bytes, ...]:

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 from strongroom.errors import IntegrityError, MaliciousTree
+from strongroom.names import check_name
 
 FILE = "file"
 DIR = "dir"
@@ -111,12 +112,6 @@ def _id(text: str) -> bytes:
     if len(raw) != 32:
         raise ValueError("blob id must be 32 bytes")
     return raw
-
-
-def check_name(name: bytes) -> None:
-    """A node name must be one path component: never empty, '.', '..', or containing '/' or NUL."""
-    if name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
-        raise MaliciousTree(f"refusing unsafe name {name!r} in a tree")
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
