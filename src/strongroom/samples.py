@@ -56,10 +56,11 @@ back from disk.  Night N is produced by re-simulating days 0..N in memory with c
 (a few dozen bytes per message; message texts are regenerated from their seed when written),
 and files are written in a streaming fashion, so memory stays far below the export size.
 
-Size: with the defaults a night is roughly 2-5 MB (growing ~0.5 MB per night); the text part
-is about ``(history_days + day + 1) * messages_per_day * scale * 520`` bytes and attachments
-add ``attachment_share / (1 - attachment_share)`` times that.  ``scale=60`` with the other
-defaults gives roughly 200 MB per night after a few nights.
+Size and speed: with the defaults night 0 is ~1.9 MB and each night adds ~0.9 MB (5.5 MB on
+night 4), at 0.1-0.6 s per night.  The text part is about ``(history_days + day + 1) *
+messages_per_day * scale * 1000`` bytes (Slack's pretty-printed, \\u-escaped JSON is the
+heaviest) and attachments add ``attachment_share / (1 - attachment_share)`` times that.
+``scale=60`` gives ~110 MB on night 0 and ~200 MB on night 2 (about 20 MB/s, < 100 MB RSS).
 """
 
 from __future__ import annotations
@@ -436,12 +437,12 @@ class _World:
 
         everyone = list(range(n_users))
         for i, nm in enumerate(names(_SLACK_CHANNELS, p.channels)):
-            add(_P_SLACK, nm, "public", everyone if i == 0 else members(rng.randint(3, n_users)),
+            add(_P_SLACK, nm, "public", everyone if i == 0 else members(rng.randint(min(3, n_users), n_users)),
                 rng.choice(["", "Daily chatter", "Ship it 🚀", "Ask anything", "本频道用于日常沟通"]))
         for i, nm in enumerate(names(_MM_CHANNELS, p.channels)):
-            add(_P_MM, nm, "O", everyone if i == 0 else members(rng.randint(3, n_users)))
+            add(_P_MM, nm, "O", everyone if i == 0 else members(rng.randint(min(3, n_users), n_users)))
         for i, nm in enumerate(names(_DC_CHANNELS, p.channels)):
-            add(_P_DC, nm, "GuildTextChat", members(rng.randint(3, n_users)),
+            add(_P_DC, nm, "GuildTextChat", members(rng.randint(min(3, n_users), n_users)),
                 rng.choice(["", "Be nice", "No spoilers!", "中文交流区", "Bug reports here"]))
         for i in range(p.channels):
             if i % 2 == 0:  # personal chats with other people
@@ -452,7 +453,7 @@ class _World:
                 if i // 2 >= len(_TG_GROUPS):
                     nm += f" {i // 2 // len(_TG_GROUPS) + 1}"
                 add(_P_TG, nm, kind, [0] if kind == "public_channel" else members(
-                    rng.randint(3, n_users), True))
+                    rng.randint(min(3, n_users), n_users), True))
         for i in range(max(2, p.channels // 2)):
             if i % 2 == 0:
                 other = 1 + (i // 2 + 3) % (n_users - 1)
@@ -464,7 +465,7 @@ class _World:
                 nm = _WA_GROUPS[(i // 2) % len(_WA_GROUPS)]
                 if i // 2 >= len(_WA_GROUPS):
                     nm += f" {i // 2 // len(_WA_GROUPS) + 1}"
-                add(_P_WA, nm, "group", members(rng.randint(3, n_users), True))
+                add(_P_WA, nm, "group", members(rng.randint(min(3, n_users), n_users), True))
         self.convs = convs
         # activity weights: platform share split Zipf-like over the platform's conversations
         cum, acc = [], 0.0
