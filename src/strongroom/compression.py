@@ -51,7 +51,9 @@ def compress_blob(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> tuple
     return ZSTD, packed
 
 
-def decompress_blob(code: int, payload: bytes, raw_length: int, what: str) -> bytes:
+def decompress_blob(code: int, payload: bytes, raw_length: int, what: str, dictionary: int = 0) -> bytes:
+    if dictionary != 0:
+        raise IntegrityError(f"{what}: compression dictionary {dictionary} is not supported in format v1")
     if code == NONE:
         if len(payload) != raw_length:
             raise IntegrityError(f"{what}: stored length {len(payload)} differs from recorded {raw_length}")
@@ -71,7 +73,7 @@ def decompress_frame(data: bytes, limit: int, what: str, *, exact: bool = False)
         declared = zstandard.frame_content_size(data)
         if declared > limit:  # -1 means "not recorded"; then max_output_size caps the output
             raise IntegrityError(f"{what}: declares {declared} bytes, more than the allowed {limit}")
-        out = _decompressor().decompress(data, max_output_size=limit)
+        out = _decompressor().decompress(data, max_output_size=limit, allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"{what}: cannot decompress ({e})") from None
     if exact and len(out) != limit:

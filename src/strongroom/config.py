@@ -7,6 +7,7 @@ version, so a repository of an unknown version is refused before any key is trie
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -44,6 +45,8 @@ class Config:
             doc = json.loads(data)
             if doc["version"] != 1 or doc["compression"]["algorithm"] != "zstd":
                 raise ValueError("unknown config version or compression")
+            if not re.fullmatch(r"[0-9a-f]{64}", doc["id"]):
+                raise ValueError("repository id must be 64 hex digits")
             return cls(id=doc["id"], created=doc["created"], chunking=ChunkingProfiles.from_json(doc["chunking"]),
                        compression_level=int(doc["compression"]["level"]), pack_size=int(doc["pack_size"]))
         except (ValueError, KeyError, TypeError) as e:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
 from strongroom.crypto import sealed
-from strongroom.errors import IntegrityError, ObjectNotFound, RepositoryLocked, StrongroomError
+from strongroom.errors import IntegrityError, ObjectNotFound, RepositoryLocked, StrongroomError, UnsupportedFormat
 
 if TYPE_CHECKING:
     from strongroom.repository import Repository
@@ -43,7 +43,7 @@ class LockInfo:
         now = now or datetime.now(timezone.utc)
         if self.age_seconds(now) > STALE_AFTER:
             return True
-        return self.hostname == socket.gethostname() and not _pid_alive(self.pid)
+        return self.hostname == socket.gethostname() and (self.pid <= 0 or not _pid_alive(self.pid))
 
     def describe(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
@@ -64,14 +64,26 @@ def list_locks(repo: Repository) -> Iterator[LockInfo]:
     for name, _ in repo.storage.list("locks"):
         try:
             data = repo.storage.load(name)
-            doc = json.loads(sealed.unseal(repo.master, sealed.MAGIC_LOCK, data, name))
-            yield LockInfo(**{k: doc[k] for k in ("hostname", "pid", "username", "time", "exclusive")}, name=name)
+            info = _parse_lock(sealed.unseal(repo.master, sealed.MAGIC_LOCK, data, name), name)
         except ObjectNotFound:
             continue  # released while we listed
-        except (IntegrityError, ValueError, KeyError, TypeError):
+        except (IntegrityError, UnsupportedFormat, ValueError, KeyError, TypeError):
             # Unreadable lock (another repository key kind, or damage): treat as held and fresh
             # would block forever; treat it as stale instead, but keep it for `unlock` to remove.
             yield LockInfo("?", 0, "?", "1970-01-01T00:00:00+00:00", True, name=name)
+            continue
+        yield info
+
+
+def _parse_lock(payload: bytes, name: str) -> LockInfo:
+    doc = json.loads(payload)
+    info = LockInfo(**{k: doc[k] for k in ("hostname", "pid", "username", "time", "exclusive")}, name=name)
+    if (not isinstance(info.hostname, str) or not isinstance(info.username, str) or type(info.pid) is not int
+            or info.pid <= 0 or not isinstance(info.exclusive, bool)):
+        raise ValueError("lock fields have the wrong types")
+    if datetime.fromisoformat(info.time).utcoffset() is None:
+        raise ValueError("lock time has no UTC offset")
+    return info
 
 
 class Lock:

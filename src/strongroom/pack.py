@@ -53,8 +53,10 @@ def blob_aad(blob_id: bytes, blob_type: int, compression: int, dictionary: int) 
 
 
 def pack_cipher(master: MasterKey, envelope: bytes, what: str) -> Cipher:
-    if len(envelope) != 1 + SALT_SIZE or envelope[0] != ENVELOPE_DERIVED:
-        raise UnsupportedFormat(f"{what}: unknown pack key envelope")
+    if not envelope or envelope[0] != ENVELOPE_DERIVED:
+        raise UnsupportedFormat(f"{what}: unknown pack key envelope type")
+    if len(envelope) != 1 + SALT_SIZE:
+        raise IntegrityError(f"{what}: pack key envelope has the wrong length")
     return master.pack_cipher(envelope[1:])
 
 
@@ -143,6 +145,8 @@ def parse_header(master: MasterKey, tail: bytes, pack_size: int, what: str) -> t
         e = BlobEntry(*ENTRY.unpack_from(header, COUNT.size + i * ENTRY.size))
         if e.offset != expected_offset or e.length < TAG_SIZE or e.offset + e.length > data_end:
             raise IntegrityError(f"{what}: header entry {i} has an impossible offset or length")
+        if e.type not in BLOB_TYPES or e.compression not in (0, 1) or e.dictionary != 0:
+            raise IntegrityError(f"{what}: header entry {i} has an unknown type, compression or dictionary")
         expected_offset = e.offset + e.length
         entries.append(e)
     if expected_offset != data_end:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from strongroom.errors import IntegrityError, ObjectNotFound
+from strongroom.errors import IntegrityError, ObjectNotFound, UnsupportedFormat
 from strongroom.indexfile import PackRecord
 from strongroom.pack import pack_name, parse_header
 from strongroom.repository import Repository
@@ -32,8 +32,8 @@ def index_orphan_packs(repo: Repository, warn: Callable[[str], None]) -> int:
             if pack_name(data) != pack:
                 raise IntegrityError(f"{name}: content does not match its name")
             envelope, entries = parse_header(repo.master, data, len(data), name)
-        except IntegrityError as e:
-            warn(f"ignoring damaged unindexed pack: {e}")
+        except (IntegrityError, UnsupportedFormat) as e:
+            warn(f"ignoring unreadable unindexed pack: {e}")
             continue
         records.append(PackRecord(pack, len(data), envelope, entries))
     if records:

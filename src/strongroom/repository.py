@@ -22,7 +22,7 @@ from strongroom.crypto.aead import Cipher
 from strongroom.crypto.keyfile import KdfParams, KeyInfo, create_key_file, open_key_file
 from strongroom.crypto.master import MasterKey
 from strongroom.errors import (IntegrityError, ObjectNotFound, RepositoryExists, RepositoryNotFound,
-                               SnapshotNotFound, UsageError, WrongPassword)
+                               SnapshotNotFound, UnsupportedFormat, UsageError, WrongPassword)
 from strongroom.index import BlobLocation, IndexCache
 from strongroom.indexfile import PackRecord, open_index, seal_index
 from strongroom.locking import Lock
@@ -66,6 +66,7 @@ class Repository:
         self.index = IndexCache(os.path.join(cache_root or default_cache_root(), config.id, "index"))
         self._ciphers: OrderedDict[str, Cipher] = OrderedDict()
         self._ciphers_lock = threading.Lock()
+        self.damaged_index_files: list[str] = []
 
     # -- creating and opening ----------------------------------------------------------------
 
@@ -95,13 +96,19 @@ class Repository:
         except ObjectNotFound:
             raise RepositoryNotFound(f"no repository at {storage.url} (run `strongroom init` to create one)") from None
         sealed.check_header(config_data, sealed.MAGIC_CONFIG, "config")
+        unreadable = []
         for name, _ in storage.list("keys"):
-            master = open_key_file(storage.load(name), password, name)
+            try:
+                master = open_key_file(storage.load(name), password, name)
+            except (IntegrityError, UnsupportedFormat) as e:
+                unreadable.append(str(e))  # one damaged key file must not lock out the others
+                continue
             if master is not None:
                 repo = cls(storage, master, open_config(master, config_data), name, cache_root)
                 repo.sync_index()
                 return repo
-        raise WrongPassword("wrong password: no key in the repository opens with it")
+        detail = f" ({len(unreadable)} key file(s) unreadable: {unreadable[0]})" if unreadable else ""
+        raise WrongPassword(f"wrong password: no key in the repository opens with it{detail}")
 
     def close(self) -> None:
         self.index.close()
@@ -126,12 +133,20 @@ class Repository:
             self.index.clear()
             known = set()
         fresh = sorted(listed - known)
+        self.damaged_index_files = []
         for name in fresh:
             path = f"index/{name}"
-            data = self.storage.load(path)
-            if object_name(data) != name:
-                raise IntegrityError(f"{path}: content does not match its name (damaged)")
-            packs, _ = open_index(self.master, data, path)
+            try:
+                data = self.storage.load(path)
+                if object_name(data) != name:
+                    raise IntegrityError(f"{path}: content does not match its name (damaged)")
+                packs, _ = open_index(self.master, data, path)
+            except ObjectNotFound:
+                continue  # removed while we listed
+            except (IntegrityError, UnsupportedFormat) as e:
+                # Skip it so the rest of the repository stays usable; `check` reports it.
+                self.damaged_index_files.append(str(e))
+                continue
             self.index.add_index_file(name, packs)
         return len(fresh)
 
@@ -174,7 +189,7 @@ class Repository:
         entry = location.entry
         what = f"blob {entry.id.hex()[:16]} in pack {location.pack[:16]}"
         payload = open_blob(self._pack_cipher(location.pack), entry, sealed_bytes, what)
-        data = decompress_blob(entry.compression, payload, entry.raw_length, what)
+        data = decompress_blob(entry.compression, payload, entry.raw_length, what, entry.dictionary)
         if self.master.blob_id(data) != entry.id:
             raise IntegrityError(f"{what}: content does not match its id")
         return data

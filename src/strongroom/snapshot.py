@@ -29,7 +29,7 @@ class Summary:
 
 @dataclass
 class Snapshot:
-    time: str  # ISO 8601 with offset and microseconds
+    time: str  # ISO 8601 with a UTC offset
     hostname: str
     username: str
     paths: list[str]
@@ -47,7 +47,9 @@ class Snapshot:
         return doc
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        # ASCII-only JSON: paths from os.fsdecode may carry surrogate escapes for non-UTF-8 bytes,
+        # which survive as \udcXX escapes and decode back to the same str (and os.fsencode bytes).
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
     @classmethod
     def decode(cls, data: bytes, snapshot_id: str, what: str) -> Snapshot:
@@ -58,7 +60,8 @@ class Snapshot:
             doc["summary"] = Summary(**doc.get("summary", {}))
             snap = cls(**doc, id=snapshot_id)
             datetime.fromisoformat(snap.time)
-            bytes.fromhex(snap.tree)
+            if len(bytes.fromhex(snap.tree)) != 32:
+                raise ValueError("tree id must be 32 bytes")
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(f"{what}: malformed snapshot ({e})") from None
         return snap

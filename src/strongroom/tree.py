@@ -21,7 +21,7 @@ DIR = "dir"
 SYMLINK = "symlink"
 NODE_TYPES = (FILE, DIR, SYMLINK)
 
-# A file with more chunks than this lists them in chunk-list blobs of this many ids each.
+# A file with this many chunks or more lists them in chunk-list blobs of this many ids each.
 MAX_INLINE_CHUNKS = 2048
 
 _INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "size", "inode", "device")

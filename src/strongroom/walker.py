@@ -13,10 +13,15 @@ from functools import lru_cache
 from strongroom.tree import DIR, FILE, SYMLINK, Node
 
 
+def _printable(name: str) -> str:
+    # Account names are informational; a non-UTF-8 one is stored with replacement characters.
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 @lru_cache(maxsize=1024)
 def user_name(uid: int) -> str:
     try:
-        return pwd.getpwuid(uid).pw_name
+        return _printable(pwd.getpwuid(uid).pw_name)
     except KeyError:
         return ""
 
@@ -24,7 +29,7 @@ def user_name(uid: int) -> str:
 @lru_cache(maxsize=1024)
 def group_name(gid: int) -> str:
     try:
-        return grp.getgrgid(gid).gr_name
+        return _printable(grp.getgrgid(gid).gr_name)
     except KeyError:
         return ""
 

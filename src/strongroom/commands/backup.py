@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Iterable
 
-from strongroom.chunker import chunk_stream, classify, SNIFF_SIZE
+from strongroom.chunker import SNIFF_SIZE, buffer_size_for, chunk_stream, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
 from strongroom.globs import PathMatcher
@@ -62,7 +62,8 @@ class _Backup:
         self._warn = warn
         self.summary = Summary()
         self.warnings: list[str] = []
-        self.buffer = bytearray(max(8 << 20, 2 * repo.config.chunking.binary.max_size))
+        profiles = repo.config.chunking
+        self.buffer = bytearray(max(buffer_size_for(profiles.text), buffer_size_for(profiles.binary)))
         self._since_progress = 0
 
     def warn(self, message: str, *, error: bool = True) -> None:
@@ -83,7 +84,7 @@ class _Backup:
 
     def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int]:
         """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read)."""
-        head = stream.read(SNIFF_SIZE) or b""
+        head = _read_head(stream)
         params = self.repo.config.chunking.for_class(classify(head))
         ids: list[bytes] = []
         lists: list[bytes] = []
@@ -213,6 +214,17 @@ class _Backup:
         self.summary.files_new += 1
         self.summary.bytes_total += node.size
         return self.writer.add(TREE, encode_tree([node]))[0]
+
+
+def _read_head(stream: BinaryIO) -> bytes:
+    """The first SNIFF_SIZE bytes (fewer only at end of stream), however short the reads."""
+    head = b""
+    while len(head) < SNIFF_SIZE:
+        part = stream.read(SNIFF_SIZE - len(head))
+        if not part:
+            break
+        head += part
+    return head
 
 
 def path_trie(paths: Iterable[str]) -> dict:

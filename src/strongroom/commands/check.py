@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
-from strongroom.errors import ObjectNotFound, StrongroomError
-from strongroom.repository import Repository
+from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError
+from strongroom.indexfile import open_index
+from strongroom.repository import Repository, object_name
 from strongroom.tree import DIR, FILE
 
 
@@ -29,9 +30,24 @@ def run_check(repo: Repository, *, progress: ProgressCallback = ignore_progress)
     result = CheckResult()
     with repo.lock(exclusive=False):
         repo.sync_index()
+        _check_index_files(repo, result)
         _check_packs(repo, result)
         _check_snapshots(repo, result, progress)
     return result
+
+
+def _check_index_files(repo: Repository, result: CheckResult) -> None:
+    """Every index file must be intact: named by its content, authentic, well-formed."""
+    for name, _ in repo.storage.list("index"):
+        try:
+            data = repo.storage.load(name)
+            if object_name(data) != name.rsplit("/", 1)[1]:
+                raise IntegrityError(f"{name}: content does not match its name (damaged)")
+            open_index(repo.master, data, name)
+        except ObjectNotFound:
+            continue
+        except StrongroomError as e:
+            result.errors.append(str(e))
 
 
 def _check_packs(repo: Repository, result: CheckResult) -> None:

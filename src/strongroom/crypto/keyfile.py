@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from strongroom.crypto.aead import ZERO_NONCE, Cipher
-from strongroom.crypto.master import MasterKey
+from strongroom.crypto.master import SECRET_SIZE, MasterKey
 from strongroom.errors import IntegrityError, UnsupportedFormat
 
 KEY_AAD = b"strongroom key file v1"
 SALT_SIZE = 16
+# Bounds on what a key file may ask for, so a hostile key file cannot exhaust memory or time.
+MAX_MEMORY_KIB = 4 * 1024 * 1024
+MAX_ITERATIONS = 100
+MAX_LANES = 64
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,11 @@ def parse_key_file(data: bytes, what: str) -> tuple[KeyInfo, KdfParams, bytes, b
         if kdf["algorithm"] != "argon2id":
             raise UnsupportedFormat(f"{what}: unknown KDF {kdf['algorithm']!r}")
         params = KdfParams(int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["lanes"]))
+        if not (8 <= params.memory_kib <= MAX_MEMORY_KIB and 1 <= params.iterations <= MAX_ITERATIONS
+                and 1 <= params.lanes <= MAX_LANES and params.memory_kib >= 8 * params.lanes):
+            raise ValueError("KDF parameters out of range")
         info = KeyInfo(str(doc["kind"]), str(doc["created"]), str(doc["hostname"]), str(doc["username"]))
-        return info, params, base64.b64decode(kdf["salt"]), base64.b64decode(doc["master"])
+        return info, params, base64.b64decode(kdf["salt"], validate=True), base64.b64decode(doc["master"], validate=True)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise IntegrityError(f"{what}: malformed key file ({e})") from None
 
@@ -90,4 +97,6 @@ def open_key_file(data: bytes, password: bytes, what: str) -> MasterKey | None:
         secret = kek.open(ZERO_NONCE, sealed, KEY_AAD, what)
     except IntegrityError:
         return None
+    if len(secret) != SECRET_SIZE:
+        raise IntegrityError(f"{what}: master secret has the wrong length")
     return MasterKey(secret)

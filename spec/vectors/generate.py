@@ -1,0 +1,487 @@
+"""Generate the repository-format test vectors in this folder from fixed inputs.
+
+    PYTHONPATH=src python spec/vectors/generate.py          # rewrite the *.json files
+    PYTHONPATH=src python spec/vectors/generate.py --check  # exit 1 if they would change
+
+Every input is fixed: the master secret is bytes 0..31, every salt is one repeated byte (a
+different byte per object, so no (key, nonce) pair is used twice even here), the key file uses
+a cheap Argon2id cost, and time stamps, host and user names are constants. AES-GCM, BLAKE3,
+Argon2id and the JSON encodings are deterministic, so every byte is reproducible, except zstd
+output, which can change between zstd library versions: files holding zstd output record the
+versions used, and always pin the decompressed bytes as well.
+
+Pseudo-random inputs are ``xof(seed, n)``: the first n bytes of the BLAKE3 extended output
+(unkeyed, default hash mode) of the ASCII seed string.
+
+tests/test_vectors.py imports this module: ``generate()`` rebuilds every vector with the code;
+``generate(replay=replay_tables(stored))`` rebuilds them feeding the recorded zstd frames back
+in instead of compressing, so that every byte not produced by zstd can be compared exactly
+whatever the installed zstd version.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+import blake3
+import fastcdc
+import zstandard
+
+from strongroom import compression
+from strongroom.chunker import BINARY, TEXT, ChunkerParams, ChunkingProfiles, chunk_stream, classify
+from strongroom.config import Config, seal_config
+from strongroom.crypto import master as master_mod
+from strongroom.crypto import sealed
+from strongroom.crypto.aead import ZERO_NONCE, counter_nonce
+from strongroom.crypto.keyfile import KEY_AAD, KdfParams, KeyInfo, create_key_file
+from strongroom.crypto.master import MasterKey
+from strongroom.indexfile import PackRecord, encode_index, seal_index
+from strongroom.locking import LockInfo
+from strongroom.pack import (DATA, ENTRY, HEADER_NONCE, TRAILER, TREE, PackWriter, blob_aad, pack_path)
+from strongroom.snapshot import Snapshot, Summary
+from strongroom.tree import DIR, FILE, SYMLINK, Node, encode_chunk_list, encode_tree
+
+VECTOR_DIR = Path(__file__).resolve().parent
+
+MASTER_SECRET = bytes(range(32))
+PASSWORD = b"correct horse battery staple"
+KDF = KdfParams(memory_kib=64, iterations=1, lanes=1)
+
+SALT_DATA_PACK = b"\x11" * 32
+SALT_TREE_PACK = b"\x12" * 32
+SALT_INDEX = b"\x21" * 32
+SALT_SNAPSHOT = b"\x22" * 32
+SALT_CONFIG = b"\x23" * 32
+SALT_LOCK = b"\x24" * 32
+SALT_KEY_FILE = b"\x31" * 16
+
+ZSTD_VERSIONS = {"zstandard": zstandard.__version__, "libzstd": ".".join(map(str, zstandard.ZSTD_VERSION))}
+
+# Files whose bytes depend on zstd output (the others never touch zstd).
+ZSTD_DEPENDENT = ("compression.json", "pack.json", "tree.json", "index.json", "snapshot.json", "config.json",
+                  "lock.json")
+
+
+def xof(seed: str, n: int) -> bytes:
+    """The first n bytes of the BLAKE3 XOF of the ASCII seed."""
+    return blake3.blake3(seed.encode("ascii")).digest(length=n)
+
+
+def letters(seed: str, n: int) -> bytes:
+    """Text-like pseudo-random bytes: xof(seed, n) with each byte b mapped to ALPHABET[b % 32]."""
+    return bytes(LETTER_ALPHABET[b % 32] for b in xof(seed, n))
+
+
+LETTER_ALPHABET = b"abcdefghijklmnopqrstuvwxyz .,\n-'"
+assert len(LETTER_ALPHABET) == 32
+
+H = bytes.hex
+
+
+# -- zstd: real, or replayed from recorded vectors -------------------------------------------------
+
+class _Zstd:
+    def __init__(self, replay: dict | None) -> None:
+        self.blobs = replay["blobs"] if replay else None  # (plaintext, level) -> (code, payload)
+        self.frames = replay["frames"] if replay else None  # sealed payload -> zstd frame
+
+    def blob(self, data: bytes, level: int = compression.DEFAULT_LEVEL) -> tuple[int, bytes]:
+        if self.blobs is not None and (data, level) in self.blobs:
+            return self.blobs[(data, level)]
+        code, payload = compression.compress_blob(data, level)
+        return code, bytes(payload)
+
+    @contextmanager
+    def sealing(self) -> Iterator[None]:
+        """While active, sealed objects use the replayed frame for a known payload."""
+        if self.frames is None:
+            yield
+            return
+        original = sealed.compress_frame
+        sealed.compress_frame = lambda payload: self.frames.get(bytes(payload)) or original(payload)
+        try:
+            yield
+        finally:
+            sealed.compress_frame = original
+
+
+def replay_tables(vectors: dict[str, dict]) -> dict:
+    """The zstd outputs recorded in a set of vectors, for ``generate(replay=...)``."""
+    blobs: dict = {}
+    frames: dict = {}
+    for case in vectors["compression.json"]["cases"]:
+        blobs[(bytes.fromhex(case["input"]), case["level"])] = (case["code"], bytes.fromhex(case["payload"]))
+    for name in ("pack.json", "tree.json"):
+        for b in vectors[name]["pack"]["blobs"]:
+            blobs[(bytes.fromhex(b["plaintext"]), compression.DEFAULT_LEVEL)] = (
+                b["compression"], bytes.fromhex(b["payload"]))
+    for name in ("index.json", "snapshot.json", "config.json", "lock.json"):
+        obj = vectors[name]["sealed"]
+        frames[bytes.fromhex(obj["payload"])] = bytes.fromhex(obj["zstd_frame"])
+    return {"blobs": blobs, "frames": frames}
+
+
+# -- pieces ----------------------------------------------------------------------------------------
+
+def _sealed_vector(master: MasterKey, magic: bytes, salt: bytes, payload: bytes, data: bytes) -> dict:
+    header = data[:sealed.HEADER_SIZE]
+    frame = master.object_cipher(salt).open(ZERO_NONCE, data[sealed.HEADER_SIZE:], header[:5], "vector")
+    return {
+        "magic": magic.decode(),
+        "version": sealed.VERSION,
+        "salt": H(salt),
+        "object_key": H(blake3.blake3(salt, key=master._object_root).digest()),
+        "aad": H(header[:5]),
+        "payload": H(payload),
+        "zstd_frame": H(frame),
+        "bytes": H(data),
+        "name": blake3.blake3(data).hexdigest(),
+    }
+
+
+def _pack_vector(master: MasterKey, zstd: _Zstd, salt: bytes, blobs: list[tuple[int, bytes]]) -> dict:
+    writer = PackWriter(master, salt=salt)
+    described = []
+    for blob_type, plaintext in blobs:
+        code, payload = zstd.blob(plaintext)
+        blob_id = master.blob_id(plaintext)
+        writer.add(blob_id, blob_type, code, payload, len(plaintext))
+        described.append({"type": blob_type, "plaintext": H(plaintext), "id": H(blob_id), "compression": code,
+                          "dictionary": 0, "payload": H(payload), "aad": H(blob_aad(blob_id, blob_type, code, 0))})
+    entries = list(writer.entries)
+    name, data = writer.finish()
+    header_plain = len(entries).to_bytes(4, "little") + b"".join(
+        ENTRY.pack(e.id, e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length) for e in entries)
+    for d, e in zip(described, entries):
+        d.update(offset=e.offset, length=e.length, raw_length=e.raw_length, nonce=H(counter_nonce(e.offset)),
+                 ciphertext=H(data[e.offset:e.offset + e.length]))
+    data_end = entries[-1].offset + entries[-1].length if entries else 0
+    header_len = len(header_plain) + 16
+    return {
+        "salt": H(salt),
+        "pack_key": H(blake3.blake3(salt, key=master._pack_root).digest()),
+        "envelope": H(writer.envelope),
+        "blobs": described,
+        "header_plaintext": H(header_plain),
+        "header_nonce": H(HEADER_NONCE),
+        "header_aad": H(b"SRPH"),
+        "header_ciphertext": H(data[data_end:data_end + header_len]),
+        "trailer": H(data[-TRAILER.size:]),
+        "bytes": H(data),
+        "size": len(data),
+        "name": name,
+        "path": pack_path(name),
+    }
+
+
+def _record(pack: dict) -> PackRecord:
+    from strongroom.pack import BlobEntry
+    return PackRecord(pack["name"], pack["size"], bytes.fromhex(pack["envelope"]), [
+        BlobEntry(bytes.fromhex(b["id"]), b["type"], b["compression"], b["dictionary"], b["offset"], b["length"],
+                  b["raw_length"]) for b in pack["blobs"]])
+
+
+def _node_json(node: Node) -> dict:
+    """A node described for readers of the vector (bytes as hex)."""
+    return {"name": H(node.name), "type": node.type, "mode": node.mode, "uid": node.uid, "gid": node.gid,
+            "mtime_ns": node.mtime_ns, "ctime_ns": node.ctime_ns, "size": node.size, "inode": node.inode,
+            "device": node.device, "user": node.user, "group": node.group,
+            "content": [H(c) for c in node.content], "content_lists": [H(c) for c in node.content_lists],
+            "subtree": None if node.subtree is None else H(node.subtree),
+            "target": None if node.target is None else H(node.target)}
+
+
+# -- the vectors -----------------------------------------------------------------------------------
+
+def keys_vector(master: MasterKey) -> dict:
+    return {
+        "about": "Subkeys derived from the master secret (BLAKE3 derive_key, then keyed BLAKE3 of a salt).",
+        "master_secret": H(MASTER_SECRET),
+        "contexts": {"chunk_id": master_mod.CONTEXT_CHUNK_ID, "pack": master_mod.CONTEXT_PACK,
+                     "object": master_mod.CONTEXT_OBJECT},
+        "id_key": H(master.id_key),
+        "pack_key_root": H(master._pack_root),
+        "object_key_root": H(master._object_root),
+        "pack_keys": [{"salt": H(s), "key": H(blake3.blake3(s, key=master._pack_root).digest())}
+                      for s in (SALT_DATA_PACK, SALT_TREE_PACK)],
+        "object_keys": [{"salt": H(s), "key": H(blake3.blake3(s, key=master._object_root).digest())}
+                        for s in (SALT_INDEX, SALT_SNAPSHOT, SALT_CONFIG, SALT_LOCK)],
+    }
+
+
+def chunk_ids_vector(master: MasterKey) -> dict:
+    cases = [{"input": H(i), "id": H(master.blob_id(i))} for i in (b"", b"abc", bytes(range(256)))]
+    seed, n = "strongroom chunk id vector", 100_000  # more than one BLAKE3 chunk (1 KiB) and tree level
+    cases.append({"xof_seed": seed, "length": n, "id": H(master.blob_id(xof(seed, n)))})
+    return {"about": ("Blob ids: keyed BLAKE3-256 of the plaintext under id_key (see keys.json). An input is "
+                      "given as hex, or as xof(seed, length)."),
+            "master_secret": H(MASTER_SECRET), "cases": cases}
+
+
+def _chunking_case(name: str, seed: str, length: int, transform: str, params: ChunkerParams) -> dict:
+    data = letters(seed, length) if transform == "letters" else xof(seed, length)
+    boundaries, pos = [], 0
+    for chunk in chunk_stream(io.BytesIO(data), params):
+        pos += len(chunk)
+        boundaries.append(pos)
+    return {"name": name, "seed": seed, "length": length, "transform": transform, "input_blake3": blake3.blake3(
+        data).hexdigest(), "params": asdict(params), "boundaries": boundaries}
+
+
+def chunking_vector() -> dict:
+    profiles = ChunkingProfiles()
+    return {
+        "about": ("Chunk boundaries (the end offset of every chunk; the last equals the length) of "
+                  "pseudo-random inputs. transform 'none': input = xof(seed, length), the first length bytes "
+                  "of the BLAKE3 XOF of the ASCII seed. transform 'letters': every byte b of that output "
+                  "replaced by alphabet[b % 32]."),
+        "alphabet": LETTER_ALPHABET.decode(),
+        "fastcdc_version": fastcdc.__version__,
+        "default_profiles": profiles.to_json(),
+        "cases": [
+            _chunking_case("text profile, text-like input", "strongroom chunking vector text", 1 << 20, "letters",
+                           profiles.text),
+            _chunking_case("text profile, random input", "strongroom chunking vector random", 1 << 20, "none",
+                           profiles.text),
+            _chunking_case("binary profile, random input", "strongroom chunking vector binary", 20 << 20, "none",
+                           profiles.binary),
+            _chunking_case("small sizes", "strongroom chunking vector small", 65536, "none",
+                           ChunkerParams(64, 256, 1024)),
+            _chunking_case("no normalised phase (center size 0)", "strongroom chunking vector flat", 65536, "none",
+                           ChunkerParams(1000, 1024, 4096)),
+        ],
+    }
+
+
+def _classify_cases() -> list[tuple[list[tuple[bytes, int]], str]]:
+    a = b"a"
+    return [
+        ([], "empty content"),
+        ([(b"hello world\n", 1)], "ASCII"),
+        ([("gr\u00fc\u00dfe \u2603 \U0001d11e\n".encode(), 1)], "valid UTF-8"),
+        ([(a, 50), (b"\x01", 50)], "valid UTF-8 full of control characters is still text"),
+        ([(b"%PDF-1.7\n", 1), (a, 100)], "known magic prefix"),
+        ([(b"\x1f\x8b", 1), (a, 100)], "gzip magic"),
+        ([(b"SQLite format 3\x00", 1)], "SQLite magic"),
+        ([(a, 100), (b"\x00", 1), (a, 100)], "NUL byte"),
+        ([(a, 8192), (b"\x00", 1)], "NUL just outside the 8192-byte window"),
+        ([(a, 8190), (b"\xe2\x82\xac", 1)], "3-byte character cut by the window: text"),
+        ([(b"\x01\x02\x03\xe2\x82\xac", 1)], "valid UTF-8 with controls"),
+        ([(b"\x01\x02\x03\xe2\x82", 1)], "ends in a proper prefix of a UTF-8 sequence: text"),
+        ([(b"\x01\x02\x03\xf0\x9f\x98", 1)], "ends in a proper prefix of a 4-byte sequence: text"),
+        ([(b"\x01\x02\x03\xe0\x80", 1)], "ends in bytes that cannot start a valid sequence: ratio rule"),
+        ([(b"\x01\x02\x03\xed\xa0\x80", 1)], "encoded surrogate is not UTF-8: ratio rule"),
+        ([(b"caf\xe9 r\xe9sum\xe9 ", 20)], "Latin-1 text: bytes >= 0x80 count as printable"),
+        ([(b"\xff", 1), (a, 94), (b"\x01", 5)], "not UTF-8, exactly 95% printable: text"),
+        ([(b"\xff", 1), (a, 93), (b"\x01", 6)], "not UTF-8, 94% printable: binary"),
+        ([(b"\xff\x09\x0a\x0d", 25)], "tab, LF, CR count as printable"),
+    ]
+
+
+def classify_vector() -> dict:
+    cases = []
+    for parts, note in _classify_cases():
+        head = b"".join(p * n for p, n in parts)
+        cases.append({"parts": [[H(p), n] for p, n in parts], "length": len(head), "class": classify(head),
+                      "note": note})
+    return {"about": ("classify() results. The content is the concatenation of each part's bytes repeated "
+                      "its count. Class 'text' selects the text chunking profile, 'binary' the binary one."),
+            "classes": [TEXT, BINARY], "cases": cases}
+
+
+def compression_vector(zstd: _Zstd) -> dict:
+    inputs = [
+        ("shorter than 64 bytes: always raw", b"strongroom " * 5, 3),
+        ("compressible", b"strongroom keeps encrypted backups. " * 8, 3),
+        ("incompressible (random)", xof("strongroom compression vector", 512), 3),
+        ("level 0 disables compression", b"strongroom keeps encrypted backups. " * 8, 0),
+    ]
+    cases = []
+    for note, data, level in inputs:
+        code, payload = zstd.blob(data, level)
+        cases.append({"note": note, "input": H(data), "level": level, "code": code, "payload": H(payload)})
+    return {"about": ("Blob compression: code 0 = raw (payload is the input), 1 = one zstd frame without "
+                      "content size or checksum. 'payload' depends on the zstd version for code 1; "
+                      "'input' is what it must decompress to."),
+            "zstd": ZSTD_VERSIONS, "cases": cases}
+
+
+def data_blobs() -> list[bytes]:
+    return [b"Hello from strongroom! This line repeats and compresses well.\n" * 8,
+            xof("strongroom data blob", 100)]
+
+
+def pack_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    return {"about": ("A data pack with two blobs (one zstd-compressed, one raw). Fields derived from zstd "
+                      "output: the first blob's payload/ciphertext, the header, the pack bytes and name."),
+            "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET),
+            "pack": _pack_vector(master, zstd, SALT_DATA_PACK, [(DATA, b) for b in data_blobs()])}
+
+
+def tree_nodes(master: MasterKey, empty_tree_id: bytes, list_id: bytes) -> list[Node]:
+    blob_ids = [master.blob_id(b) for b in data_blobs()]
+    size = sum(len(b) for b in data_blobs())
+    common = {"uid": 1000, "gid": 1000, "user": "alice", "group": "staff", "device": 2049}
+    return [
+        Node(name=b"hello.txt", type=FILE, mode=0o644, mtime_ns=1795000000123456789, ctime_ns=1795000000123456789,
+             size=size, inode=131073, content=blob_ids, **common),
+        Node(name=b"big.bin", type=FILE, mode=0o600, mtime_ns=1795000001000000000, ctime_ns=1795000001000000000,
+             size=size, inode=131074, content_lists=[list_id], **common),
+        Node(name=b"caf\xe9", type=FILE, mode=0o644, inode=131075, **common),
+        Node(name=b"docs", type=DIR, mode=0o755, mtime_ns=1795000002000000000, inode=131076, subtree=empty_tree_id,
+             **common),
+        Node(name=b"link", type=SYMLINK, mode=0o777, mtime_ns=-1000000000, inode=131077, target=b"hello.txt",
+             **common),
+        Node(name="gr\u00fc\u00dfe".encode(), type=SYMLINK, mode=0o777, inode=131078, target=b"\xff\xfe/x",
+             **common),
+        Node(name=b'say "hi"\t\\.txt', type=FILE, mode=0o4755, inode=131079, uid=0, gid=0),
+    ]
+
+
+def tree_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    empty = encode_tree([])
+    chunk_list = encode_chunk_list([master.blob_id(b) for b in data_blobs()])
+    nodes = tree_nodes(master, master.blob_id(empty), master.blob_id(chunk_list))
+    root = encode_tree(nodes)
+    return {
+        "about": ("Trees and a chunk list, and the tree pack holding them (blob type 1). The nodes are listed "
+                  "in the order given to encode_tree; 'encoded' is sorted by name bytes. Name, target and "
+                  "ids are hex in 'nodes'. (Real writers use chunk lists only for files of 2048 chunks or more; "
+                  "big.bin uses one to pin the encoding.)"),
+        "zstd": ZSTD_VERSIONS,
+        "master_secret": H(MASTER_SECRET),
+        "root": {"nodes": [_node_json(n) for n in nodes], "encoded": H(root), "text": root.decode("utf-8"),
+                 "id": H(master.blob_id(root))},
+        "empty": {"encoded": H(empty), "text": empty.decode(), "id": H(master.blob_id(empty))},
+        "chunk_list": {"ids": [H(master.blob_id(b)) for b in data_blobs()], "encoded": H(chunk_list),
+                       "id": H(master.blob_id(chunk_list))},
+        "pack": _pack_vector(master, zstd, SALT_TREE_PACK, [(TREE, root), (TREE, empty), (TREE, chunk_list)]),
+    }
+
+
+def index_vector(master: MasterKey, zstd: _Zstd, pack: dict, tree: dict) -> dict:
+    records = [_record(pack["pack"]), _record(tree["pack"])]
+    supersedes = [blake3.blake3(b"an older index file").hexdigest()]
+    payload = encode_index(records, supersedes)
+    with zstd.sealing():
+        data = seal_index(master, records, supersedes, salt=SALT_INDEX)
+    return {"about": ("An index file listing the packs of pack.json and tree.json, superseding one (made-up) "
+                      "older index file. 'payload' is the decrypted, decompressed content."),
+            "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET), "supersedes": supersedes,
+            "packs": [{"name": r.name, "size": r.size, "envelope": H(r.envelope),
+                       "entries": [[H(e.id), e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length]
+                                   for e in r.entries]} for r in records],
+            "sealed": _sealed_vector(master, sealed.MAGIC_INDEX, SALT_INDEX, payload, data)}
+
+
+def make_snapshot(tree_id: str) -> Snapshot:
+    return Snapshot(time="2026-11-22T10:00:00.123456+01:00", hostname="h\u00f6st", username="alice",
+                    paths=["/home/alice/docs", "/srv/chat"], tree=tree_id, tags=["daily", "vectors"], parent=None,
+                    program_version="strongroom 0.1.0",
+                    summary=Summary(files_new=3, files_changed=1, files_unchanged=2, dirs=2, errors=0,
+                                    bytes_read=1000, bytes_total=2000, bytes_added=700, blobs_added=5,
+                                    duration_s=1.25))
+
+
+def snapshot_vector(master: MasterKey, zstd: _Zstd, tree: dict) -> dict:
+    snap = make_snapshot(tree["root"]["id"])
+    payload = snap.encode()
+    with zstd.sealing():
+        data = sealed.seal(master, sealed.MAGIC_SNAPSHOT, payload, salt=SALT_SNAPSHOT)
+    return {"about": "A snapshot of the root tree of tree.json; its id is the name.",
+            "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET), "json": json.loads(payload),
+            "sealed": _sealed_vector(master, sealed.MAGIC_SNAPSHOT, SALT_SNAPSHOT, payload, data)}
+
+
+def make_config() -> Config:
+    return Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00")
+
+
+def config_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    config = make_config()
+    with zstd.sealing():
+        data = seal_config(master, config, salt=SALT_CONFIG)
+    return {"about": "A config with the default settings.", "zstd": ZSTD_VERSIONS,
+            "master_secret": H(MASTER_SECRET), "json": json.loads(config.encode()),
+            "sealed": _sealed_vector(master, sealed.MAGIC_CONFIG, SALT_CONFIG, config.encode(), data)}
+
+
+def lock_payload() -> bytes:
+    """What Lock._write stores (it has no separate encoder): asdict(LockInfo) without 'name'."""
+    doc = asdict(LockInfo(hostname="host", pid=4242, username="alice", time="2026-11-22T09:30:00.5+00:00",
+                          exclusive=False))
+    del doc["name"]
+    return json.dumps(doc).encode()
+
+
+def lock_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    payload = lock_payload()
+    with zstd.sealing():
+        data = sealed.seal(master, sealed.MAGIC_LOCK, payload, salt=SALT_LOCK)
+    return {"about": "A shared lock (stored as locks/<random 64 hex>, so it has no content name).",
+            "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET), "json": json.loads(payload),
+            "sealed": _sealed_vector(master, sealed.MAGIC_LOCK, SALT_LOCK, payload, data)}
+
+
+def keyfile_vector(master: MasterKey) -> dict:
+    info = KeyInfo(kind="full", created="2026-11-22T09:00:00+00:00", hostname="host", username="alice")
+    data = create_key_file(master, PASSWORD, info, KDF, salt=SALT_KEY_FILE)
+    kek = KDF.derive(PASSWORD, SALT_KEY_FILE)
+    return {"about": "A key file (UTF-8 JSON; no zstd). kek = Argon2id(password, salt).",
+            "password": PASSWORD.decode(), "kdf": asdict(KDF), "salt": H(SALT_KEY_FILE), "kek": H(kek),
+            "aad": H(KEY_AAD), "master_secret": H(MASTER_SECRET),
+            "sealed_master": H(base64.b64decode(json.loads(data)["master"])),
+            "bytes": H(data), "text": data.decode(), "name": "keys/" + blake3.blake3(data).hexdigest()}
+
+
+def generate(replay: dict | None = None) -> dict[str, dict]:
+    """Every vector file's content, built with the code (zstd replayed from ``replay`` if given)."""
+    master = MasterKey(MASTER_SECRET)
+    zstd = _Zstd(replay)
+    out = {
+        "keys.json": keys_vector(master),
+        "chunk_ids.json": chunk_ids_vector(master),
+        "chunking.json": chunking_vector(),
+        "classify.json": classify_vector(),
+        "compression.json": compression_vector(zstd),
+        "pack.json": pack_vector(master, zstd),
+        "tree.json": tree_vector(master, zstd),
+    }
+    out["index.json"] = index_vector(master, zstd, out["pack.json"], out["tree.json"])
+    out["snapshot.json"] = snapshot_vector(master, zstd, out["tree.json"])
+    out["config.json"] = config_vector(master, zstd)
+    out["lock.json"] = lock_vector(master, zstd)
+    out["keyfile.json"] = keyfile_vector(master)
+    return out
+
+
+def dump(doc: dict) -> str:
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def load_stored() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text("utf-8")) for p in sorted(VECTOR_DIR.glob("*.json"))}
+
+
+def main(argv: list[str]) -> int:
+    vectors = generate()
+    if "--check" in argv:
+        stale = [n for n, doc in vectors.items()
+                 if not (VECTOR_DIR / n).exists() or (VECTOR_DIR / n).read_text("utf-8") != dump(doc)]
+        print("stale vectors: " + ", ".join(stale) if stale else "vectors up to date")
+        return 1 if stale else 0
+    for name, doc in vectors.items():
+        (VECTOR_DIR / name).write_text(dump(doc), "utf-8")
+    print(f"wrote {len(vectors)} files to {VECTOR_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

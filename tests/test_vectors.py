@@ -1,0 +1,573 @@
+"""The repository-format test vectors in spec/vectors/ against the code and the spec.
+
+(a) every vector is regenerated with the code and compared byte for byte: exactly when the
+    installed zstd is the one that made them, and always with the recorded zstd frames fed back
+    in, which pins every byte zstd does not produce;
+(b) every stored vector is decoded with the reader functions, by a small independent reader
+    written from spec/repository-format.md, and as a whole repository opened by Repository;
+(c) a flipped byte anywhere in an encrypted object is rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import re
+import struct
+import sys
+from pathlib import Path
+
+import blake3
+import pytest
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from strongroom.chunker import ChunkerParams, chunk_stream, classify
+from strongroom.compression import decompress_blob
+from strongroom.config import open_config
+from strongroom.crypto import sealed
+from strongroom.crypto.aead import ZERO_NONCE, Cipher
+from strongroom.crypto.keyfile import KEY_AAD, open_key_file, parse_key_file
+from strongroom.crypto.master import MasterKey
+from strongroom.errors import IntegrityError, StrongroomError, UnsupportedFormat
+from strongroom.indexfile import decode_index, open_index
+from strongroom.pack import TRAILER, open_blob, pack_cipher, pack_name, parse_header
+from strongroom.snapshot import Snapshot
+from strongroom.tree import Node, decode_chunk_list, decode_tree, encode_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTOR_DIR = ROOT / "spec" / "vectors"
+SPEC = ROOT / "spec" / "repository-format.md"
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("strongroom_vector_generator", VECTOR_DIR / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+STORED = gen.load_stored()
+NAMES = sorted(STORED)
+SECRET = bytes.fromhex(STORED["keys.json"]["master_secret"])
+MASTER = MasterKey(SECRET)
+SAME_ZSTD = all(STORED[n]["zstd"] == gen.ZSTD_VERSIONS for n in gen.ZSTD_DEPENDENT)
+X = bytes.fromhex
+
+
+def normalise(doc: dict) -> dict:
+    return json.loads(gen.dump(doc))
+
+
+@pytest.fixture(scope="module")
+def fresh() -> dict[str, dict]:
+    return {n: normalise(d) for n, d in gen.generate().items()}
+
+
+@pytest.fixture(scope="module")
+def replayed() -> dict[str, dict]:
+    return {n: normalise(d) for n, d in gen.generate(replay=gen.replay_tables(STORED)).items()}
+
+
+# -- (a) regeneration ------------------------------------------------------------------------------
+
+def test_vector_files_are_exactly_the_generated_set(fresh):
+    assert sorted(fresh) == NAMES
+    assert set(gen.ZSTD_DEPENDENT) <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_regenerated_exactly(name, fresh):
+    if name in gen.ZSTD_DEPENDENT and STORED[name]["zstd"] != gen.ZSTD_VERSIONS:
+        pytest.skip(f"vectors made with zstd {STORED[name]['zstd']}, installed {gen.ZSTD_VERSIONS}: zstd output "
+                    "may differ (the decoded plaintext and every other byte are still compared)")
+    assert fresh[name] == STORED[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_regenerated_with_recorded_zstd_frames(name, replayed):
+    """Every byte that zstd does not produce, compared whatever the installed zstd version."""
+    got, want = dict(replayed[name]), dict(STORED[name])
+    got.pop("zstd", None)
+    want.pop("zstd", None)
+    assert got == want
+
+
+def test_fresh_zstd_output_decodes_to_the_recorded_plaintexts(fresh):
+    """With any zstd version, the same plaintexts are compressed, and the new frames decode to them."""
+    new, old = gen.replay_tables(fresh), gen.replay_tables(STORED)
+    assert new["blobs"].keys() == old["blobs"].keys()
+    for (plaintext, _level), (code, payload) in new["blobs"].items():
+        assert decompress_blob(code, payload, len(plaintext), "fresh") == plaintext
+    for payload, frame in new["frames"].items():
+        assert zstandard.ZstdDecompressor().decompress(frame, max_output_size=1 << 20) == payload
+    # The index payload names packs, whose bytes hold zstd output; the other payloads do not.
+    for name in ("snapshot.json", "config.json", "lock.json"):
+        assert fresh[name]["sealed"]["payload"] == STORED[name]["sealed"]["payload"]
+
+
+def test_generator_check_mode_agrees(capsys):
+    if not SAME_ZSTD:
+        pytest.skip("the vectors were made with another zstd version")
+    assert gen.main(["--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+# -- (b) decoding with the reader functions ---------------------------------------------------------
+
+def test_keys():
+    v = STORED["keys.json"]
+    assert MASTER.id_key.hex() == v["id_key"]
+    probe = (b"\x07" * 12, b"probe plaintext", b"probe aad")
+    for item in v["pack_keys"]:
+        assert Cipher(X(item["key"])).seal(*probe) == MASTER.pack_cipher(X(item["salt"])).seal(*probe)
+    for item in v["object_keys"]:
+        assert Cipher(X(item["key"])).seal(*probe) == MASTER.object_cipher(X(item["salt"])).seal(*probe)
+
+
+def test_chunk_ids():
+    for case in STORED["chunk_ids.json"]["cases"]:
+        data = X(case["input"]) if "input" in case else gen.xof(case["xof_seed"], case["length"])
+        assert MASTER.blob_id(data).hex() == case["id"]
+
+
+def _chunking_input(case: dict) -> bytes:
+    if case["transform"] == "letters":
+        return gen.letters(case["seed"], case["length"])
+    return gen.xof(case["seed"], case["length"])
+
+
+@pytest.mark.parametrize("index", range(len(STORED["chunking.json"]["cases"])))
+def test_chunk_boundaries_stream_like_a_backup(index):
+    """Smallest allowed buffer and an 8192-byte sniffed prefix, as the backup reads files."""
+    case = STORED["chunking.json"]["cases"][index]
+    data = _chunking_input(case)
+    assert blake3.blake3(data).hexdigest() == case["input_blake3"]
+    params = ChunkerParams(**case["params"])
+    stream = io.BytesIO(data)
+    head = stream.read(8192)
+    ends, pos = [], 0
+    # (chunk_stream cannot take a prefix longer than its buffer, hence the 8192 floor.)
+    buffer = bytearray(max(2 * params.max_size, len(head)))
+    for chunk in chunk_stream(stream, params, buffer=buffer, prefix=head):
+        assert 0 < len(chunk) <= params.max_size
+        pos += len(chunk)
+        ends.append(pos)
+    assert ends == case["boundaries"]
+    assert all(b - a >= params.min_size for a, b in zip([0] + ends, ends[:-1]))
+
+
+def test_classify():
+    for case in STORED["classify.json"]["cases"]:
+        head = b"".join(X(p) * n for p, n in case["parts"])
+        assert len(head) == case["length"]
+        assert classify(head) == case["class"], case["note"]
+
+
+def test_compression():
+    for case in STORED["compression.json"]["cases"]:
+        assert case["code"] in (0, 1)
+        data = X(case["input"])
+        assert decompress_blob(case["code"], X(case["payload"]), len(data), case["note"]) == data
+        if case["code"] == 1:
+            assert zstandard.frame_content_size(X(case["payload"])) == -1  # no content size recorded
+
+
+def _check_pack(pack: dict) -> None:
+    data = X(pack["bytes"])
+    assert len(data) == pack["size"] and pack_name(data) == pack["name"]
+    assert pack["path"] == f"data/{pack['name'][:2]}/{pack['name']}"
+    envelope, entries = parse_header(MASTER, data[-1000:], len(data), "vector")
+    assert envelope.hex() == pack["envelope"]
+    cipher = pack_cipher(MASTER, envelope, "vector")
+    assert len(entries) == len(pack["blobs"])
+    for e, b in zip(entries, pack["blobs"]):
+        assert (e.id.hex(), e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length) == (
+            b["id"], b["type"], b["compression"], b["dictionary"], b["offset"], b["length"], b["raw_length"])
+        payload = open_blob(cipher, e, data[e.offset:e.offset + e.length], "vector")
+        assert payload.hex() == b["payload"]
+        plaintext = decompress_blob(e.compression, payload, e.raw_length, "vector")
+        assert plaintext.hex() == b["plaintext"] and MASTER.blob_id(plaintext) == e.id
+
+
+def test_pack():
+    v = STORED["pack.json"]["pack"]
+    _check_pack(v)
+    assert [b["type"] for b in v["blobs"]] == [0, 0]
+    assert sorted(b["compression"] for b in v["blobs"]) == [0, 1]
+
+
+def _expected_nodes(described: list[dict]) -> list[Node]:
+    def opt(value):
+        return None if value is None else X(value)
+    nodes = [Node(name=X(d["name"]), type=d["type"], mode=d["mode"], uid=d["uid"], gid=d["gid"],
+                  mtime_ns=d["mtime_ns"], ctime_ns=d["ctime_ns"], size=d["size"], inode=d["inode"],
+                  device=d["device"], user=d["user"], group=d["group"], content=[X(c) for c in d["content"]],
+                  content_lists=[X(c) for c in d["content_lists"]], subtree=opt(d["subtree"]),
+                  target=opt(d["target"])) for d in described]
+    return sorted(nodes, key=lambda n: n.name)
+
+
+def test_tree():
+    v = STORED["tree.json"]
+    encoded = X(v["root"]["encoded"])
+    assert encoded.decode("utf-8") == v["root"]["text"]
+    nodes = decode_tree(encoded, "vector")
+    assert nodes == _expected_nodes(v["root"]["nodes"])
+    assert encode_tree(list(reversed(nodes))) == encoded  # canonical whatever the input order
+    assert MASTER.blob_id(encoded).hex() == v["root"]["id"]
+    assert decode_tree(X(v["empty"]["encoded"]), "vector") == []
+    ids = decode_chunk_list(X(v["chunk_list"]["encoded"]), "vector")
+    assert [i.hex() for i in ids] == v["chunk_list"]["ids"]
+    kinds = {(n.type, n.name.isascii()) for n in nodes}
+    assert {("file", True), ("dir", True), ("symlink", True), ("symlink", False)} <= kinds
+    assert any(n.name == b"caf\xe9" for n in nodes)  # not UTF-8: stored as name_b64
+    assert '"name_b64":"Y2Fm6Q=="' in v["root"]["text"]
+    _check_pack(v["pack"])
+    assert [b["type"] for b in v["pack"]["blobs"]] == [1, 1, 1]
+
+
+def test_index():
+    v = STORED["index.json"]
+    packs, supersedes = open_index(MASTER, X(v["sealed"]["bytes"]), "vector")
+    assert supersedes == v["supersedes"]
+    assert [p.name for p in packs] == [STORED["pack.json"]["pack"]["name"], STORED["tree.json"]["pack"]["name"]]
+    for p, want in zip(packs, v["packs"]):
+        assert (p.name, p.size, p.envelope.hex()) == (want["name"], want["size"], want["envelope"])
+        assert [[e.id.hex(), e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length]
+                for e in p.entries] == want["entries"]
+    assert decode_index(X(v["sealed"]["payload"]), "vector") == (packs, supersedes)
+
+
+def _unsealed(name: str, magic: bytes) -> bytes:
+    obj = STORED[name]["sealed"]
+    data = X(obj["bytes"])
+    assert blake3.blake3(data).hexdigest() == obj["name"]
+    payload = sealed.unseal(MASTER, magic, data, name)
+    assert payload.hex() == obj["payload"]
+    assert zstandard.ZstdDecompressor().decompress(X(obj["zstd_frame"]), max_output_size=1 << 20) == payload
+    return payload
+
+
+def test_snapshot():
+    v = STORED["snapshot.json"]
+    payload = _unsealed("snapshot.json", sealed.MAGIC_SNAPSHOT)
+    snap = Snapshot.decode(payload, v["sealed"]["name"], "vector")
+    assert snap.id == v["sealed"]["name"]
+    assert snap.tree == STORED["tree.json"]["root"]["id"] == v["json"]["tree"]
+    assert (snap.time, snap.hostname, snap.username, snap.paths, snap.tags, snap.parent, snap.program_version) == (
+        v["json"]["time"], v["json"]["hostname"], v["json"]["username"], v["json"]["paths"], v["json"]["tags"],
+        v["json"]["parent"], v["json"]["program_version"])
+    assert snap.summary.duration_s == 1.25 and snap.summary.files_new == 3
+    assert snap.encode() == payload
+    assert json.loads(payload)["version"] == 1
+
+
+def test_config():
+    v = STORED["config.json"]
+    _unsealed("config.json", sealed.MAGIC_CONFIG)
+    config = open_config(MASTER, X(v["sealed"]["bytes"]))
+    assert config.id == v["json"]["id"] and config.created == v["json"]["created"]
+    assert config.chunking.to_json() == v["json"]["chunking"]
+    assert (config.compression_level, config.pack_size) == (3, 16 * 1024 * 1024)
+    assert config.encode().hex() == v["sealed"]["payload"]
+
+
+def test_lock():
+    payload = _unsealed("lock.json", sealed.MAGIC_LOCK)
+    assert json.loads(payload) == STORED["lock.json"]["json"]
+    assert set(json.loads(payload)) == {"hostname", "pid", "username", "time", "exclusive"}
+
+
+def test_key_file():
+    v = STORED["keyfile.json"]
+    data = X(v["bytes"])
+    assert data.decode() == v["text"] and data.endswith(b"\n")
+    master = open_key_file(data, v["password"].encode(), "vector")
+    assert master is not None and master.secret == SECRET
+    assert open_key_file(data, b"wrong password", "vector") is None
+    info, params, salt, sealed_master = parse_key_file(data, "vector")
+    assert (info.kind, params.memory_kib, params.iterations, params.lanes) == ("full", 64, 1, 1)
+    assert salt.hex() == v["salt"] and sealed_master.hex() == v["sealed_master"] and len(sealed_master) == 48
+    assert params.derive(v["password"].encode(), salt).hex() == v["kek"]
+
+
+def test_whole_repository_from_vectors(tmp_path):
+    """The vectors form a small complete repository; the normal code opens and checks it."""
+    from strongroom.commands.check import run_check
+    from strongroom.repository import Repository
+    from strongroom.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path / "repo")
+    storage.create()
+    storage.store("config", X(STORED["config.json"]["sealed"]["bytes"]))
+    storage.store(STORED["keyfile.json"]["name"], X(STORED["keyfile.json"]["bytes"]))
+    for name in ("pack.json", "tree.json"):
+        storage.store(STORED[name]["pack"]["path"], X(STORED[name]["pack"]["bytes"]))
+    storage.store("index/" + STORED["index.json"]["sealed"]["name"], X(STORED["index.json"]["sealed"]["bytes"]))
+    snap_id = STORED["snapshot.json"]["sealed"]["name"]
+    storage.store("snapshots/" + snap_id, X(STORED["snapshot.json"]["sealed"]["bytes"]))
+    with Repository.open(storage, STORED["keyfile.json"]["password"].encode(),
+                         cache_root=str(tmp_path / "cache")) as repo:
+        snap = repo.find_snapshot("latest")
+        assert snap.id == snap_id
+        nodes = {n.name: n for n in repo.load_tree(bytes.fromhex(snap.tree))}
+        content = b"".join(gen.data_blobs())
+        for name in (b"hello.txt", b"big.bin"):
+            assert b"".join(repo.load_blob(i) for i in repo.file_chunks(nodes[name])) == content
+        assert repo.load_tree(nodes[b"docs"].subtree) == []
+        result = run_check(repo)
+        assert result.ok, result.errors
+        assert (result.snapshots, result.trees, result.packs) == (1, 2, 2)
+
+
+# -- (b) decoding with an independent reader written from the spec --------------------------------
+
+CONTEXT_CHUNK_ID = "strongroom 2026-11-22 v1 chunk id key"
+CONTEXT_PACK = "strongroom 2026-11-22 v1 pack key root"
+CONTEXT_OBJECT = "strongroom 2026-11-22 v1 object key root"
+
+
+def spec_subkey(context: str, salt: bytes | None = None) -> bytes:
+    root = blake3.blake3(SECRET, derive_key_context=context).digest()
+    return root if salt is None else blake3.blake3(salt, key=root).digest()
+
+
+def spec_unseal(magic: bytes, data: bytes) -> bytes:
+    assert data[:4] == magic and data[4] == 1
+    key = spec_subkey(CONTEXT_OBJECT, data[5:37])
+    frame = AESGCM(key).decrypt(bytes(12), data[37:], data[:5])
+    return zstandard.ZstdDecompressor().decompress(frame, max_output_size=1 << 30)
+
+
+def spec_read_pack(data: bytes) -> list[tuple]:
+    env_len, header_len, version, magic = struct.unpack("<IIB4s", data[-13:])
+    assert (magic, version) == (b"SRPK", 1)
+    envelope = data[len(data) - 13 - env_len:len(data) - 13]
+    assert len(envelope) == 33 and envelope[0] == 0
+    key = spec_subkey(CONTEXT_PACK, envelope[1:])
+    header_start = len(data) - 13 - env_len - header_len
+    header = AESGCM(key).decrypt(b"\xff" * 12, data[header_start:header_start + header_len], b"SRPH")
+    (count,) = struct.unpack_from("<I", header)
+    assert len(header) == 4 + 54 * count
+    blobs, expected = [], 0
+    for i in range(count):
+        blob_id, btype, comp, dictionary, offset, length, raw_length = struct.unpack_from(
+            "<32sBBIQII", header, 4 + 54 * i)
+        assert offset == expected and dictionary == 0
+        expected = offset + length
+        aad = b"SRBL" + bytes([btype, comp]) + dictionary.to_bytes(4, "little") + blob_id
+        plaintext = AESGCM(key).decrypt(offset.to_bytes(12, "big"), data[offset:offset + length], aad)
+        if comp == 1:
+            plaintext = zstandard.ZstdDecompressor().decompress(plaintext, max_output_size=raw_length)
+        assert len(plaintext) == raw_length
+        assert blake3.blake3(plaintext, key=spec_subkey(CONTEXT_CHUNK_ID)).digest() == blob_id
+        blobs.append((blob_id.hex(), btype, plaintext.hex()))
+    assert expected == header_start
+    return blobs
+
+
+def spec_decode_index(payload: bytes) -> tuple[list[str], list[tuple]]:
+    pos = 0
+
+    def take(fmt: str) -> tuple:
+        nonlocal pos
+        values = struct.unpack_from(fmt, payload, pos)
+        pos += struct.calcsize(fmt)
+        return values
+
+    (n,) = take("<I")
+    supersedes = [take("<32s")[0].hex() for _ in range(n)]
+    packs = []
+    for _ in range(take("<I")[0]):
+        name, size, env_len = take("<32sQH")
+        envelope = take(f"<{env_len}s")[0]
+        entries = [take("<32sBBIQII") for _ in range(take("<I")[0])]
+        packs.append((name.hex(), size, envelope.hex(), [[e[0].hex(), *e[1:]] for e in entries]))
+    assert pos == len(payload)
+    return supersedes, packs
+
+
+def test_spec_reader_packs():
+    for name in ("pack.json", "tree.json"):
+        pack = STORED[name]["pack"]
+        data = X(pack["bytes"])
+        assert blake3.blake3(data).hexdigest() == pack["name"]
+        assert spec_read_pack(data) == [(b["id"], b["type"], b["plaintext"]) for b in pack["blobs"]]
+
+
+def test_spec_reader_sealed_objects():
+    for name, magic in (("index.json", b"SRIX"), ("snapshot.json", b"SRSN"), ("config.json", b"SRCF"),
+                        ("lock.json", b"SRLK")):
+        assert spec_unseal(magic, X(STORED[name]["sealed"]["bytes"])).hex() == STORED[name]["sealed"]["payload"]
+    v = STORED["index.json"]
+    supersedes, packs = spec_decode_index(spec_unseal(b"SRIX", X(v["sealed"]["bytes"])))
+    assert supersedes == v["supersedes"]
+    assert packs == [(p["name"], p["size"], p["envelope"], p["entries"]) for p in v["packs"]]
+    assert [p[0] for p in packs] == [STORED["pack.json"]["pack"]["name"], STORED["tree.json"]["pack"]["name"]]
+
+
+def test_spec_reader_key_file():
+    v = STORED["keyfile.json"]
+    doc = json.loads(X(v["bytes"]))
+    assert doc["version"] == 1 and doc["kdf"]["algorithm"] == "argon2id"
+    kek = Argon2id(salt=base64.b64decode(doc["kdf"]["salt"]), length=32, iterations=doc["kdf"]["iterations"],
+                   lanes=doc["kdf"]["lanes"], memory_cost=doc["kdf"]["memory_kib"]).derive(v["password"].encode())
+    secret = AESGCM(kek).decrypt(bytes(12), base64.b64decode(doc["master"]), b"strongroom key file v1")
+    assert secret == SECRET
+
+
+def test_spec_reader_tree_and_chunk_list():
+    v = STORED["tree.json"]
+    doc = json.loads(X(v["root"]["encoded"]))
+    names = [n["name"].encode() if "name" in n else base64.b64decode(n["name_b64"]) for n in doc["nodes"]]
+    assert names == sorted(names) == [X(n["name"]) for n in _sorted_described(v["root"]["nodes"])]
+    assert json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() == X(
+        v["root"]["encoded"])
+    assert json.loads(X(v["chunk_list"]["encoded"])) == {"chunks": v["chunk_list"]["ids"]}
+
+
+def _sorted_described(described: list[dict]) -> list[dict]:
+    return sorted(described, key=lambda d: X(d["name"]))
+
+
+def _spec_gear_table() -> list[int]:
+    text = SPEC.read_text("utf-8")
+    match = re.search(r"<!-- gear-table -->\s*```text\n(.*?)```", text, re.S)
+    assert match, "the spec's gear table block is missing"
+    return [int(word, 16) for word in match.group(1).split()]
+
+
+def spec_chunk(data: bytes, min_size: int, avg_size: int, max_size: int) -> list[int]:
+    """The cut-point algorithm exactly as spec/repository-format.md words it."""
+    gear = _spec_gear_table()
+    bits = round(__import__("math").log2(avg_size))
+    mask_s, mask_l = (1 << (bits + 1)) - 1, (1 << (bits - 1)) - 1
+    center = avg_size - min(avg_size, min_size + (min_size + 1) // 2)
+    center = min(center, max_size)
+    ends, start = [], 0
+    while start < len(data):
+        remaining = len(data) - start
+        i, h, cut = min(min_size, remaining), 0, None
+        while i < min(center, remaining):
+            h = ((h >> 1) + gear[data[start + i]]) & 0xFFFFFFFF
+            i += 1
+            if h & mask_s == 0:
+                cut = i
+                break
+        if cut is None:
+            while i < min(max_size, remaining):
+                h = ((h >> 1) + gear[data[start + i]]) & 0xFFFFFFFF
+                i += 1
+                if h & mask_l == 0:
+                    cut = i
+                    break
+        start += cut if cut is not None else i
+        ends.append(start)
+    return ends
+
+
+def test_spec_gear_table_is_fastcdc_17():
+    from fastcdc.fastcdc_py import GEAR
+    assert _spec_gear_table() == list(GEAR)
+
+
+@pytest.mark.parametrize("index", [0, 3, 4])
+def test_spec_chunking_algorithm(index):
+    case = STORED["chunking.json"]["cases"][index]
+    p = case["params"]
+    assert spec_chunk(_chunking_input(case), p["min_size"], p["avg_size"], p["max_size"]) == case["boundaries"]
+
+
+# -- (c) tampering -----------------------------------------------------------------------------------
+
+def _flipped(data: bytes, i: int) -> bytes:
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+
+
+SEALED_READERS = {
+    "index.json": lambda data: open_index(MASTER, data, "vector"),
+    "config.json": lambda data: open_config(MASTER, data),
+    "snapshot.json": lambda data: sealed.unseal(MASTER, sealed.MAGIC_SNAPSHOT, data, "vector"),
+    "lock.json": lambda data: sealed.unseal(MASTER, sealed.MAGIC_LOCK, data, "vector"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEALED_READERS))
+def test_flipped_byte_in_sealed_object_is_rejected(name):
+    data = X(STORED[name]["sealed"]["bytes"])
+    read = SEALED_READERS[name]
+    read(data)  # the intact object opens
+    for i in range(len(data)):
+        expected = UnsupportedFormat if i == 4 else IntegrityError  # byte 4: the format version
+        with pytest.raises(expected):
+            read(_flipped(data, i))
+    with pytest.raises(IntegrityError):
+        read(data[:-1])
+    with pytest.raises(IntegrityError):
+        read(data + b"\0")
+
+
+@pytest.mark.parametrize("name", ["pack.json", "tree.json"])
+def test_flipped_byte_in_pack_is_rejected(name):
+    v = STORED[name]["pack"]
+    data = X(v["bytes"])
+    size = len(data)
+    stored_entries = parse_header(MASTER, data, size, "vector")[1]
+    cipher = pack_cipher(MASTER, X(v["envelope"]), "vector")
+    data_end = stored_entries[-1].offset + stored_entries[-1].length
+    env_len = len(X(v["envelope"]))
+    # Trailer fields that name an unknown format when damaged: envelope length (a wrong length
+    # is an unknown envelope), version; and the envelope's type byte.
+    unsupported = set(range(size - TRAILER.size, size - TRAILER.size + 4)) | {size - 5, size - TRAILER.size - env_len}
+    for i in range(size):
+        bad = _flipped(data, i)
+        assert pack_name(bad) != v["name"]
+        if i < data_end:  # inside a blob: the blob fails, as read through the index
+            entry = next(e for e in stored_entries if e.offset <= i < e.offset + e.length)
+            with pytest.raises(IntegrityError):
+                open_blob(cipher, entry, bad[entry.offset:entry.offset + entry.length], "vector")
+        elif i in unsupported:
+            with pytest.raises((UnsupportedFormat, IntegrityError)):
+                parse_header(MASTER, bad, size, "vector")
+        else:
+            with pytest.raises(IntegrityError):
+                parse_header(MASTER, bad, size, "vector")
+
+
+def test_flipped_byte_in_key_file_master_is_rejected():
+    v = STORED["keyfile.json"]
+    doc = json.loads(X(v["bytes"]))
+    sealed_master = base64.b64decode(doc["master"])
+    kek = Cipher(X(v["kek"]))
+    assert kek.open(ZERO_NONCE, sealed_master, KEY_AAD, "vector") == SECRET
+    for i in range(len(sealed_master)):
+        bad = _flipped(sealed_master, i)
+        with pytest.raises(IntegrityError):
+            kek.open(ZERO_NONCE, bad, KEY_AAD, "vector")
+        doc["master"] = base64.b64encode(bad).decode()
+        assert open_key_file(json.dumps(doc).encode(), v["password"].encode(), "vector") is None
+    doc["master"] = base64.b64encode(sealed_master).decode()
+    doc["kdf"]["salt"] = base64.b64encode(_flipped(X(v["salt"]), 0)).decode()
+    assert open_key_file(json.dumps(doc).encode(), v["password"].encode(), "vector") is None
+
+
+def test_flipped_byte_in_tree_or_blob_plaintext_changes_its_id():
+    """Trees and data are not encrypted on their own; the keyed id catches any change."""
+    tree = X(STORED["tree.json"]["root"]["encoded"])
+    for i in range(0, len(tree), 7):
+        assert MASTER.blob_id(_flipped(tree, i)).hex() != STORED["tree.json"]["root"]["id"]
+
+
+def test_unknown_sealed_version_is_refused_before_decryption():
+    data = bytearray(X(STORED["config.json"]["sealed"]["bytes"]))
+    data[4] = 2
+    with pytest.raises(UnsupportedFormat):
+        sealed.check_header(bytes(data), sealed.MAGIC_CONFIG, "config")
+    with pytest.raises(StrongroomError):
+        open_config(MasterKey(bytes(32)), bytes(data))  # refused whatever the key
