@@ -24,7 +24,12 @@ NODE_TYPES = (FILE, DIR, SYMLINK)
 # A file with this many chunks or more lists them in chunk-list blobs of this many ids each.
 MAX_INLINE_CHUNKS = 2048
 
-_INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "size", "inode", "device")
+_U32 = (0, 2**32 - 1)
+_U63 = (0, 2**63 - 1)
+_I64 = (-(2**63), 2**63 - 1)
+# Every integer field with its allowed range (what the OS calls restore makes can take).
+_INT_FIELDS = {"mode": (0, 0o7777), "uid": _U32, "gid": _U32, "mtime_ns": _I64, "ctime_ns": _I64,
+               "size": _U63, "inode": _U63, "device": _U63}
 
 
 @dataclass
@@ -72,10 +77,10 @@ class Node:
         node = cls(name=_get_bytes(doc, "name"), type=doc["type"])
         if node.type not in NODE_TYPES:
             raise ValueError(f"unknown node type {node.type!r}")
-        for key in _INT_FIELDS:
+        for key, (low, high) in _INT_FIELDS.items():
             value = doc.get(key, 0)
-            if type(value) is not int:
-                raise ValueError(f"{key} is not an integer")
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"{key} is not an integer in [{low}, {high}]")
             setattr(node, key, value)
         node.user = str(doc.get("user", ""))
         node.group = str(doc.get("group", ""))

@@ -8,7 +8,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 from strongroom.chunker import SNIFF_SIZE, buffer_size_for, chunk_stream, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
@@ -49,6 +49,17 @@ class BackupResult:
     @property
     def partial(self) -> bool:
         return self.summary.errors > 0
+
+
+@dataclass
+class _DirFrame:
+    """One directory being walked: its entries still to visit and the nodes made so far."""
+
+    path: bytes
+    node: Node | None
+    entries: Iterator[tuple[bytes, os.stat_result | OSError]]
+    previous: dict[bytes, Node]
+    nodes: list[Node] = field(default_factory=list)
 
 
 class _Backup:
@@ -144,44 +155,71 @@ class _Backup:
             self.warn(f"parent snapshot tree unreadable, re-reading files: {e}", error=False)
             return {}
 
+    def save_leaf(self, path: bytes, node: Node, previous: Node | None) -> Node | None:
+        """A file or symlink node, with its content stored; None if it could not be read."""
+        if node.type == FILE:
+            return self.save_file(path, node, previous)
+        try:
+            node.target = os.readlink(path)
+        except OSError as e:
+            self.warn(f"cannot read symlink {os.fsdecode(path)}: {e.strerror}")
+            return None
+        return node
+
     def save_entry(self, path: bytes, name: bytes, st: os.stat_result, previous: Node | None) -> Node | None:
         node = node_from_stat(name, st)
         if node is None:
             self.warn(f"skipping {describe_special(st)} {os.fsdecode(path)}", error=False)
             return None
-        if node.type == FILE:
-            return self.save_file(path, node, previous)
-        if node.type == SYMLINK:
-            try:
-                node.target = os.readlink(path)
-            except OSError as e:
-                self.warn(f"cannot read symlink {os.fsdecode(path)}: {e.strerror}")
-                return None
-            return node
-        prev_tree = previous.subtree if previous is not None and previous.type == DIR else None
-        node.subtree = self.save_dir(path, prev_tree)
+        if node.type != DIR:
+            return self.save_leaf(path, node, previous)
+        node.subtree = self.save_dir(path, previous.subtree if previous is not None and previous.type == DIR else None)
         return node
 
-    def save_dir(self, path: bytes, previous_tree: bytes | None) -> bytes:
+    def _open_dir(self, path: bytes, node: Node | None, previous_tree: bytes | None) -> _DirFrame:
         self.summary.dirs += 1
-        previous = self.previous_nodes(previous_tree)
-        nodes = []
         try:
             entries = list_dir(path)
         except OSError as e:
             self.warn(f"cannot list {os.fsdecode(path)}: {e.strerror}")
             entries = []
-        for name, st in entries:
-            child = os.path.join(path, name)
-            if isinstance(st, OSError):
-                self.warn(f"cannot stat {os.fsdecode(child)}: {st.strerror}")
+        return _DirFrame(path, node, iter(entries), self.previous_nodes(previous_tree))
+
+    def save_dir(self, path: bytes, previous_tree: bytes | None) -> bytes:
+        """Store a directory tree; return its tree id. Depth first with an explicit stack, so
+        nesting depth is not limited by Python's recursion limit."""
+        stack = [self._open_dir(path, None, previous_tree)]
+        while True:
+            frame = stack[-1]
+            descended = False
+            for name, st in frame.entries:
+                child = os.path.join(frame.path, name)
+                if isinstance(st, OSError):
+                    self.warn(f"cannot stat {os.fsdecode(child)}: {st.strerror}")
+                    continue
+                if self.excludes.matches(child):
+                    continue
+                node = node_from_stat(name, st)
+                if node is None:
+                    self.warn(f"skipping {describe_special(st)} {os.fsdecode(child)}", error=False)
+                    continue
+                previous = frame.previous.get(name)
+                if node.type == DIR:
+                    prev_tree = previous.subtree if previous is not None and previous.type == DIR else None
+                    stack.append(self._open_dir(child, node, prev_tree))
+                    descended = True
+                    break
+                leaf = self.save_leaf(child, node, previous)
+                if leaf is not None:
+                    frame.nodes.append(leaf)
+            if descended:
                 continue
-            if self.excludes.matches(child):
-                continue
-            node = self.save_entry(child, name, st, previous.get(name))
-            if node is not None:
-                nodes.append(node)
-        return self.writer.add(TREE, encode_tree(nodes))[0]
+            tree_id = self.writer.add(TREE, encode_tree(frame.nodes))[0]
+            stack.pop()
+            if not stack:
+                return tree_id
+            frame.node.subtree = tree_id
+            stack[-1].nodes.append(frame.node)
 
     def save_virtual(self, prefix: bytes, children: dict, previous_tree: bytes | None) -> bytes:
         """A tree for the path components above the backed-up paths (``/``, ``/var`` ...)."""

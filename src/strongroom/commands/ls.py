@@ -28,15 +28,21 @@ class Entry:
         return doc
 
 
-def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"", depth: int = 0) -> Iterator[Entry]:
+def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[Entry]:
     """Every node below a tree, depth first, with its absolute path in the snapshot."""
-    if depth > MAX_DEPTH:
-        raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
-    for node in repo.load_tree(tree_id):
-        path = prefix + b"/" + node.name
-        yield Entry(path, node)
+    stack = [(prefix, iter(repo.load_tree(tree_id)))]
+    while stack:
+        path, nodes = stack[-1]
+        node = next(nodes, None)
+        if node is None:
+            stack.pop()
+            continue
+        child = path + b"/" + node.name
+        yield Entry(child, node)
         if node.type == DIR:
-            yield from walk(repo, node.subtree, path, depth + 1)
+            if len(stack) > MAX_DEPTH:
+                raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
+            stack.append((child, iter(repo.load_tree(node.subtree))))
 
 
 def list_snapshot(repo: Repository, snapshot: Snapshot, path: str | None = None) -> Iterator[Entry]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import MaliciousTree, StrongroomError
@@ -15,6 +16,15 @@ from strongroom.snapshot import Snapshot
 from strongroom.tree import DIR, FILE, SYMLINK, Node
 
 MAX_DEPTH = 4096
+
+
+@dataclass
+class _DirFrame:
+    parts: list[bytes]
+    node: Node | None
+    nodes: Iterator[Node]
+    created: bool  # selected, so created even if nothing below it is restored
+    restored_any: bool = False
 
 
 @dataclass
@@ -50,48 +60,69 @@ class _Restore:
             return False
         return not self.includes or self.includes.matches_or_ancestor(path)
 
-    def restore_dir(self, parts: list[bytes], tree_id: bytes, depth: int) -> bool:
-        """Restore the entries of one tree below ``parts``; return whether anything was restored."""
-        if depth > MAX_DEPTH:
-            raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
-        path = b"/" + b"/".join(parts)
-        try:
-            nodes = self.repo.load_tree(tree_id)
-        except StrongroomError as e:
-            self.error(path, e)
-            return False
-        restored_any = False
-        for node in nodes:
-            child_parts = parts + [node.name]
+    def restore_tree(self, root: bytes) -> None:
+        """Restore everything below the root tree. Depth first with an explicit stack (no
+        recursion limit); a directory's metadata is applied after its contents."""
+        nodes = self.load(b"/", root)
+        if nodes is None:
+            return
+        stack = [_DirFrame([], None, iter(nodes), created=True)]
+        while stack:
+            frame = stack[-1]
+            node = next(frame.nodes, None)
+            if node is None:
+                stack.pop()
+                if frame.node is not None and (frame.created or frame.restored_any):
+                    if not frame.created:
+                        self.result.dirs += 1
+                    self.guard(frame.parts, lambda: self.set_metadata(frame.parts, frame.node))
+                    stack[-1].restored_any = True
+                continue
+            child_parts = frame.parts + [node.name]
             child = b"/" + b"/".join(child_parts)
             if self.excludes.matches_or_ancestor(child):
                 continue
-            try:
-                if node.type == DIR:
-                    if self.selected(child):
-                        self.target.make_dir(child_parts)
+            if node.type == DIR:
+                if len(stack) > MAX_DEPTH:
+                    raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
+                created = self.selected(child)
+                if created and not self.guard(child_parts, lambda: self.target.make_dir(child_parts)):
+                    continue
+                children = self.load(child, node.subtree)
+                if children is not None:
+                    if created:
                         self.result.dirs += 1
-                        self.restore_dir(child_parts, node.subtree, depth + 1)
-                    elif self.restore_dir(child_parts, node.subtree, depth + 1):
-                        self.result.dirs += 1
-                    else:
-                        continue
-                    self.set_metadata(child_parts, node)
-                    restored_any = True
-                elif self.selected(child):
-                    self.target.make_dir(parts)
-                    if node.type == FILE:
-                        self.restore_file(child_parts, node)
-                    elif node.type == SYMLINK:
-                        self.target.symlink(child_parts, node.target)
-                        self.result.symlinks += 1
-                    self.set_metadata(child_parts, node)
-                    restored_any = True
-            except MaliciousTree:
-                raise
-            except (StrongroomError, OSError) as e:
-                self.error(child, e)
-        return restored_any
+                    stack.append(_DirFrame(child_parts, node, iter(children), created=created))
+            elif self.selected(child):
+                if self.guard(child_parts, lambda: self.restore_leaf(frame.parts, child_parts, node)):
+                    frame.restored_any = True
+
+    def load(self, path: bytes, tree_id: bytes) -> list[Node] | None:
+        try:
+            return self.repo.load_tree(tree_id)
+        except StrongroomError as e:
+            self.error(path, e)
+            return None
+
+    def guard(self, parts: list[bytes], action) -> bool:
+        """Run one filesystem action; record a failure against the path and carry on."""
+        try:
+            action()
+            return True
+        except MaliciousTree:
+            raise
+        except (StrongroomError, OSError, OverflowError) as e:
+            self.error(b"/" + b"/".join(parts), e)
+            return False
+
+    def restore_leaf(self, parent: list[bytes], parts: list[bytes], node: Node) -> None:
+        self.target.make_dir(parent)
+        if node.type == FILE:
+            self.restore_file(parts, node)
+        else:
+            self.target.symlink(parts, node.target)
+            self.result.symlinks += 1
+        self.set_metadata(parts, node)
 
     def restore_file(self, parts: list[bytes], node: Node) -> None:
         written = self.target.write_file(parts, self.fetcher.fetch_all(self.repo.file_chunks(node)),
@@ -115,5 +146,5 @@ def run_restore(repo: Repository, snapshot: Snapshot, target: str, *, includes: 
     result = RestoreResult(snapshot)
     with repo.lock(exclusive=False), RestoreTarget(target) as dest, BlobFetcher(repo) as fetcher:
         job = _Restore(repo, dest, PathMatcher(includes), PathMatcher(excludes), fetcher, result, progress, warn)
-        job.restore_dir([], bytes.fromhex(snapshot.tree), 0)
+        job.restore_tree(bytes.fromhex(snapshot.tree))
     return result
