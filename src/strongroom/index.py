@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import lmdb
 
+from strongroom.errors import StrongroomError
 from strongroom.indexfile import PackRecord
 from strongroom.pack import BlobEntry
 
@@ -28,10 +30,40 @@ class BlobLocation:
     entry: BlobEntry
 
 
+# LMDB allows one Environment per file per process: repositories opened twice share it.
+_envs: dict[str, list] = {}
+_envs_lock = threading.Lock()
+
+
+def _acquire_env(path: str) -> lmdb.Environment:
+    key = os.path.realpath(path)
+    with _envs_lock:
+        slot = _envs.get(key)
+        if slot is None:
+            os.makedirs(key, mode=0o700, exist_ok=True)
+            try:
+                env = lmdb.open(key, map_size=1 << 40, max_dbs=4, metasync=False, readahead=False)
+            except lmdb.Error as e:
+                raise StrongroomError(f"cannot open the index cache {key}: {e}") from None
+            slot = _envs[key] = [env, 0]
+        slot[1] += 1
+        return slot[0]
+
+
+def _release_env(env: lmdb.Environment) -> None:
+    with _envs_lock:
+        for key, slot in list(_envs.items()):
+            if slot[0] is env:
+                slot[1] -= 1
+                if slot[1] == 0:
+                    del _envs[key]
+                    env.close()
+                return
+
+
 class IndexCache:
     def __init__(self, path: str | os.PathLike) -> None:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        self._env = lmdb.open(os.fspath(path), map_size=1 << 40, max_dbs=4, metasync=False, readahead=False)
+        self._env = _acquire_env(os.fspath(path))
         self._blobs = self._env.open_db(b"blobs")
         self._packs = self._env.open_db(b"packs")
         self._files = self._env.open_db(b"indexfiles")
@@ -42,7 +74,9 @@ class IndexCache:
                 txn.put(b"schema", SCHEMA, db=self._meta)
 
     def close(self) -> None:
-        self._env.close()
+        if self._env is not None:
+            _release_env(self._env)
+            self._env = None
 
     def _drop(self, txn: lmdb.Transaction) -> None:
         for db in (self._blobs, self._packs, self._files):

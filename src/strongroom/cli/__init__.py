@@ -14,13 +14,16 @@ from strongroom.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Strongro
 from strongroom.cli.commands import cli
 
 
-def _debug_requested(argv: list[str]) -> bool:
-    return "--debug" in argv or bool(os.environ.get("STRONGROOM_DEBUG"))
+def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """Accept --debug anywhere before a literal `--` (click alone would take it only before the
+    subcommand); return the remaining arguments and whether tracebacks were asked for."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end] or bool(os.environ.get("STRONGROOM_DEBUG"))
+    return [a for a in argv[:end] if a != "--debug"] + argv[end:], debug
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    debug = _debug_requested(argv)
+    argv, debug = _take_debug_flag(sys.argv[1:] if argv is None else list(argv))
     try:
         code = cli.main(args=argv, prog_name="strongroom", standalone_mode=False)
         sys.exit(code or 0)

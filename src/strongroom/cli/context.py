@@ -63,7 +63,9 @@ class Location:
             return _first_line(out)
         env = os.environ.get("STRONGROOM_PASSWORD")
         if env is not None:
-            return env.encode()
+            if not env:
+                raise UsageError("STRONGROOM_PASSWORD is set but empty")
+            return os.fsencode(env)
         if sys.stdin.isatty():
             pw = click.prompt("repository password", hide_input=True, confirmation_prompt=confirm, err=True)
             return pw.encode()
