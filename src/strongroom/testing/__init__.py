@@ -1,0 +1,1 @@
+"""Helpers for tests and experiments (never used by the commands themselves)."""
