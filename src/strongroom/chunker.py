@@ -81,6 +81,15 @@ def chunk_stream(
     stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b""
 ) -> Iterator[bytes]:
     """Yield the chunks of ``prefix`` followed by the rest of ``stream`` (which has ``readinto``)."""
+    for view in chunk_views(stream, params, buffer=buffer, prefix=prefix):
+        yield bytes(view)
+
+
+def chunk_views(
+    stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b""
+) -> Iterator[memoryview]:
+    """Like ``chunk_stream`` but without copying: each memoryview is valid only until the next
+    one is requested (the buffer is then refilled). Copy what must outlive that."""
     buf = buffer if buffer is not None else bytearray(buffer_size_for(params))
     size = len(buf)
     if size < 2 * params.max_size:
@@ -104,7 +113,9 @@ def chunk_stream(
             stop = c.offset + c.length
             if stop == end and not eof:
                 break  # possibly cut short by the buffer: chunk it again after the next fill
-            yield bytes(data[c.offset:stop])
+            chunk = data[c.offset:stop]
+            yield chunk
+            chunk.release()
             consumed = stop
         data.release()
         if eof and consumed == end:

@@ -9,6 +9,7 @@ prints ``str(error)`` as a single line on stderr and exits with ``error.exit_cod
     ├── RepositoryExists (1)           init on a location that already holds one
     ├── RepositoryLocked (11)          another process holds a conflicting lock
     ├── WrongPassword (12)             no key file opens with the given password
+    ├── AccessDenied (1)               the key in use may not do this (a write-only key)
     ├── UnsupportedFormat (1)          the repository uses a format version we do not know
     ├── IntegrityError (1)             an object failed authentication, hashing or parsing
     │   └── MaliciousTree (1)          a tree tries to escape the restore target or loop
@@ -54,6 +55,10 @@ class RepositoryLocked(StrongroomError):
 
 class WrongPassword(StrongroomError):
     exit_code = EXIT_WRONG_PASSWORD
+
+
+class AccessDenied(StrongroomError):
+    pass
 
 
 class UnsupportedFormat(StrongroomError):

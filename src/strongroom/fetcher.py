@@ -1,17 +1,23 @@
 """Reading many blobs in order with several reads in flight.
 
 Reads, decryption, decompression and hashing run in worker threads (they release the GIL);
-results come back in request order. At most ``max_bytes`` of blobs are requested ahead.
+results come back in request order. Locations are looked up in batches (one LMDB transaction
+each), and at most ``max_bytes`` of blobs are requested ahead.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import Iterable, Iterator
 
+from strongroom.errors import IntegrityError
+from strongroom.index import BlobLocation
 from strongroom.pack import pack_path
 from strongroom.repository import Repository
+
+LOOKUP_BATCH = 256
 
 
 class BlobFetcher:
@@ -20,20 +26,27 @@ class BlobFetcher:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fetch")
         self._max_bytes = max_bytes
 
-    def _fetch(self, blob_id: bytes) -> bytes:
-        location = self._repo.locate(blob_id)
-        raw = self._repo.storage.load(pack_path(location.pack), location.entry.offset, location.entry.length)
+    def _fetch(self, location: BlobLocation) -> bytes:
+        entry = location.entry
+        raw = self._repo.storage.load(pack_path(location.pack), entry.offset, entry.length)
         return self._repo.decode_blob(location, raw)
+
+    def _locations(self, blob_ids: Iterable[bytes]) -> Iterator[BlobLocation]:
+        ids = iter(blob_ids)
+        while batch := list(islice(ids, LOOKUP_BATCH)):
+            for blob_id, location in zip(batch, self._repo.index.lookup_many(batch)):
+                if location is None:
+                    raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index (missing data)")
+                yield location
 
     def fetch_all(self, blob_ids: Iterable[bytes]) -> Iterator[bytes]:
         """Yield each blob's verified plaintext in order; raises on the first failure."""
         queue: deque[tuple[Future, int]] = deque()
         in_flight = 0
-        ids = iter(blob_ids)
         try:
-            for blob_id in ids:
-                size = self._repo.locate(blob_id).entry.raw_length
-                queue.append((self._pool.submit(self._fetch, blob_id), size))
+            for location in self._locations(blob_ids):
+                size = location.entry.raw_length
+                queue.append((self._pool.submit(self._fetch, location), size))
                 in_flight += size
                 while in_flight > self._max_bytes:
                     future, size = queue.popleft()

@@ -21,7 +21,9 @@ from strongroom.pack import BlobEntry
 
 _LOCATION = struct.Struct("<32s B B I Q I I")  # pack, type, compression, dictionary, offset, length, raw length
 _PACKINFO = struct.Struct("<Q")
-SCHEMA = b"strongroom index cache 1"
+_ENTRY = struct.Struct("<32s B B I Q I I")  # a pack header entry, as in the index file
+TXN_ENTRIES = 4096  # blob entries per cache write transaction (bounds its dirty pages)
+SCHEMA = b"strongroom index cache 2"  # 2: adds the per-pack entry table
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,7 @@ def _acquire_env(path: str) -> lmdb.Environment:
         if slot is None:
             os.makedirs(key, mode=0o700, exist_ok=True)
             try:
-                env = lmdb.open(key, map_size=1 << 40, max_dbs=4, metasync=False, readahead=False)
+                env = lmdb.open(key, map_size=1 << 40, max_dbs=8, metasync=False, readahead=False)
             except lmdb.Error as e:
                 raise StrongroomError(f"cannot open the index cache {key}: {e}") from None
             slot = _envs[key] = [env, 0]
@@ -68,6 +70,7 @@ class IndexCache:
         self._packs = self._env.open_db(b"packs")
         self._files = self._env.open_db(b"indexfiles")
         self._meta = self._env.open_db(b"meta")
+        self._pack_entries = self._env.open_db(b"packentries")  # pack || offset (BE) -> entry
         with self._env.begin(write=True) as txn:
             if txn.get(b"schema", db=self._meta) != SCHEMA:
                 self._drop(txn)
@@ -79,7 +82,7 @@ class IndexCache:
             self._env = None
 
     def _drop(self, txn: lmdb.Transaction) -> None:
-        for db in (self._blobs, self._packs, self._files):
+        for db in (self._blobs, self._packs, self._files, self._pack_entries):
             txn.drop(db, delete=False)
 
     def clear(self) -> None:
@@ -91,29 +94,57 @@ class IndexCache:
             return {bytes(k).decode() for k in txn.cursor(db=self._files).iternext(values=False)}
 
     def add_index_file(self, name: str, packs: Iterable[PackRecord]) -> None:
-        """Record one index file's packs and blobs in a single transaction."""
-        with self._env.begin(write=True) as txn:
+        """Record one index file's packs and blobs, then the file's name.
+
+        Committed every TXN_ENTRIES entries: a write transaction keeps each page it dirties in
+        memory, and random blob ids dirty a page per insert, so one transaction per 100 000-entry
+        index file could hold hundreds of MiB. Re-adding after an interruption is harmless (the
+        name, written last, is what marks the file as read)."""
+        txn = self._env.begin(write=True)
+        try:
+            pending = 0
             for p in packs:
                 pack = bytes.fromhex(p.name)
                 txn.put(pack, _PACKINFO.pack(p.size) + p.envelope, db=self._packs)
-                put = txn.cursor(db=self._blobs).put
                 for e in p.entries:
+                    if pending >= TXN_ENTRIES:
+                        txn.commit()
+                        txn = self._env.begin(write=True)
+                        pending = 0
+                    pending += 1
+                    txn.put(pack + e.offset.to_bytes(8, "big"), _ENTRY.pack(e.id, e.type, e.compression, e.dictionary,
+                                                                            e.offset, e.length, e.raw_length),
+                            db=self._pack_entries)
                     # An existing location is kept: any complete copy of a blob serves.
-                    put(e.id, _LOCATION.pack(pack, e.type, e.compression, e.dictionary, e.offset, e.length,
-                                             e.raw_length), overwrite=False)
+                    txn.put(e.id, _LOCATION.pack(pack, e.type, e.compression, e.dictionary, e.offset, e.length,
+                                                 e.raw_length), overwrite=False, db=self._blobs)
             txn.put(name.encode(), b"", db=self._files)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
 
     def has(self, blob_id: bytes) -> bool:
         with self._env.begin(buffers=True) as txn:
             return txn.get(blob_id, db=self._blobs) is not None
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
+        return self.lookup_many([blob_id])[0]
+
+    def lookup_many(self, blob_ids: list[bytes]) -> list[BlobLocation | None]:
+        """Locations of several blobs, read in one transaction (much cheaper than one each)."""
+        out: list[BlobLocation | None] = []
         with self._env.begin() as txn:
-            raw = txn.get(blob_id, db=self._blobs)
-        if raw is None:
-            return None
-        pack, btype, comp, dictionary, offset, length, raw_len = _LOCATION.unpack(raw)
-        return BlobLocation(pack.hex(), BlobEntry(blob_id, btype, comp, dictionary, offset, length, raw_len))
+            get = txn.get
+            for blob_id in blob_ids:
+                raw = get(blob_id, db=self._blobs)
+                if raw is None:
+                    out.append(None)
+                    continue
+                pack, btype, comp, dictionary, offset, length, raw_len = _LOCATION.unpack(raw)
+                out.append(BlobLocation(pack.hex(), BlobEntry(blob_id, btype, comp, dictionary, offset, length,
+                                                              raw_len)))
+        return out
 
     def pack_info(self, name: str) -> tuple[int, bytes] | None:
         with self._env.begin() as txn:
@@ -131,3 +162,158 @@ class IndexCache:
         """(blobs, packs) known to the cache."""
         with self._env.begin() as txn:
             return txn.stat(self._blobs)["entries"], txn.stat(self._packs)["entries"]
+
+    def folder(self) -> str:
+        """Where the cache lives (scratch tables go next to it, not in a possibly RAM-backed /tmp)."""
+        return self._env.path()
+
+    def pack_entries(self, name: str) -> list[BlobEntry]:
+        """The entries the index files record for one pack, in offset order (a pack holds at most
+        a few thousand blobs, so a list is fine)."""
+        prefix = bytes.fromhex(name)
+        out = []
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._pack_entries)
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if key[:32] != prefix:
+                        break
+                    out.append(BlobEntry(*_ENTRY.unpack(value)))
+        return out
+
+
+class ScratchSet:
+    """A set of byte strings for one operation that may hold millions of them (check, repair).
+
+    Up to ``spill`` members live in a Python set; beyond that they move to a throw-away LMDB
+    environment in a temporary folder, so memory stays bounded whatever the repository size."""
+
+    def __init__(self, spill: int = 200_000, folder: str | None = None) -> None:
+        self._mem: set[bytes] = set()
+        self._spill = spill
+        self._folder = folder
+        self._env: lmdb.Environment | None = None
+        self._tmp = None
+        self._disk_count = 0
+
+    def __len__(self) -> int:
+        return len(self._mem) + self._disk_count
+
+    def __contains__(self, key: bytes) -> bool:
+        if key in self._mem:
+            return True
+        if self._env is None:
+            return False
+        with self._env.begin(buffers=True) as txn:
+            return txn.get(key) is not None
+
+    def add(self, key: bytes) -> None:
+        if key in self._mem or (self._env is not None and key in self):
+            return
+        self._mem.add(key)
+        if len(self._mem) >= self._spill:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._env is None:
+            import tempfile
+            self._tmp = tempfile.TemporaryDirectory(prefix="strongroom-scratch-", dir=self._folder)
+            self._env = lmdb.open(self._tmp.name, map_size=1 << 40, sync=False, metasync=False, lock=False,
+                                  readahead=False)
+        with self._env.begin(write=True) as txn:
+            put = txn.cursor().put
+            for key in self._mem:
+                if put(key, b"", overwrite=False):
+                    self._disk_count += 1
+        self._mem.clear()
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from list(self._mem)
+        if self._env is not None:
+            with self._env.begin() as txn:
+                for key in txn.cursor().iternext(values=False):
+                    yield bytes(key)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+            self._tmp.cleanup()
+        self._mem.clear()
+
+    def __enter__(self) -> ScratchSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ScratchTable:
+    """A temporary on-disk key → value table (for prune's reachable set, stats and diff), so that
+    sets of millions of blob ids live in LMDB pages rather than Python objects. Deleted on close.
+
+    Writes are batched into transactions of ``BATCH`` puts; reads see unflushed puts."""
+
+    BATCH = 2_000
+
+    def __init__(self, directory: str | None = None) -> None:
+        import shutil
+        import tempfile
+        self._rmtree = shutil.rmtree
+        self.path = tempfile.mkdtemp(prefix="strongroom-scratch-", dir=directory)
+        try:
+            self._env = lmdb.open(self.path, map_size=1 << 40, subdir=True, sync=False, metasync=False,
+                                  writemap=False, readahead=False, lock=False)
+        except lmdb.Error as e:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise StrongroomError(f"cannot create a scratch table in {self.path}: {e}") from None
+        self._txn = self._env.begin(write=True)
+        self._pending = 0
+        self._count = 0
+
+    def _tick(self) -> None:
+        self._pending += 1
+        if self._pending >= self.BATCH:
+            self._txn.commit()
+            self._txn = self._env.begin(write=True)
+            self._pending = 0
+
+    def add(self, key: bytes, value: bytes = b"") -> bool:
+        """Insert ``key`` unless present; return whether it was new."""
+        new = self._txn.put(key, value, overwrite=False)
+        if new:
+            self._count += 1
+            self._tick()
+        return new
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if self._txn.replace(key, value) is None:
+            self._count += 1
+        self._tick()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._txn.get(key)
+
+    def __contains__(self, key: bytes) -> bool:
+        return self._txn.get(key) is not None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) in key order (do not modify the table while iterating)."""
+        for k, v in self._txn.cursor():
+            yield bytes(k), bytes(v)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._txn.abort()
+            self._env.close()
+            self._env = None
+            self._rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> ScratchTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

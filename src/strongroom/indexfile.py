@@ -66,9 +66,13 @@ def decode_index(payload: bytes, what: str) -> tuple[list[PackRecord], list[str]
     return packs, supersedes
 
 
-def seal_index(master: MasterKey, packs: list[PackRecord], supersedes: list[str] = (), *, salt: bytes | None = None) -> bytes:
-    return sealed.seal(master, sealed.MAGIC_INDEX, encode_index(packs, supersedes), salt=salt)
+def seal_index(master: MasterKey, packs: list[PackRecord], supersedes: list[str] = (), *, salt: bytes | None = None,
+               magic: bytes = sealed.MAGIC_INDEX_SHARED) -> bytes:
+    """Seal an index file; by default as a shared object (SRIW), which write-only keys can read
+    to deduplicate. ``magic=sealed.MAGIC_INDEX`` writes the original, full-key-only form."""
+    return sealed.seal(master, magic, encode_index(packs, supersedes), salt=salt)
 
 
 def open_index(master: MasterKey, data: bytes, what: str) -> tuple[list[PackRecord], list[str]]:
-    return decode_index(sealed.unseal(master, sealed.MAGIC_INDEX, data, what), what)
+    magic = sealed.magic_of(data, (sealed.MAGIC_INDEX, sealed.MAGIC_INDEX_SHARED))
+    return decode_index(sealed.unseal(master, magic, data, what), what)

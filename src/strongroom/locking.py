@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
 from strongroom.crypto import sealed
-from strongroom.errors import IntegrityError, ObjectNotFound, RepositoryLocked, StrongroomError, UnsupportedFormat
+from strongroom.errors import (AccessDenied, IntegrityError, ObjectNotFound, RepositoryLocked, StrongroomError,
+                               UnsupportedFormat)
 
 if TYPE_CHECKING:
     from strongroom.repository import Repository
@@ -64,10 +65,11 @@ def list_locks(repo: Repository) -> Iterator[LockInfo]:
     for name, _ in repo.storage.list("locks"):
         try:
             data = repo.storage.load(name)
-            info = _parse_lock(sealed.unseal(repo.master, sealed.MAGIC_LOCK, data, name), name)
+            magic = sealed.magic_of(data, (sealed.MAGIC_LOCK_SHARED, sealed.MAGIC_LOCK))
+            info = _parse_lock(sealed.unseal(repo.master, magic, data, name), name)
         except ObjectNotFound:
             continue  # released while we listed
-        except (IntegrityError, UnsupportedFormat, ValueError, KeyError, TypeError):
+        except (AccessDenied, IntegrityError, UnsupportedFormat, ValueError, KeyError, TypeError):
             # Unreadable lock (another repository key kind, or damage): treat as held and fresh
             # would block forever; treat it as stale instead, but keep it for `unlock` to remove.
             yield LockInfo("?", 0, "?", "1970-01-01T00:00:00+00:00", True, name=name)
@@ -100,7 +102,9 @@ class Lock:
         doc = asdict(info)
         del doc["name"]
         name = f"locks/{secrets.token_hex(32)}"
-        self._repo.storage.store(name, sealed.seal(self._repo.master, sealed.MAGIC_LOCK, json.dumps(doc).encode()))
+        # Shared magic (spec §16.2): write-only keys must see every lock, and full keys theirs.
+        data = sealed.seal(self._repo.master, sealed.MAGIC_LOCK_SHARED, json.dumps(doc).encode())
+        self._repo.storage.store(name, data)
         return name
 
     def _conflicts(self) -> list[LockInfo]:
@@ -152,6 +156,7 @@ class Lock:
 
 
 def remove_stale_locks(repo: Repository, *, remove_all: bool = False) -> list[LockInfo]:
+    repo.require_full_key("remove locks")
     removed = []
     now = datetime.now(timezone.utc)
     for lk in list_locks(repo):

@@ -5,7 +5,8 @@
 Each blob is AES-256-GCM under the pack key with its byte offset in the pack as nonce and
 (type, compression, dictionary, id) as associated data. The header is sealed under the same key
 with the all-ones nonce, which no offset can equal. The pack key comes from the envelope (type 0:
-a random salt fed to the master key's pack-key derivation). A pack is named by the plain BLAKE3
+a random salt fed to the master key's pack-key derivation; type 1, written by write-only keys:
+an ephemeral X25519 public key, the pack key derived from X25519 with the repository's key). A pack is named by the plain BLAKE3
 hash of its bytes, so damage is detectable without any key. Layout details:
 spec/repository-format.md, "Packs".
 """
@@ -20,6 +21,7 @@ import blake3
 
 from strongroom.crypto.aead import NONCE_SIZE, TAG_SIZE, Cipher, counter_nonce
 from strongroom.crypto.master import MasterKey
+from strongroom.crypto.publickey import CONTEXT_PACK_BOX, PUBLIC_SIZE, decrypt_from, encrypt_to
 from strongroom.errors import IntegrityError, UnsupportedFormat
 
 DATA = 0
@@ -33,6 +35,7 @@ ENTRY = struct.Struct("<32s B B I Q I I")  # id, type, compression, dictionary, 
 COUNT = struct.Struct("<I")
 HEADER_NONCE = b"\xff" * NONCE_SIZE
 ENVELOPE_DERIVED = 0
+ENVELOPE_X25519 = 1
 SALT_SIZE = 32
 TARGET_PACK_SIZE = 16 * 1024 * 1024
 
@@ -53,6 +56,10 @@ def blob_aad(blob_id: bytes, blob_type: int, compression: int, dictionary: int) 
 
 
 def pack_cipher(master: MasterKey, envelope: bytes, what: str) -> Cipher:
+    if envelope and envelope[0] == ENVELOPE_X25519:
+        if len(envelope) != 1 + PUBLIC_SIZE:
+            raise IntegrityError(f"{what}: pack key envelope has the wrong length")
+        return decrypt_from(master, envelope[1:], CONTEXT_PACK_BOX)
     if not envelope or envelope[0] != ENVELOPE_DERIVED:
         raise UnsupportedFormat(f"{what}: unknown pack key envelope type")
     if len(envelope) != 1 + SALT_SIZE:
@@ -71,10 +78,15 @@ def pack_path(name: str) -> str:
 class PackWriter:
     """Accumulates encrypted blobs in memory (one pack, about 16 MiB) and seals the pack."""
 
-    def __init__(self, master: MasterKey, *, salt: bytes | None = None) -> None:
-        salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
-        self.envelope = bytes([ENVELOPE_DERIVED]) + salt
-        self._cipher = master.pack_cipher(salt)
+    def __init__(self, master: MasterKey, *, salt: bytes | None = None, ephemeral_private: bytes | None = None) -> None:
+        if master.write_only:  # it cannot derive pack keys: encrypt to the repository's public key
+            ephemeral_public, self._cipher = encrypt_to(master.recipient_public, CONTEXT_PACK_BOX,
+                                                        ephemeral_private=ephemeral_private)
+            self.envelope = bytes([ENVELOPE_X25519]) + ephemeral_public
+        else:
+            salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
+            self.envelope = bytes([ENVELOPE_DERIVED]) + salt
+            self._cipher = master.pack_cipher(salt)
         self._buf = bytearray()
         self.entries: list[BlobEntry] = []
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import socket
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Iterator
@@ -19,9 +21,12 @@ from strongroom.compression import decompress_blob
 from strongroom.config import CONFIG_NAME, Config, open_config, seal_config
 from strongroom.crypto import sealed
 from strongroom.crypto.aead import Cipher
-from strongroom.crypto.keyfile import KdfParams, KeyInfo, create_key_file, open_key_file
+from strongroom.crypto import boxed
+from strongroom.crypto.keyfile import KdfParams, KeyInfo, create_key_file, open_access_key
 from strongroom.crypto.master import MasterKey
-from strongroom.errors import (IntegrityError, ObjectNotFound, RepositoryExists, RepositoryNotFound,
+from strongroom.crypto.publickey import WriterKey
+from strongroom.crypto.signing import Signer
+from strongroom.errors import (AccessDenied, IntegrityError, ObjectNotFound, RepositoryExists, RepositoryNotFound,
                                SnapshotNotFound, UnsupportedFormat, UsageError, WrongPassword)
 from strongroom.index import BlobLocation, IndexCache
 from strongroom.indexfile import PackRecord, open_index, seal_index
@@ -32,6 +37,7 @@ from strongroom.storage import Storage
 from strongroom.tree import Node, decode_chunk_list, decode_tree
 
 MAX_TREE_SIZE = 512 * 1024 * 1024
+RESYNC_AFTER_MISS_S = 10.0
 
 
 def default_cache_root() -> str:
@@ -55,15 +61,18 @@ def object_name(data: bytes) -> str:
 
 
 class Repository:
-    def __init__(self, storage: Storage, master: MasterKey, config: Config, key_name: str,
-                 cache_root: str | None = None) -> None:
+    _last_miss_sync = -1e9  # when a lookup miss last re-read the index (see locate)
+    def __init__(self, storage: Storage, master: MasterKey | WriterKey, config: Config, key_name: str,
+                 cache_root: str | None = None, signer: Signer | None = None) -> None:
         self.storage = storage
-        self.master = master
+        self.master = master  # a MasterKey, or a WriterKey for a write-only key (reads raise AccessDenied)
+        self.signer = signer or Signer.for_master(master, master.legacy_signing_seed())
         self.config = config
         self.key_name = key_name
         self.hostname = socket.gethostname()
         self.username = current_username()
-        self.index = IndexCache(os.path.join(cache_root or default_cache_root(), config.id, "index"))
+        self.cache_dir = os.path.join(cache_root or default_cache_root(), config.id)  # this repository's
+        self.index = IndexCache(os.path.join(self.cache_dir, "index"))
         self._ciphers: OrderedDict[str, Cipher] = OrderedDict()
         self._ciphers_lock = threading.Lock()
         self.damaged_index_files: list[str] = []
@@ -80,13 +89,16 @@ class Repository:
         now = datetime.now(timezone.utc).isoformat()
         config = config or Config()
         config.created = now
-        key = create_key_file(master, password, KeyInfo("full", now, socket.gethostname(), current_username()), kdf)
+        seed = secrets.token_bytes(32)
+        key = create_key_file(master, password, KeyInfo("full", now, socket.gethostname(), current_username()), kdf,
+                              signing_seed=seed)
         key_name = f"keys/{object_name(key)}"
         storage.store(key_name, key)
         # config last: a location counts as a repository only once its key exists.
         storage.store(CONFIG_NAME, seal_config(master, config))
-        repo = cls(storage, master, config, key_name, cache_root)
+        repo = cls(storage, master, config, key_name, cache_root, Signer.for_master(master, seed))
         repo.sync_index()
+        repo.audit("init", {"repository": storage.url}, added=[CONFIG_NAME, key_name])
         return repo
 
     @classmethod
@@ -99,12 +111,15 @@ class Repository:
         unreadable = []
         for name, _ in storage.list("keys"):
             try:
-                master = open_key_file(storage.load(name), password, name)
+                opened = open_access_key(storage.load(name), password, name)
             except (IntegrityError, UnsupportedFormat) as e:
                 unreadable.append(str(e))  # one damaged key file must not lock out the others
                 continue
-            if master is not None:
-                repo = cls(storage, master, open_config(master, config_data), name, cache_root)
+            if opened is not None:
+                key = opened.key
+                # A write-only key cannot open the config; its key file carries a copy of the payload.
+                config = Config.decode(key.config_payload) if key.write_only else open_config(key, config_data)
+                repo = cls(storage, key, config, name, cache_root, opened.signer)
                 repo.sync_index()
                 return repo
         detail = f" ({len(unreadable)} key file(s) unreadable: {unreadable[0]})" if unreadable else ""
@@ -120,8 +135,31 @@ class Repository:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def write_only(self) -> bool:
+        return self.master.write_only
+
+    @property
+    def key_id(self) -> str:
+        """The id of the key file in use (its content hash), as `key list` shows it."""
+        return self.key_name.rsplit("/", 1)[1]
+
+    def require_full_key(self, action: str) -> None:
+        if self.master.write_only:
+            raise AccessDenied(f"a write-only key cannot {action}; use a full key")
+
     def lock(self, *, exclusive: bool = False) -> Lock:
+        # Every operation that deletes takes the exclusive lock: refusing it here keeps write-only
+        # keys away from forget, prune and anything added later that removes data.
+        if exclusive:
+            self.require_full_key("delete or rewrite anything (an exclusive lock)")
         return Lock(self, exclusive).acquire()
+
+    def audit(self, command: str, args: dict | None = None, *, added: list[str] = (), removed: list[str] = (),
+              result: str = "ok") -> str:
+        """Append a signed entry to the audit log (see strongroom.audit); return its name."""
+        from strongroom.audit import append_entry  # audit builds on this module
+        return append_entry(self, command, args or {}, added=list(added), removed=list(removed), result=result)
 
     # -- index -------------------------------------------------------------------------------
 
@@ -143,6 +181,8 @@ class Repository:
                 packs, _ = open_index(self.master, data, path)
             except ObjectNotFound:
                 continue  # removed while we listed
+            except AccessDenied:
+                continue  # an original (SRIX) index file: a write-only key cannot read it
             except (IntegrityError, UnsupportedFormat) as e:
                 # Skip it so the rest of the repository stays usable; `check` reports it.
                 self.damaged_index_files.append(str(e))
@@ -180,6 +220,12 @@ class Repository:
 
     def locate(self, blob_id: bytes) -> BlobLocation:
         location = self.index.lookup(blob_id)
+        if location is None and time.monotonic() - self._last_miss_sync > RESYNC_AFTER_MISS_S:
+            self._last_miss_sync = time.monotonic()
+            # Written by a backup that finished after we opened the repository? Look once more
+            # (rate-limited, so a damaged repository with many missing blobs stays fast to read).
+            self.sync_index()
+            location = self.index.lookup(blob_id)
         if location is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index (missing data)")
         return location
@@ -207,7 +253,16 @@ class Repository:
             raise IntegrityError(f"blob {tree_id.hex()[:16]} is not a tree")
         if location.entry.raw_length > MAX_TREE_SIZE:
             raise IntegrityError(f"tree {tree_id.hex()[:16]} claims {location.entry.raw_length} bytes")
-        return decode_tree(self.load_blob(tree_id), f"tree {tree_id.hex()[:16]}")
+        return decode_tree(self._load_tree_blob(tree_id, location), f"tree {tree_id.hex()[:16]}")
+
+    def _load_tree_blob(self, tree_id: bytes, location: BlobLocation) -> bytes:
+        # A remote backend may keep tree blobs in a local cache (storage/cache.py): backups read
+        # the parent snapshot's trees every run, and trees are small.
+        load_cached = getattr(self.storage, "load_cached_range", None)
+        if load_cached is None:
+            return self.load_blob(tree_id)
+        entry = location.entry
+        return self.decode_blob(location, load_cached(pack_path(location.pack), entry.offset, entry.length))
 
     def file_chunks(self, node: Node) -> Iterator[bytes]:
         """The chunk ids of a file node, reading chunk-list blobs as needed."""
@@ -218,17 +273,37 @@ class Repository:
     # -- snapshots ---------------------------------------------------------------------------
 
     def save_snapshot(self, snap: Snapshot) -> str:
+        """Store a snapshot as a signed boxed object chained to the head of its group (§16.4)."""
+        from strongroom.chain import ChainLink, group_tag, group_head  # chain builds on this module
         snap.program_version = snap.program_version or f"strongroom {__version__}"
-        data = sealed.seal(self.master, sealed.MAGIC_SNAPSHOT, snap.encode())
+        group = group_tag(self.master, snap.hostname, snap.paths)
+        head = group_head(self, group)
+        link = ChainLink(group, head.seq + 1 if head else 0, head.snapshot_id if head else None)
+        data = boxed.seal_boxed(self.master.recipient_public, self.signer, boxed.MAGIC_SNAPSHOT, link.encode(),
+                                snap.encode())
         snap.id = object_name(data)
+        snap.chain = link
         self.storage.store(f"snapshots/{snap.id}", data)
         return snap.id
 
-    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+    def load_snapshot_bytes(self, snapshot_id: str) -> bytes:
         path = f"snapshots/{snapshot_id}"
         data = self.storage.load(path)
         if object_name(data) != snapshot_id:
             raise IntegrityError(f"{path}: content does not match its name (damaged)")
+        return data
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        from strongroom.chain import ChainLink
+        path = f"snapshots/{snapshot_id}"
+        data = self.load_snapshot_bytes(snapshot_id)
+        if boxed.is_boxed(data, boxed.MAGIC_SNAPSHOT):
+            header, payload, signer = boxed.open_boxed(self.master, data, boxed.MAGIC_SNAPSHOT, path)
+            snap = Snapshot.decode(payload, snapshot_id, path)
+            snap.chain = ChainLink.decode(header, path)
+            snap.signer = signer
+            return snap
+        self.require_full_key("read snapshots")
         return Snapshot.decode(sealed.unseal(self.master, sealed.MAGIC_SNAPSHOT, data, path), snapshot_id, path)
 
     def snapshot_ids(self) -> list[str]:
@@ -256,3 +331,35 @@ class Repository:
         if len(matches) > 1:
             raise UsageError(f"snapshot id prefix {selector} is ambiguous ({len(matches)} matches)")
         return self.load_snapshot(matches[0])
+
+    # -- removal (forget, tag, prune) --------------------------------------------------------
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        """Delete one snapshot object; its data stays until a prune."""
+        try:
+            self.storage.delete(f"snapshots/{snapshot_id}")
+        except ObjectNotFound:
+            pass  # already gone: removal is idempotent
+
+    def stored_packs(self) -> Iterator[tuple[str, int]]:
+        """(pack name, size) of every pack in storage, indexed or not."""
+        for name, size in self.storage.list("data"):
+            yield name.rsplit("/", 1)[1], size
+
+    def save_rewritten_snapshot(self, snap: Snapshot, original: Snapshot) -> str:
+        """Store ``snap`` as a rewrite of ``original`` (e.g. new tags): it takes the original's
+        place in its group's chain (same link), so the chain stays in time order; the caller
+        removes the original afterwards and records both in the audit log (§17.3)."""
+        if getattr(original, "chain", None) is None:
+            return self.save_snapshot(snap)  # an unchained (older format) snapshot
+        snap.program_version = snap.program_version or f"strongroom {__version__}"
+        data = boxed.seal_boxed(self.master.recipient_public, self.signer, boxed.MAGIC_SNAPSHOT,
+                                original.chain.encode(), snap.encode())
+        snap.id = object_name(data)
+        snap.chain = original.chain
+        self.storage.store(f"snapshots/{snap.id}", data)
+        return snap.id
+
+    def scratch_folder(self) -> str:
+        """A folder for temporary on-disk tables (prune, stats): beside the index cache."""
+        return os.path.dirname(self.index.folder())

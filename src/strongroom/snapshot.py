@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 from strongroom.errors import IntegrityError
 
@@ -38,11 +39,17 @@ class Snapshot:
     parent: str | None = None
     program_version: str = ""
     summary: Summary = field(default_factory=Summary)
+    original: str | None = None  # for a copy: the id of the snapshot it copies (stored only if set)
     id: str = ""  # not stored: the object's name
+    # Not stored in the JSON either: from a boxed snapshot's header and signature (spec §16.4).
+    chain: Any = field(default=None, repr=False, compare=False)  # strongroom.chain.ChainLink
+    signer: Any = field(default=None, repr=False, compare=False)  # strongroom.crypto.signing.SignerInfo
 
     def to_json(self) -> dict:
         doc = asdict(self)
-        del doc["id"]
+        del doc["id"], doc["chain"], doc["signer"]
+        if doc["original"] is None:  # absent unless copied, so other snapshots encode as before
+            del doc["original"]
         doc["version"] = 1
         return doc
 
@@ -62,6 +69,9 @@ class Snapshot:
             datetime.fromisoformat(snap.time)
             if len(bytes.fromhex(snap.tree)) != 32:
                 raise ValueError("tree id must be 32 bytes")
+            if snap.original is not None and (not isinstance(snap.original, str) or len(snap.original) != 64
+                                              or len(bytes.fromhex(snap.original)) != 32):
+                raise ValueError("original must be a 64-hex snapshot id")
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(f"{what}: malformed snapshot ({e})") from None
         return snap

@@ -9,6 +9,7 @@ import os
 import pwd
 import stat as stat_mod
 from functools import lru_cache
+from typing import Callable
 
 from strongroom.tree import DIR, FILE, SYMLINK, Node
 
@@ -71,6 +72,26 @@ def list_dir(path: bytes) -> list[tuple[bytes, os.stat_result | OSError]]:
                 out.append((entry.name, e))
     out.sort(key=lambda item: item[0])
     return out
+
+
+def total_size(paths: list[bytes], skip: Callable[[bytes], bool]) -> int:
+    """Bytes in the regular files below ``paths`` (not following symlinks), for progress ETAs."""
+    total, pending = 0, list(paths)
+    while pending:
+        path = pending.pop()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat_mod.S_ISREG(st.st_mode):
+            total += st.st_size
+        elif stat_mod.S_ISDIR(st.st_mode):
+            try:
+                names = os.listdir(path)
+            except OSError:
+                continue
+            pending += [child for child in (os.path.join(path, n) for n in names) if not skip(child)]
+    return total
 
 
 def open_for_reading(path: bytes) -> int:

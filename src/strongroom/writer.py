@@ -8,7 +8,8 @@ Ordering guarantees (what makes an interrupted backup harmless):
 So every blob a snapshot references is in a stored pack listed by a stored index file.
 
 Memory is bounded: at most ``MAX_QUEUED_BYTES`` of blobs wait for compression, one open pack per
-blob type, ``MAX_UPLOADS`` packs in flight, and an index file is written every
+blob type, ``MAX_UPLOADS`` packs in flight (or the backend's ``parallel_uploads``: an object store
+over the network wants more requests in flight than a local disk), and an index file is written every
 ``INDEX_FLUSH_BLOBS`` blobs, after which their ids leave the in-memory pending set.
 """
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from strongroom.compression import compress_blob
 from strongroom.indexfile import PackRecord
 from strongroom.pack import DATA, TREE, PackWriter
+from strongroom.tree import MAX_INLINE_CHUNKS, encode_chunk_list
 
 if TYPE_CHECKING:
     from strongroom.repository import Repository
@@ -40,7 +42,8 @@ class BlobWriter:
         self._level = repo.config.compression_level
         self._pack_size = repo.config.pack_size
         self._pool = ThreadPoolExecutor(threads or max(2, os.cpu_count() or 2), thread_name_prefix="compress")
-        self._upload_pool = ThreadPoolExecutor(MAX_UPLOADS, thread_name_prefix="upload")
+        self._max_uploads = max(1, int(getattr(repo.storage, "parallel_uploads", MAX_UPLOADS)))
+        self._upload_pool = ThreadPoolExecutor(self._max_uploads, thread_name_prefix="upload")
         self._queue: deque[tuple[bytes, int, int, Future]] = deque()
         self._queued_bytes = 0
         self._pending: set[bytes] = set()
@@ -106,7 +109,7 @@ class BlobWriter:
         packer = self._packers.pop(blob_type)
         name, data = packer.finish()
         record = PackRecord(name, len(data), packer.envelope, packer.entries)
-        while len(self._uploads) >= MAX_UPLOADS:
+        while len(self._uploads) >= self._max_uploads:
             self._finish_upload()
         self._uploads.append((self._upload_pool.submit(self._repo.store_pack, name, data), record))
 
@@ -152,3 +155,28 @@ class BlobWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class FileContent:
+    """Collects a file's chunk ids in order and moves them into chunk-list blobs every
+    MAX_INLINE_CHUNKS ids, so a file's id list never grows in memory (spec: Trees)."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self._writer = writer
+        self.ids: list[bytes] = []
+        self.lists: list[bytes] = []
+
+    def append(self, blob_id: bytes) -> None:
+        self.ids.append(blob_id)
+        if len(self.ids) == MAX_INLINE_CHUNKS:
+            self._spill()
+
+    def _spill(self) -> None:
+        self.lists.append(self._writer.add(TREE, encode_chunk_list(self.ids))[0])
+        self.ids = []
+
+    def finish(self) -> tuple[list[bytes], list[bytes]]:
+        """(inline ids, chunk-list ids): inline only for files of fewer than MAX_INLINE_CHUNKS."""
+        if self.lists and self.ids:
+            self._spill()
+        return self.ids, self.lists

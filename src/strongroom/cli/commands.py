@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -10,14 +9,14 @@ import click
 
 from strongroom import __version__
 from strongroom.chunker import ChunkerParams, ChunkingProfiles
-from strongroom.cli.context import Location, human_bytes, json_option, print_json, repo_options, warn
+from strongroom.cli.context import (Location, from_password_options, human_bytes, json_option, print_json,
+                                    repo_options, source_location, warn)
 from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.commands.backup import BackupOptions, run_backup
 from strongroom.commands.check import run_check
 from strongroom.commands.ls import list_snapshot
 from strongroom.commands.restore import run_restore
 from strongroom.config import Config
-from strongroom.crypto.keyfile import KdfParams
 from strongroom.errors import EXIT_ERROR, EXIT_PARTIAL, UsageError
 from strongroom.globs import read_pattern_file
 from strongroom.locking import remove_stale_locks
@@ -61,17 +60,27 @@ def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
               help="zstd level for blobs (0 stores them uncompressed).")
 @click.option("--kdf-memory", type=click.IntRange(8, 4 * 1024 * 1024), default=65536, show_default=True,
               metavar="KIB", help="Argon2id memory for the key file, in KiB.")
-@click.option("--kdf-iterations", type=click.IntRange(1, 100), default=3, show_default=True,
-              help="Argon2id passes for the key file.")
+@click.option("--kdf-iterations", type=click.IntRange(1, 100),
+              help="Argon2id passes for the key file (default: calibrated to take about 0.5 s here).")
+@click.option("--copy-chunker-params-from", "chunker_source", metavar="URL",
+              help="Chunk like this repository, so `copy` between the two deduplicates.")
+@from_password_options
 @json_option
 def init(location: Location, text_chunks: str | None, binary_chunks: str | None, compression_level: int,
-         kdf_memory: int, kdf_iterations: int, as_json: bool) -> None:
+         kdf_memory: int, kdf_iterations: int | None, chunker_source: str | None, from_password_file: str | None,
+         from_password_command: str | None, as_json: bool) -> None:
     """Create a new repository."""
     defaults = ChunkingProfiles()
+    if chunker_source:
+        if text_chunks or binary_chunks:
+            raise UsageError("--copy-chunker-params-from cannot be combined with --text-chunks/--binary-chunks")
+        with source_location(chunker_source, from_password_file, from_password_command, location).open() as src:
+            defaults = src.config.chunking
     config = Config(chunking=ChunkingProfiles(_chunk_sizes(text_chunks, defaults.text),
                                               _chunk_sizes(binary_chunks, defaults.binary)),
                     compression_level=compression_level)
-    kdf = KdfParams(memory_kib=kdf_memory, iterations=kdf_iterations, lanes=min(4, kdf_memory // 8))
+    from strongroom.cli.keys import DEFAULT_KDF_SECONDS, kdf_params
+    kdf = kdf_params(kdf_memory, kdf_iterations, DEFAULT_KDF_SECONDS)
     with Repository.init(location.storage(), location.password(confirm=True), config=config, kdf=kdf) as repo:
         if as_json:
             print_json({"id": repo.config.id, "repository": location.url})
@@ -144,21 +153,25 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
 @click.option("--target", "-t", required=True, type=click.Path(file_okay=False), help="Directory to restore into.")
 @click.option("--include", "includes", multiple=True, metavar="GLOB", help="Restore only matching paths.")
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Do not restore matching paths.")
+@click.option("--verify", is_flag=True, help="Read every restored file back and compare it with the snapshot.")
 @json_option
 def restore(location: Location, snapshot: str, target: str, includes: tuple[str, ...], excludes: tuple[str, ...],
-            as_json: bool) -> None:
+            verify: bool, as_json: bool) -> None:
     """Restore SNAPSHOT (`latest` or an id prefix) under --target."""
     with location.open() as repo:
         snap = repo.find_snapshot(snapshot)
         with byte_progress("restore", progress_enabled(as_json), snap.summary.bytes_total or None) as progress:
             result = run_restore(repo, snap, target, includes=list(includes), excludes=list(excludes),
-                                 progress=progress, warn=warn)
+                                 progress=progress, warn=warn, verify=verify)
     if as_json:
-        print_json({"snapshot": snap.id, "target": target, "files": result.files, "dirs": result.dirs,
-                    "symlinks": result.symlinks, "bytes": result.bytes, "errors": result.errors})
+        doc = {"snapshot": snap.id, "target": target, "files": result.files, "dirs": result.dirs,
+               "symlinks": result.symlinks, "bytes": result.bytes, "errors": result.errors}
+        if verify:
+            doc["verified"] = result.verified
+        print_json(doc)
     else:
         click.echo(f"restored snapshot {snap.short_id} to {target}: {result.files} files, {result.dirs} directories, "
-                   f"{human_bytes(result.bytes)}")
+                   f"{human_bytes(result.bytes)}" + (f"; {result.verified} files verified" if verify else ""))
     if result.errors:
         if not as_json:
             click.echo(f"strongroom: {len(result.errors)} item(s) could not be restored", err=True)
@@ -221,21 +234,25 @@ def ls_command(location: Location, snapshot: str, path: str | None, long_format:
 
 @cli.command()
 @repo_options
+@click.option("--read-data", is_flag=True, help="Also read every pack and verify every blob (slow).")
+@click.option("--read-data-subset", "subset", metavar="SPEC",
+              help="Read only some packs: N% (random), n/t (part n of t, by pack name), or a size such as 2G.")
+@click.option("--chain", is_flag=True, help="Instead: verify snapshot signatures, the snapshot chain and the audit log.")
+@click.option("--receipt", metavar="HASH", help="Instead: prove the history a `strongroom receipt` covered is intact.")
 @json_option
-def check(location: Location, as_json: bool) -> None:
-    """Check the repository's structure: snapshots, trees, index and packs."""
+def check(location: Location, read_data: bool, subset: str | None, chain: bool, receipt: str | None,
+          as_json: bool) -> None:
+    """Check the repository: snapshots, trees, index and packs; with --read-data, all data."""
+    if chain or receipt:
+        from strongroom.cli.keys import check_history
+        return check_history(location, chain, receipt, as_json)
+    from strongroom.cli.integrity import data_progress, print_check
+    from strongroom.commands.read_data import Subset
+    spec = Subset.parse(subset) if subset is not None else None
     with location.open() as repo:
-        result = run_check(repo)
-    if as_json:
-        print_json({"ok": result.ok, "snapshots": result.snapshots, "trees": result.trees, "blobs": result.blobs,
-                    "packs": result.packs, "errors": result.errors, "notes": result.notes})
-    else:
-        for note in result.notes:
-            click.echo(f"note: {note}")
-        for error in result.errors:
-            click.echo(f"error: {error}", err=True)
-        click.echo(f"checked {result.snapshots} snapshots, {result.trees} trees, {result.blobs} blob references, "
-                   f"{result.packs} packs: {'no errors' if result.ok else f'{len(result.errors)} error(s)'}")
+        with data_progress("check", progress_enabled(as_json) and (read_data or spec is not None)) as progress:
+            result = run_check(repo, read_data=read_data, subset=spec, progress=progress)
+    print_check(result, as_json)
     if not result.ok:
         raise SystemExit(EXIT_ERROR)
 

@@ -21,31 +21,104 @@ def repo_options(func: Callable) -> Callable:
     """-r/--repo and the password sources, shared by every command that opens a repository."""
 
     @click.option("-r", "--repo", "repo_url", envvar="STRONGROOM_REPO", metavar="URL",
-                  help="Repository location (a path). Default: $STRONGROOM_REPO.")
+                  help="Repository location: a path, s3:https://host:port/bucket/prefix or "
+                       "s3://bucket/prefix. Default: $STRONGROOM_REPO.")
     @click.option("--password-file", type=click.Path(dir_okay=False), envvar="STRONGROOM_PASSWORD_FILE",
                   help="Read the password from the first line of this file.")
     @click.option("--password-command", metavar="CMD", envvar="STRONGROOM_PASSWORD_COMMAND",
                   help="Run CMD and use the first line it prints as the password.")
+    @s3_options
     @functools.wraps(func)
     def wrapper(*args: Any, repo_url: str | None, password_file: str | None, password_command: str | None,
                 **kwargs: Any) -> Any:
         if not repo_url:
             raise UsageError("no repository given: use -r/--repo or set STRONGROOM_REPO")
-        kwargs["location"] = Location(repo_url, password_file, password_command)
+        s3 = _take_s3_options(kwargs)
+        kwargs["location"] = Location(repo_url, password_file, password_command, s3=s3)
         return func(*args, **kwargs)
 
     return wrapper
 
 
+_S3_KEYS = ("s3_endpoint", "s3_region", "s3_profile", "s3_addressing")
+
+
+def s3_options(func: Callable) -> Callable:
+    """Settings for s3: repositories (they apply to every S3 URL of the command, source included)."""
+    func = click.option("--s3-endpoint", metavar="URL", envvar="STRONGROOM_S3_ENDPOINT",
+                        help="S3 endpoint for s3://bucket/prefix URLs (default: AWS).")(func)
+    func = click.option("--s3-region", metavar="NAME", envvar="STRONGROOM_S3_REGION",
+                        help="S3 region (default: the AWS ways, e.g. $AWS_REGION).")(func)
+    func = click.option("--s3-profile", metavar="NAME", envvar="STRONGROOM_S3_PROFILE",
+                        help="AWS profile for credentials and region (default: $AWS_PROFILE).")(func)
+    func = click.option("--s3-addressing", type=click.Choice(["auto", "path", "virtual"]),
+                        envvar="STRONGROOM_S3_ADDRESSING",
+                        help="Bucket addressing: path-style (self-hosted servers) or virtual-hosted "
+                             "(AWS). Default auto: path-style whenever an endpoint is given.")(func)
+    return func
+
+
+def _take_s3_options(kwargs: dict[str, Any]):
+    from strongroom.storage.s3 import S3Options
+
+    values = {key: kwargs.pop(key, None) for key in _S3_KEYS}
+    return S3Options(endpoint=values["s3_endpoint"], region=values["s3_region"],
+                     profile=values["s3_profile"], addressing=values["s3_addressing"])
+
+
+def from_password_options(func: Callable) -> Callable:
+    """Password sources for a second (source) repository, as for copy and init
+    --copy-chunker-params-from; the environment fallback is $STRONGROOM_FROM_PASSWORD."""
+    func = click.option("--from-password-command", metavar="CMD", envvar="STRONGROOM_FROM_PASSWORD_COMMAND",
+                        help="Run CMD for the source repository's password "
+                             "(default: $STRONGROOM_FROM_PASSWORD).")(func)
+    func = click.option("--from-password-file", type=click.Path(dir_okay=False),
+                        envvar="STRONGROOM_FROM_PASSWORD_FILE",
+                        help="Read the source repository's password from this file.")(func)
+    return func
+
+
+def source_location(url: str, password_file: str | None, password_command: str | None,
+                    destination: Location) -> Location:
+    """The source repository of a copy; S3 settings are shared with the destination."""
+    return Location(url, password_file, password_command, s3=destination.s3,
+                    password_env="STRONGROOM_FROM_PASSWORD")
+
+
+#: Commands that must see the repository's own bytes, never a cached copy of them.
+UNCACHED_COMMANDS = {"check", "repair"}
+
+
+def _command_name() -> str | None:
+    """The top-level command being run (``repair`` for ``repair index``), if any."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None and ctx.parent is not None and ctx.parent.parent is not None:
+        ctx = ctx.parent  # climb to the child of the root group
+    return ctx.info_name if ctx is not None else None
+
+
 class Location:
     """Where the repository is and how to get its password (asked for only when needed)."""
 
-    def __init__(self, url: str, password_file: str | None, password_command: str | None) -> None:
+    def __init__(self, url: str, password_file: str | None, password_command: str | None,
+                 *, s3: Any = None, password_env: str = "STRONGROOM_PASSWORD") -> None:
         self.url = url
         self.password_file = password_file
         self.password_command = password_command
+        self.s3 = s3
+        self.password_env = password_env
 
     def storage(self):
+        if self.url.lower().startswith("s3:"):
+            from strongroom.repository import default_cache_root
+            from strongroom.storage.cache import CachedStorage, cache_folder
+            from strongroom.storage.s3 import S3Storage
+
+            backend = S3Storage(self.url, self.s3)
+            if _command_name() in UNCACHED_COMMANDS:
+                return backend
+            # Remote: keep snapshots, index files, keys and trees in a local cache (verified on use).
+            return CachedStorage(backend, cache_folder(default_cache_root(), self.url))
         return open_storage(self.url)
 
     def password(self, *, confirm: bool = False) -> bytes:
@@ -61,14 +134,18 @@ class Location:
             except (OSError, subprocess.CalledProcessError) as e:
                 raise StrongroomError(f"password command failed: {e}") from None
             return _first_line(out)
-        env = os.environ.get("STRONGROOM_PASSWORD")
+        env = os.environ.get(self.password_env)
         if env is not None:
             if not env:
-                raise UsageError("STRONGROOM_PASSWORD is set but empty")
+                raise UsageError(f"{self.password_env} is set but empty")
             return os.fsencode(env)
         if sys.stdin.isatty():
-            pw = click.prompt("repository password", hide_input=True, confirmation_prompt=confirm, err=True)
+            what = "source repository" if self.password_env != "STRONGROOM_PASSWORD" else "repository"
+            pw = click.prompt(f"{what} password", hide_input=True, confirmation_prompt=confirm, err=True)
             return pw.encode()
+        if self.password_env != "STRONGROOM_PASSWORD":
+            raise UsageError(f"no password given for the source repository: set {self.password_env}, "
+                             f"or use --from-password-file or --from-password-command")
         raise UsageError("no password given: set STRONGROOM_PASSWORD, or use --password-file or --password-command")
 
     def open(self) -> Repository:

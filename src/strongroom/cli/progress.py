@@ -16,8 +16,10 @@ def progress_enabled(as_json: bool = False, quiet: bool = False) -> bool:
 
 
 @contextmanager
-def byte_progress(desc: str, enabled: bool, total: int | None = None) -> Iterator[ProgressCallback]:
-    """A callback that shows files done, bytes, rate and (with a total) an ETA."""
+def byte_progress(desc: str, enabled: bool, total: int | None = None,
+                  count_label: str = "files") -> Iterator[ProgressCallback]:
+    """A callback that shows items done, bytes, rate and (with a total) an ETA. A total may also
+    arrive later with an event (a background size scan, or the first event of check)."""
     if not enabled:
         yield ignore_progress
         return
@@ -25,9 +27,12 @@ def byte_progress(desc: str, enabled: bool, total: int | None = None) -> Iterato
                dynamic_ncols=True, leave=False)
     try:
         def update(p: Progress) -> None:
+            if p.total_bytes and bar.total != p.total_bytes:
+                bar.total = p.total_bytes
+                bar.refresh()
             if p.bytes > bar.n:
                 bar.update(p.bytes - bar.n)
-            bar.set_postfix(files=p.files, refresh=False)
+            bar.set_postfix({count_label: p.files}, refresh=False)
         yield update
     finally:
         bar.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Iterable, Iterator
 
-from strongroom.chunker import SNIFF_SIZE, buffer_size_for, chunk_stream, classify
+from strongroom.chunker import SNIFF_SIZE, buffer_size_for, chunk_views, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
 from strongroom.globs import PathMatcher
@@ -18,9 +19,9 @@ from strongroom.pack import DATA, TREE
 from strongroom.recover import index_orphan_packs
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot, Summary
-from strongroom.tree import DIR, FILE, MAX_INLINE_CHUNKS, SYMLINK, Node, encode_chunk_list, encode_tree
-from strongroom.walker import describe_special, list_dir, node_from_stat, open_for_reading
-from strongroom.writer import BlobWriter
+from strongroom.tree import DIR, FILE, Node, encode_tree
+from strongroom.walker import describe_special, list_dir, node_from_stat, open_for_reading, total_size
+from strongroom.writer import BlobWriter, FileContent
 
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
 
@@ -76,6 +77,8 @@ class _Backup:
         profiles = repo.config.chunking
         self.buffer = bytearray(max(buffer_size_for(profiles.text), buffer_size_for(profiles.binary)))
         self._since_progress = 0
+        self.total_bytes: int | None = None  # set by the size scan, when progress is shown
+        self._unchanged_bytes = 0
 
     def warn(self, message: str, *, error: bool = True) -> None:
         if error:
@@ -88,8 +91,9 @@ class _Backup:
         if file_done or self._since_progress >= PROGRESS_EVERY_BYTES:
             self._since_progress = 0
             s = self.summary
-            self.progress(Progress(files=s.files_new + s.files_changed + s.files_unchanged, bytes=s.bytes_read,
-                                   current=os.fsdecode(path)))
+            done = s.bytes_read + self._unchanged_bytes  # bytes dealt with, read or not
+            self.progress(Progress(files=s.files_new + s.files_changed + s.files_unchanged, bytes=done,
+                                   current=os.fsdecode(path), total_bytes=self.total_bytes))
 
     # -- files -------------------------------------------------------------------------------
 
@@ -97,21 +101,18 @@ class _Backup:
         """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read)."""
         head = _read_head(stream)
         params = self.repo.config.chunking.for_class(classify(head))
-        ids: list[bytes] = []
-        lists: list[bytes] = []
+        content = FileContent(self.writer)
         total = 0
-        for chunk in chunk_stream(stream, params, buffer=self.buffer, prefix=head):
-            blob_id, _ = self.writer.add(DATA, chunk)
-            ids.append(blob_id)
+        blob_id_of, known, add = self.repo.master.blob_id, self.writer.known, self.writer.add
+        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head):
+            blob_id = blob_id_of(chunk)
+            if not known(blob_id):
+                add(DATA, bytes(chunk), blob_id)  # copied: the view's buffer is about to be reused
+            content.append(blob_id)
             total += len(chunk)
             self.summary.bytes_read += len(chunk)
             self._tick(path, len(chunk), False)
-            if len(ids) == MAX_INLINE_CHUNKS:
-                lists.append(self.writer.add(TREE, encode_chunk_list(ids))[0])
-                ids = []
-        if lists and ids:
-            lists.append(self.writer.add(TREE, encode_chunk_list(ids))[0])
-            ids = []
+        ids, lists = content.finish()
         return ids, lists, total
 
     def save_file(self, path: bytes, node: Node, previous: Node | None) -> Node | None:
@@ -123,6 +124,7 @@ class _Backup:
             node.content, node.content_lists = previous.content, previous.content_lists
             self.summary.files_unchanged += 1
             self.summary.bytes_total += node.size
+            self._unchanged_bytes += node.size
             self._tick(path, 0, True)
             return node
         try:
@@ -284,6 +286,12 @@ def path_trie(paths: Iterable[str]) -> dict:
 
 
 def _find_parent(repo: Repository, opts: BackupOptions, hostname: str, paths: list[str]) -> Snapshot | None:
+    if repo.write_only:
+        # It cannot read snapshots or trees: no metadata skip, every file is read again (new
+        # chunks are still deduplicated against the index). See README, "Keys and access".
+        if opts.parent:
+            raise UsageError("--parent needs a full key: a write-only key cannot read snapshots")
+        return None
     if opts.parent:
         return repo.find_snapshot(opts.parent)
     try:
@@ -312,10 +320,12 @@ def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallb
     parent = None if stdin_mode else _find_parent(repo, opts, hostname, paths)
 
     with repo.lock(exclusive=False):
-        if not opts.dry_run:
+        if not opts.dry_run and not repo.write_only:  # reading pack headers needs a full key
             index_orphan_packs(repo, warn)
         with BlobWriter(repo, dry_run=opts.dry_run) as writer:
             job = _Backup(repo, writer, opts, progress, warn)
+            if progress is not ignore_progress and not stdin_mode:
+                _start_size_scan(job, paths)
             parent_tree = bytes.fromhex(parent.tree) if parent else None
             if opts.stdin_command is not None:
                 tree = _backup_command(job, opts.stdin_command, name)
@@ -333,7 +343,21 @@ def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallb
                             parent=parent.id if parent else None, summary=summary)
             if not opts.dry_run:
                 repo.save_snapshot(snap)
+                try:
+                    repo.audit("backup", {"paths": paths, "host": hostname, "tags": snap.tags,
+                                          "parent": snap.parent, "stdin": stdin_mode},
+                               added=[f"snapshots/{snap.id}"] + [f"index/{n}" for n in writer.index_files_written],
+                               result="ok" if not summary.errors else f"partial: {summary.errors} error(s)")
+                except StrongroomError as e:  # the snapshot is safe; say so rather than fail the backup
+                    job.warn(f"snapshot {snap.short_id} saved, but its audit log entry was not: {e}", error=False)
     return BackupResult(None if opts.dry_run else snap, summary, job.warnings, opts.dry_run)
+
+
+def _start_size_scan(job: _Backup, paths: list[str]) -> None:
+    """Count the bytes below the paths in the background, so progress can show an ETA."""
+    def scan() -> None:
+        job.total_bytes = total_size([os.fsencode(p) for p in paths], job.excludes.matches)
+    threading.Thread(target=scan, name="size-scan", daemon=True).start()
 
 
 def _backup_command(job: _Backup, command: list[str], name: bytes) -> bytes:

@@ -26,7 +26,11 @@ def cat_object(repo: Repository, kind: str, object_id: str | None) -> object:
         return doc
     if kind == "snapshot":
         snap = repo.find_snapshot(object_id or "latest")
-        return dict(snap.to_json(), id=snap.id)
+        doc = dict(snap.to_json(), id=snap.id)
+        if snap.chain is not None:  # a signed snapshot (spec §16.4)
+            doc["chain"] = {"group": snap.chain.group.hex(), "seq": snap.chain.seq, "previous": snap.chain.previous,
+                            "signer": snap.signer.short_id, "signer_kind": snap.signer.kind_name}
+        return doc
     if kind == "tree":
         if not object_id:
             raise UsageError("give a tree id (see `cat snapshot ID`)")
@@ -46,6 +50,7 @@ def cat_object(repo: Repository, kind: str, object_id: str | None) -> object:
     if kind == "key":
         name = _full_name(repo, "keys", object_id)
         doc = json.loads(repo.storage.load(name))
-        doc.pop("master", None)
+        for sealed_field in ("master", "writer", "signing"):  # ciphertext: nothing to show
+            doc.pop(sealed_field, None)
         return dict(doc, id=name.rsplit("/", 1)[1], in_use=name == repo.key_name)
     raise UsageError(f"unknown object kind {kind!r}")

@@ -35,12 +35,14 @@ class RestoreResult:
     symlinks: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
+    verified: int = 0  # files read back and found identical (restore --verify)
 
 
 class _Restore:
     def __init__(self, repo: Repository, target: RestoreTarget, includes: PathMatcher, excludes: PathMatcher,
                  fetcher: BlobFetcher, result: RestoreResult, progress: ProgressCallback,
-                 warn: WarningCallback) -> None:
+                 warn: WarningCallback, verify: bool = False) -> None:
+        self.verify = verify
         self.repo = repo
         self.target = target
         self.includes = includes
@@ -127,6 +129,10 @@ class _Restore:
     def restore_file(self, parts: list[bytes], node: Node) -> None:
         written = self.target.write_file(parts, self.fetcher.fetch_all(self.repo.file_chunks(node)),
                                          size_hint=node.size)
+        if self.verify:  # re-read what landed on disk and compare with the snapshot's chunk hashes
+            from strongroom.commands.verify import verify_file
+            verify_file(self.repo, os.path.join(self.target.root, *parts), node)
+            self.result.verified += 1
         self.result.files += 1
         self.result.bytes += written
         self.progress(Progress(files=self.result.files, bytes=self.result.bytes, current=os.fsdecode(parts[-1])))
@@ -138,13 +144,16 @@ class _Restore:
 
 def run_restore(repo: Repository, snapshot: Snapshot, target: str, *, includes: list[str] = (),
                 excludes: list[str] = (), progress: ProgressCallback = ignore_progress,
-                warn: WarningCallback = ignore_warning) -> RestoreResult:
+                warn: WarningCallback = ignore_warning, verify: bool = False) -> RestoreResult:
     """Restore ``snapshot`` under ``target``; each backed-up path lands at target/<absolute path>.
 
     Per-file failures are collected in ``result.errors`` (other files are still restored);
     a tree that tries to escape the target stops the restore with MaliciousTree."""
     result = RestoreResult(snapshot)
     with repo.lock(exclusive=False), RestoreTarget(target) as dest, BlobFetcher(repo) as fetcher:
-        job = _Restore(repo, dest, PathMatcher(includes), PathMatcher(excludes), fetcher, result, progress, warn)
+        # The snapshot was listed before this sync, so the index files it needs (stored before it)
+        # are seen even if a concurrent backup committed it after the repository was opened.
+        repo.sync_index()
+        job = _Restore(repo, dest, PathMatcher(includes), PathMatcher(excludes), fetcher, result, progress, warn, verify)
         job.restore_tree(bytes.fromhex(snapshot.tree))
     return result

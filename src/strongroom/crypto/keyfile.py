@@ -1,7 +1,9 @@
 """Key files: the master secret encrypted under a key derived from a passphrase with Argon2id.
 
 A key file is UTF-8 JSON (the KDF parameters must be readable before the passphrase is known);
-see spec/repository-format.md, "Key files".
+see spec/repository-format.md, "Key files". Two kinds: ``full`` (the master secret, plus since
+§16 the key file's own Ed25519 signing seed) and ``write-only`` (a WriterKey's material and
+signing seed with its certificate, no master secret).
 """
 
 from __future__ import annotations
@@ -9,15 +11,21 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from strongroom.crypto.aead import ZERO_NONCE, Cipher
+from strongroom.crypto.aead import ZERO_NONCE, Cipher, counter_nonce
 from strongroom.crypto.master import SECRET_SIZE, MasterKey
+from strongroom.crypto.publickey import WriterKey
+from strongroom.crypto.signing import KIND_FULL, KIND_WRITE_ONLY, Signer, public_of
 from strongroom.errors import IntegrityError, UnsupportedFormat
 
 KEY_AAD = b"strongroom key file v1"
+SIGNING_AAD = b"strongroom key file v1 signing seed"  # sealed with nonce 1 under the same KEK
+WRITER_AAD = b"strongroom write-only key file v1"
+KIND_NAMES = ("full", "write-only")
 SALT_SIZE = 16
 # Bounds on what a key file may ask for, so a hostile key file cannot exhaust memory or time.
 MAX_MEMORY_KIB = 4 * 1024 * 1024
@@ -47,9 +55,31 @@ class KeyInfo:
     username: str
 
 
+def calibrate(target_seconds: float, memory_kib: int, lanes: int = 4) -> KdfParams:
+    """Argon2id parameters that take about ``target_seconds`` here with ``memory_kib`` of memory."""
+    lanes = max(1, min(lanes, memory_kib // 8))
+    probe = KdfParams(memory_kib, 1, lanes)
+    started = time.perf_counter()
+    probe.derive(b"calibration", bytes(SALT_SIZE))
+    once = max(time.perf_counter() - started, 1e-6)
+    return KdfParams(memory_kib, max(1, min(MAX_ITERATIONS, round(target_seconds / once))), lanes)
+
+
+def _kdf_doc(kdf: KdfParams, salt: bytes) -> dict:
+    return {"algorithm": "argon2id", "memory_kib": kdf.memory_kib, "iterations": kdf.iterations, "lanes": kdf.lanes,
+            "salt": base64.b64encode(salt).decode()}
+
+
+def _dump(doc: dict) -> bytes:
+    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+
+
 def create_key_file(
-    master: MasterKey, password: bytes, info: KeyInfo, kdf: KdfParams = KdfParams(), *, salt: bytes | None = None
+    master: MasterKey, password: bytes, info: KeyInfo, kdf: KdfParams = KdfParams(), *, salt: bytes | None = None,
+    signing_seed: bytes | None = None,
 ) -> bytes:
+    """A full key file. With ``signing_seed`` (every key file written since §16) it carries its own
+    Ed25519 signing key; without, the file has exactly the original layout."""
     salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
     kek = Cipher(kdf.derive(password, salt))
     doc = {
@@ -67,7 +97,34 @@ def create_key_file(
         },
         "master": base64.b64encode(kek.seal(ZERO_NONCE, master.secret, KEY_AAD)).decode(),
     }
-    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+    if signing_seed is not None:
+        doc["signing"] = base64.b64encode(kek.seal(counter_nonce(1), signing_seed, SIGNING_AAD)).decode()
+        doc["signing_public"] = public_of(signing_seed).hex()
+    return _dump(doc)
+
+
+def create_writer_key_file(writer: WriterKey, signer_seed: bytes, certificate: bytes, password: bytes,
+                           info: KeyInfo, kdf: KdfParams = KdfParams(), *, salt: bytes | None = None) -> bytes:
+    """A write-only key file: the writer's material, sealed under the passphrase's KEK."""
+    salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
+    kek = Cipher(kdf.derive(password, salt))
+    material = (writer.id_key + writer.shared_root + writer.recipient_public + signer_seed + certificate
+                + writer.config_payload)
+    doc = {"version": 1, "kind": "write-only", "created": info.created, "hostname": info.hostname,
+           "username": info.username, "kdf": _kdf_doc(kdf, salt),
+           "writer": base64.b64encode(kek.seal(ZERO_NONCE, material, WRITER_AAD)).decode(),
+           "signing_public": public_of(signer_seed).hex()}
+    return _dump(doc)
+
+
+@dataclass
+class OpenedKey:
+    """A key file opened with its passphrase."""
+
+    key: MasterKey | WriterKey
+    signer: Signer
+    info: KeyInfo
+    kdf: KdfParams
 
 
 def parse_key_file(data: bytes, what: str) -> tuple[KeyInfo, KdfParams, bytes, bytes]:
@@ -76,6 +133,8 @@ def parse_key_file(data: bytes, what: str) -> tuple[KeyInfo, KdfParams, bytes, b
         doc = json.loads(data)
         if doc.get("version") != 1:
             raise UnsupportedFormat(f"{what}: key file version {doc.get('version')!r} is not supported")
+        if doc.get("kind", "full") != "full" or "master" not in doc:
+            raise ValueError(f"not a full key file (kind {doc.get('kind')!r})")
         kdf = doc["kdf"]
         if kdf["algorithm"] != "argon2id":
             raise UnsupportedFormat(f"{what}: unknown KDF {kdf['algorithm']!r}")
@@ -100,3 +159,62 @@ def open_key_file(data: bytes, password: bytes, what: str) -> MasterKey | None:
     if len(secret) != SECRET_SIZE:
         raise IntegrityError(f"{what}: master secret has the wrong length")
     return MasterKey(secret)
+
+
+def read_key_info(data: bytes, what: str) -> tuple[KeyInfo, KdfParams, bytes, dict]:
+    """(info, KDF parameters, salt, JSON document) of a key file of either kind, without a passphrase."""
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise UnsupportedFormat(f"{what}: key file version {doc.get('version') if isinstance(doc, dict) else None!r} "
+                                    "is not supported")
+        if doc["kind"] not in KIND_NAMES:
+            raise UnsupportedFormat(f"{what}: unknown key kind {doc['kind']!r}")
+        kdf = doc["kdf"]
+        if kdf["algorithm"] != "argon2id":
+            raise UnsupportedFormat(f"{what}: unknown KDF {kdf['algorithm']!r}")
+        params = KdfParams(int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["lanes"]))
+        if not (8 <= params.memory_kib <= MAX_MEMORY_KIB and 1 <= params.iterations <= MAX_ITERATIONS
+                and 1 <= params.lanes <= MAX_LANES and params.memory_kib >= 8 * params.lanes):
+            raise ValueError("KDF parameters out of range")
+        info = KeyInfo(str(doc["kind"]), str(doc["created"]), str(doc["hostname"]), str(doc["username"]))
+        for sealed_field in (("master",) if info.kind == "full" else ("writer",)) + (("signing",) if "signing" in doc else ()):
+            base64.b64decode(doc[sealed_field], validate=True)
+        return info, params, base64.b64decode(kdf["salt"], validate=True), doc
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise IntegrityError(f"{what}: malformed key file ({e})") from None
+
+
+def open_access_key(data: bytes, password: bytes, what: str) -> OpenedKey | None:
+    """Open a key file of either kind; None when the passphrase does not open it."""
+    info, params, salt, doc = read_key_info(data, what)
+    kek = Cipher(params.derive(password, salt))
+    try:
+        if info.kind == "full":
+            sealed_master = base64.b64decode(doc["master"], validate=True)
+            sealed_seed = base64.b64decode(doc["signing"], validate=True) if "signing" in doc else None
+        else:
+            sealed_writer = base64.b64decode(doc["writer"], validate=True)
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(f"{what}: malformed key file ({e})") from None
+    try:
+        if info.kind == "full":
+            secret = kek.open(ZERO_NONCE, sealed_master, KEY_AAD, what)
+        else:
+            material = kek.open(ZERO_NONCE, sealed_writer, WRITER_AAD, what)
+    except IntegrityError:
+        return None
+    if info.kind == "full":
+        if len(secret) != SECRET_SIZE:
+            raise IntegrityError(f"{what}: master secret has the wrong length")
+        master = MasterKey(secret)
+        # The passphrase opened the master secret, so a failure here is damage, not a wrong password.
+        seed = kek.open(counter_nonce(1), sealed_seed, SIGNING_AAD, what) if sealed_seed else master.legacy_signing_seed()
+        if len(seed) != 32:
+            raise IntegrityError(f"{what}: signing seed has the wrong length")
+        return OpenedKey(master, Signer.for_master(master, seed, KIND_FULL), info, params)
+    if len(material) < 5 * 32:
+        raise IntegrityError(f"{what}: write-only key material is truncated")
+    parts = [material[i * 32:(i + 1) * 32] for i in range(5)]
+    writer = WriterKey(parts[0], parts[1], parts[2], material[5 * 32:])
+    return OpenedKey(writer, Signer(parts[3], KIND_WRITE_ONLY, parts[4]), info, params)

@@ -22,13 +22,28 @@ MAGIC_CONFIG = b"SRCF"
 MAGIC_INDEX = b"SRIX"
 MAGIC_SNAPSHOT = b"SRSN"
 MAGIC_LOCK = b"SRLK"
+# Shared objects (spec §16.2): same layout, but the key comes from the shared-object root, which
+# write-only keys hold too. Written for every index file and lock since §16; the old magics
+# above stay readable.
+MAGIC_INDEX_SHARED = b"SRIW"
+MAGIC_LOCK_SHARED = b"SRLW"
+SHARED_MAGICS = (MAGIC_INDEX_SHARED, MAGIC_LOCK_SHARED)
+
+
+def _cipher(master, magic: bytes, salt: bytes):
+    return master.shared_cipher(salt) if magic in SHARED_MAGICS else master.object_cipher(salt)
 
 
 def seal(master: MasterKey, magic: bytes, payload: bytes, *, salt: bytes | None = None) -> bytes:
     salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
     header = magic + bytes([VERSION]) + salt
-    body = master.object_cipher(salt).seal(ZERO_NONCE, compress_frame(payload), magic + bytes([VERSION]))
+    body = _cipher(master, magic, salt).seal(ZERO_NONCE, compress_frame(payload), magic + bytes([VERSION]))
     return header + body
+
+
+def magic_of(data: bytes, choices: tuple[bytes, ...]) -> bytes:
+    """Which of ``choices`` this object claims to be (the first one when none: check_header then fails)."""
+    return data[:4] if data[:4] in choices else choices[0]
 
 
 def check_header(data: bytes, magic: bytes, what: str) -> None:
@@ -42,5 +57,5 @@ def check_header(data: bytes, magic: bytes, what: str) -> None:
 def unseal(master: MasterKey, magic: bytes, data: bytes, what: str, *, max_size: int = 1 << 30) -> bytes:
     check_header(data, magic, what)
     salt = data[5:HEADER_SIZE]
-    compressed = master.object_cipher(salt).open(ZERO_NONCE, data[HEADER_SIZE:], data[:5], what)
+    compressed = _cipher(master, magic, salt).open(ZERO_NONCE, data[HEADER_SIZE:], data[:5], what)
     return decompress_frame(compressed, max_size, what)

@@ -2,7 +2,8 @@
 
 Supported URLs: ``memory:`` (a fresh store), ``memory:<name>`` (a process-global store
 shared by every open of that name), ``file:<path>``, ``file://<path>``, ``local:<path>``
-and a plain path. Further backends register a factory in ``SCHEMES``.
+a plain path, and ``s3:https://host:port/bucket/prefix`` or ``s3://bucket/prefix`` (see
+storage/s3.py). Further backends register a factory in ``SCHEMES``.
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ def _open_local(rest: str) -> Storage:
     return LocalStorage(rest)
 
 
+def _open_s3(rest: str) -> Storage:
+    from strongroom.storage.s3 import open_s3  # boto3 is imported only for S3 repositories
+
+    return open_s3(rest)
+
+
 #: Registration point: URL scheme -> factory taking the text after ``scheme:``.
 SCHEMES: dict[str, Callable[[str], Storage]] = {
     "memory": _open_memory,
     "file": _open_local,
     "local": _open_local,
+    "s3": _open_s3,
 }
 
 # Two or more characters, so a Windows drive ("C:\\repo") stays a plain path.
