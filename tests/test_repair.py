@@ -121,6 +121,35 @@ def test_lost_pack_heals_after_repair_index_and_a_new_backup(repo, source, tmp_p
         assert errors == [] and files == originals(source)
 
 
+def test_lost_pack_heals_with_a_new_backup_alone(repo, source, repo_path, tmp_path):
+    """No repair needed: the backup notices the vanished pack, stores its chunks again, and a
+    reader elsewhere (another cache, still pointing at the lost pack) finds the new copy."""
+    from strongroom.repository import Repository
+    from strongroom.storage import LocalStorage
+
+    first = run_backup(repo, BackupOptions(paths=[str(source)])).snapshot
+    other = Repository.open(LocalStorage(repo_path), PASSWORD, cache_root=str(tmp_path / "other-cache"))
+    lost = data_pack(repo)
+    lost.unlink()
+    warnings = []
+    second = run_backup(repo, BackupOptions(paths=[str(source)]), warn=warnings.append).snapshot
+    assert second.summary.blobs_added >= 3 and second.summary.files_changed == 3
+    assert any("missing from storage" in w for w in warnings)
+    check = run_check(repo, read_data=True)
+    assert check.errors == [f"pack {lost.name}: listed in an index file but missing from storage"]
+    for snap in (first, second):
+        files, errors = restored(repo, snap, source, tmp_path / f"out-{snap.short_id}")
+        assert errors == [] and files == originals(source)
+    # the other cache still maps the chunks to the lost pack: reading finds the healed copy
+    files, errors = restored(other, first, source, tmp_path / "out-other")
+    assert errors == [] and files == originals(source)
+    assert lost.name in other.index.missing_packs()
+    other.close()
+    # repair index drops the lost pack from the index files; then check is clean
+    rebuild_index(repo)
+    assert run_check(repo, read_data=True).ok
+
+
 def test_damaged_pack_heals_after_repair_packs_and_a_new_backup(repo, source, tmp_path):
     first = run_backup(repo, BackupOptions(paths=[str(source)])).snapshot
     pack = data_pack(repo)

@@ -14,7 +14,6 @@ from typing import Iterable, Iterator
 
 from strongroom.errors import IntegrityError
 from strongroom.index import BlobLocation
-from strongroom.pack import pack_path
 from strongroom.repository import Repository
 
 LOOKUP_BATCH = 256
@@ -27,9 +26,7 @@ class BlobFetcher:
         self._max_bytes = max_bytes
 
     def _fetch(self, location: BlobLocation) -> bytes:
-        entry = location.entry
-        raw = self._repo.storage.load(pack_path(location.pack), entry.offset, entry.length)
-        return self._repo.decode_blob(location, raw)
+        return self._repo.read_located(location)
 
     def _locations(self, blob_ids: Iterable[bytes]) -> Iterator[BlobLocation]:
         ids = iter(blob_ids)

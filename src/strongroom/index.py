@@ -71,6 +71,7 @@ class IndexCache:
         self._files = self._env.open_db(b"indexfiles")
         self._meta = self._env.open_db(b"meta")
         self._pack_entries = self._env.open_db(b"packentries")  # pack || offset (BE) -> entry
+        self._missing = self._env.open_db(b"missingpacks")  # indexed packs gone from storage
         with self._env.begin(write=True) as txn:
             if txn.get(b"schema", db=self._meta) != SCHEMA:
                 self._drop(txn)
@@ -86,8 +87,21 @@ class IndexCache:
             txn.drop(db, delete=False)
 
     def clear(self) -> None:
+        """Forget every index file (the missing-pack list stays: it comes from storage)."""
         with self._env.begin(write=True) as txn:
             self._drop(txn)
+
+    def missing_packs(self) -> set[str]:
+        with self._env.begin() as txn:
+            return {bytes(k).hex() for k in txn.cursor(db=self._missing).iternext(values=False)}
+
+    def set_missing_packs(self, names: Iterable[str]) -> None:
+        """Packs that index files list but storage no longer has: their entries are left out of
+        the cache (on the next rebuild), so their blobs count as absent and other copies serve."""
+        with self._env.begin(write=True) as txn:
+            txn.drop(self._missing, delete=False)
+            for name in names:
+                txn.put(bytes.fromhex(name), b"", db=self._missing)
 
     def known_index_files(self) -> set[str]:
         with self._env.begin() as txn:
@@ -105,6 +119,8 @@ class IndexCache:
             pending = 0
             for p in packs:
                 pack = bytes.fromhex(p.name)
+                if txn.get(pack, db=self._missing) is not None:
+                    continue  # gone from storage: its blobs must not look present
                 txn.put(pack, _PACKINFO.pack(p.size) + p.envelope, db=self._packs)
                 for e in p.entries:
                     if pending >= TXN_ENTRIES:

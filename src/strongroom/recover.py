@@ -20,9 +20,11 @@ def index_orphan_packs(repo: Repository, warn: Callable[[str], None]) -> int:
     """Write one index file for every stored, unindexed, intact pack; return how many."""
     repo.sync_index()
     records = []
+    indexed_present = 0
     for name, size in repo.storage.list("data"):
         pack = name.rsplit("/", 1)[1]
         if repo.index.pack_info(pack) is not None:
+            indexed_present += 1
             continue
         try:
             data = repo.storage.load(name)
@@ -38,4 +40,17 @@ def index_orphan_packs(repo: Repository, warn: Callable[[str], None]) -> int:
         records.append(PackRecord(pack, len(data), envelope, entries))
     if records:
         repo.save_index(records)
+    if indexed_present != repo.index.counts()[1] - len(records) or repo.index.missing_packs():
+        _forget_vanished_packs(repo, warn)
     return len(records)
+
+
+def _forget_vanished_packs(repo: Repository, warn: Callable[[str], None]) -> None:
+    """Indexed packs that storage lost: leave them out of the cache so this backup stores their
+    blobs again, wherever it meets the same content (the repository heals)."""
+    stored = {name.rsplit("/", 1)[1] for name, _ in repo.storage.list("data")}
+    gone = {pack for pack, _ in repo.index.iter_packs() if pack not in stored}
+    gone |= {pack for pack in repo.index.missing_packs() if pack not in stored}
+    if repo.forget_missing_packs(gone, replace=True) and gone:
+        warn(f"{len(gone)} indexed pack(s) are missing from storage; their chunks will be stored again "
+             "when backed-up content supplies them (run `strongroom check` for the affected files)")

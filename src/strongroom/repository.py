@@ -75,6 +75,7 @@ class Repository:
         self.index = IndexCache(os.path.join(self.cache_dir, "index"))
         self._ciphers: OrderedDict[str, Cipher] = OrderedDict()
         self._ciphers_lock = threading.Lock()
+        self._missing_lock = threading.Lock()
         self.damaged_index_files: list[str] = []
 
     # -- creating and opening ----------------------------------------------------------------
@@ -169,6 +170,7 @@ class Repository:
         known = self.index.known_index_files()
         if known - listed:  # index files were removed (by prune or repair): start over
             self.index.clear()
+            self.index.set_missing_packs(())  # index files changed: which packs are lost is found anew
             known = set()
         fresh = sorted(listed - known)
         self.damaged_index_files = []
@@ -241,9 +243,33 @@ class Repository:
         return data
 
     def load_blob(self, blob_id: bytes) -> bytes:
-        location = self.locate(blob_id)
-        raw = self.storage.load(pack_path(location.pack), location.entry.offset, location.entry.length)
+        return self.read_located(self.locate(blob_id))
+
+    def read_located(self, location: BlobLocation) -> bytes:
+        """Read, authenticate and decode a blob; if its pack has vanished, use another copy."""
+        entry = location.entry
+        try:
+            raw = self.storage.load(pack_path(location.pack), entry.offset, entry.length)
+        except ObjectNotFound:
+            self.forget_missing_packs({location.pack})
+            location = self.locate(entry.id)  # another pack may hold it (e.g. a backup healed it)
+            raw = self.storage.load(pack_path(location.pack), location.entry.offset, location.entry.length)
         return self.decode_blob(location, raw)
+
+    def forget_missing_packs(self, gone: set[str], *, replace: bool = False) -> bool:
+        """Mark indexed packs that storage no longer has, and rebuild the cache without them, so
+        their blobs read as absent: a later backup stores them again (the repository heals) and
+        readers find any other copy. ``replace`` makes ``gone`` the whole list (packs that came
+        back are used again). Returns whether the cache was rebuilt."""
+        with self._missing_lock:
+            known = self.index.missing_packs()
+            wanted = set(gone) if replace else known | set(gone)
+            if wanted == known:
+                return False
+            self.index.set_missing_packs(wanted)
+            self.index.clear()
+            self.sync_index()
+            return True
 
     # -- trees -------------------------------------------------------------------------------
 

@@ -131,9 +131,14 @@ def _check_packs(repo: Repository, result: CheckResult, lost: ScratchSet) -> dic
             result.errors.append(f"pack {pack}: listed in the index but missing from storage")
         elif actual != size:
             result.errors.append(f"pack {pack}: size {actual}, the index records {size}")
-    if missing:
-        result.notes.append(f"{len(missing)} indexed pack(s) missing: run `strongroom repair index` so that "
-                            "the next backup stores their chunks again")
+    for pack in sorted(repo.index.missing_packs()):  # already left out of the cache by a backup or read
+        if pack not in stored:
+            result.packs += 1
+            result.errors.append(f"pack {pack}: listed in an index file but missing from storage")
+            result.damaged_packs.append({"pack": pack, "problems": ["missing from storage"], "bad_blobs": []})
+    if missing or repo.index.missing_packs():
+        result.notes.append("indexed pack(s) missing: the next backup stores their chunks again wherever it "
+                            "meets the same content; `strongroom repair index` drops them from the index files")
     for pack in missing:
         _mark_lost(repo, pack, (e.id for e in repo.index.pack_entries(pack)), lost)
         result.damaged_packs.append({"pack": pack, "problems": ["missing from storage"], "bad_blobs": []})
