@@ -128,24 +128,11 @@ class OpenedKey:
 
 
 def parse_key_file(data: bytes, what: str) -> tuple[KeyInfo, KdfParams, bytes, bytes]:
-    """Return (info, kdf params, salt, sealed master secret) without needing the passphrase."""
-    try:
-        doc = json.loads(data)
-        if doc.get("version") != 1:
-            raise UnsupportedFormat(f"{what}: key file version {doc.get('version')!r} is not supported")
-        if doc.get("kind", "full") != "full" or "master" not in doc:
-            raise ValueError(f"not a full key file (kind {doc.get('kind')!r})")
-        kdf = doc["kdf"]
-        if kdf["algorithm"] != "argon2id":
-            raise UnsupportedFormat(f"{what}: unknown KDF {kdf['algorithm']!r}")
-        params = KdfParams(int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["lanes"]))
-        if not (8 <= params.memory_kib <= MAX_MEMORY_KIB and 1 <= params.iterations <= MAX_ITERATIONS
-                and 1 <= params.lanes <= MAX_LANES and params.memory_kib >= 8 * params.lanes):
-            raise ValueError("KDF parameters out of range")
-        info = KeyInfo(str(doc["kind"]), str(doc["created"]), str(doc["hostname"]), str(doc["username"]))
-        return info, params, base64.b64decode(kdf["salt"], validate=True), base64.b64decode(doc["master"], validate=True)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise IntegrityError(f"{what}: malformed key file ({e})") from None
+    """Return (info, kdf params, salt, sealed master secret) of a full key, without the passphrase."""
+    info, params, salt, doc = read_key_info(data, what)
+    if info.kind != "full" or "master" not in doc:
+        raise IntegrityError(f"{what}: malformed key file (not a full key file (kind {info.kind!r}))")
+    return info, params, salt, base64.b64decode(doc["master"], validate=True)
 
 
 def open_key_file(data: bytes, password: bytes, what: str) -> MasterKey | None:
