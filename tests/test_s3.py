@@ -348,7 +348,9 @@ def test_check_reads_the_bucket_not_the_cache(s3_cli, tmp_path) -> None:
     assert run(s3_cli, "snapshots").returncode == 0  # now cached
     storage = open_storage(s3_cli["STRONGROOM_REPO"])
     [(name, _)] = storage.list("snapshots")
-    storage.store(name, storage.load(name)[:-1] + b"\0")
+    # Damage that also changes the size: rclone's VFS may treat a same-size object rewritten
+    # within the same second as unchanged and serve its old bytes.
+    storage.store(name, storage.load(name)[:-1])
     assert run(s3_cli, "snapshots").returncode == 0  # served from the verified cache
     proc = run(s3_cli, "check", check=False)
     assert proc.returncode == 1 and name.split("/")[1][:16] in proc.stdout + proc.stderr
