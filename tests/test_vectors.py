@@ -658,3 +658,42 @@ def test_flipped_byte_in_boxed_snapshot_is_rejected(position):
     data[position] ^= 0x01
     with pytest.raises((IntegrityError, UnsupportedFormat)):
         boxed.open_boxed(MASTER, bytes(data), boxed.MAGIC_SNAPSHOT, "vector")
+
+
+def test_dictionary_vector_with_the_code_and_by_hand():
+    """The dictionary object and its blob, with the reader functions and with only AES-GCM + zstd."""
+    from strongroom.config import Config
+    from strongroom.dictionary import Dictionaries, dictionary_id
+    from strongroom.storage.memory import MemoryStorage
+    doc = STORED["dictionary.json"]
+    d, b, p = doc["dictionary"], doc["blob"], doc["pack"]
+    content = X(d["content"])
+    assert dictionary_id(MASTER, content) == d["id"] == int.from_bytes(MASTER.blob_id(X(d["id_input"]))[:4], "little")
+    assert d["path"] == f"dicts/{d['id']:08x}"
+    assert Config.decode(json.dumps(doc["config_json"]).encode()).dictionary_size == 2048
+    # With the code: the Dictionaries loader and the blob decoder.
+    storage = MemoryStorage()
+    storage.store(d["path"], X(d["bytes"]))
+    loaded = Dictionaries(storage, MASTER)
+    assert loaded.ids() == [d["id"]] and loaded.get(d["id"]).as_bytes() == content
+    pack = X(p["bytes"])
+    envelope, entries = parse_header(MASTER, pack, len(pack), "vector")
+    assert [(e.compression, e.dictionary, e.offset, e.length) for e in entries] == [
+        (b["compression"], d["id"], b["offset"], b["length"])] and b["compression"] == 1
+    entry = entries[0]
+    payload = open_blob(pack_cipher(MASTER, envelope, "vector"), entry, pack[entry.offset:entry.offset + entry.length], "v")
+    assert payload == X(b["payload"])
+    assert decompress_blob(entry.compression, payload, entry.raw_length, "v", entry.dictionary, loaded.get) == X(b["plaintext"])
+    # By hand: AES-GCM under the shared-object key with the 5-byte header as AAD, then zstd.
+    data = X(d["bytes"])
+    assert data[:5] == b"SRDW\x01" and data[5:37] == X(d["salt"])
+    assert X(d["shared_key"]) == blake3.blake3(X(d["salt"]), key=MASTER.shared_root).digest()
+    frame = AESGCM(X(d["shared_key"])).decrypt(bytes(12), data[37:], data[:5])
+    assert frame == X(d["zstd_frame"]) and zstandard.ZstdDecompressor().decompress(frame, max_output_size=1 << 20) == content
+    zdict = zstandard.ZstdCompressionDict(content)
+    assert zstandard.ZstdDecompressor(dict_data=zdict).decompress(payload, max_output_size=entry.raw_length) == X(b["plaintext"])
+    assert X(b["aad"]) == b"SRBL" + bytes([0, 1]) + d["id"].to_bytes(4, "little") + X(b["id"])
+    # The id is bound: the same object under another id is refused.
+    storage.store(f"dicts/{d['id'] ^ 1:08x}", data)
+    with pytest.raises(IntegrityError, match="does not match its id"):
+        loaded.get(d["id"] ^ 1)

@@ -35,7 +35,7 @@ import fastcdc
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from strongroom import compression
+from strongroom import compression, dictionary
 from strongroom.audit import encode_header as log_header
 from strongroom.chain import ChainLink, group_tag
 from strongroom.chunker import BINARY, TEXT, ChunkerParams, ChunkingProfiles, chunk_stream, classify
@@ -67,13 +67,15 @@ SALT_SNAPSHOT = b"\x22" * 32
 SALT_CONFIG = b"\x23" * 32
 SALT_LOCK = b"\x24" * 32
 SALT_HOLD = b"\x2a" * 32  # §17.1
+SALT_DICTIONARY = b"\x2b" * 32  # compression dictionaries
+SALT_DICTIONARY_PACK = b"\x13" * 32
 SALT_KEY_FILE = b"\x31" * 16
 
 ZSTD_VERSIONS = {"zstandard": zstandard.__version__, "libzstd": ".".join(map(str, zstandard.ZSTD_VERSION))}
 
 # Files whose bytes depend on zstd output (the others never touch zstd).
 ZSTD_DEPENDENT = ("compression.json", "pack.json", "tree.json", "index.json", "snapshot.json", "config.json",
-                  "lock.json", "access.json")
+                  "lock.json", "access.json", "dictionary.json")
 
 
 def xof(seed: str, n: int) -> bytes:
@@ -98,6 +100,14 @@ class _Zstd:
     def __init__(self, replay: dict | None) -> None:
         self.blobs = replay["blobs"] if replay else None  # (plaintext, level) -> (code, payload)
         self.frames = replay["frames"] if replay else None  # sealed payload -> zstd frame
+        self.dict_blobs = replay["dict_blobs"] if replay else None  # plaintext -> (code, dictionary, payload)
+
+    def dict_blob(self, data: bytes, dict_id: int, content: bytes) -> tuple[int, int, bytes]:
+        if self.dict_blobs is not None and data in self.dict_blobs:
+            return self.dict_blobs[data]
+        code, used, payload = compression.compress_blob_with(data, compression.DEFAULT_LEVEL, dict_id,
+                                                             zstandard.ZstdCompressionDict(content))
+        return code, used, bytes(payload)
 
     def blob(self, data: bytes, level: int = compression.DEFAULT_LEVEL) -> tuple[int, bytes]:
         if self.blobs is not None and (data, level) in self.blobs:
@@ -139,7 +149,13 @@ def replay_tables(vectors: dict[str, dict]) -> dict:
         access = vectors["access.json"]
         for obj in [access["shared_index"]] + [access[k] for k in ("boxed_snapshot", "log_entry")]:
             frames[bytes.fromhex(obj["zstd_input"])] = bytes.fromhex(obj["zstd_frame"])
-    return {"blobs": blobs, "frames": frames}
+    dict_blobs: dict = {}
+    if "dictionary.json" in vectors:
+        doc = vectors["dictionary.json"]
+        frames[bytes.fromhex(doc["dictionary"]["content"])] = bytes.fromhex(doc["dictionary"]["zstd_frame"])
+        b = doc["blob"]
+        dict_blobs[bytes.fromhex(b["plaintext"])] = (b["compression"], b["dictionary"], bytes.fromhex(b["payload"]))
+    return {"blobs": blobs, "frames": frames, "dict_blobs": dict_blobs}
 
 
 # -- pieces ----------------------------------------------------------------------------------------
@@ -415,7 +431,47 @@ def snapshot_vector(master: MasterKey, zstd: _Zstd, tree: dict) -> dict:
 
 
 def make_config() -> Config:
-    return Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00")
+    # Pinned to the settings of the first format version (no dictionaries), so this vector and the
+    # write-only key's copy of the config stay byte-identical; dictionary.json has the newer key.
+    return Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00",
+                  chunking=ChunkingProfiles(ChunkerParams(4 * 1024, 16 * 1024, 64 * 1024),
+                                            ChunkerParams(256 * 1024, 1024 * 1024, 4 * 1024 * 1024)),
+                  dictionary_size=0)
+
+
+def dictionary_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    """A compression dictionary object and a data pack with one blob compressed with it."""
+    # Any byte string is a valid zstd dictionary (raw content); trained ones begin 37 A4 30 EC.
+    content = letters("strongroom vector dictionary", 2048)
+    dict_id = dictionary.dictionary_id(master, content)
+    with zstd.sealing():
+        data = sealed.seal(master, sealed.MAGIC_DICTIONARY, content, salt=SALT_DICTIONARY)
+    frame = master.shared_cipher(SALT_DICTIONARY).open(ZERO_NONCE, data[sealed.HEADER_SIZE:], data[:5], "vector")
+    plaintext = content[300:1300] + letters("strongroom vector dictionary blob", 200)
+    blob_id = master.blob_id(plaintext)
+    code, used, payload = zstd.dict_blob(plaintext, dict_id, content)
+    packer = PackWriter(master, salt=SALT_DICTIONARY_PACK)
+    entry = packer.add(blob_id, DATA, code, payload, len(plaintext), used)
+    name, pack = packer.finish()
+    config = Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00", dictionary_size=2048,
+                    chunking=make_config().chunking)
+    return {
+        "about": ("A compression dictionary (sealed object, magic SRDW, shared-object key, stored at 'path') "
+                  "and a data pack holding one blob compressed with it (entry.dictionary = its id). "
+                  "Fields derived from zstd output: zstd_frame, bytes, the payload, the pack bytes and name."),
+        "zstd": ZSTD_VERSIONS,
+        "master_secret": H(MASTER_SECRET),
+        "config_json": json.loads(config.encode()),
+        "dictionary": {"content": H(content), "id_input": H(dictionary._ID_DOMAIN + content),
+                       "id": dict_id, "path": dictionary.dictionary_path(dict_id), "magic": "SRDW",
+                       "salt": H(SALT_DICTIONARY),
+                       "shared_key": H(blake3.blake3(SALT_DICTIONARY, key=master.shared_root).digest()),
+                       "zstd_frame": H(frame), "bytes": H(data)},
+        "blob": {"plaintext": H(plaintext), "id": H(blob_id), "compression": code, "dictionary": used,
+                 "payload": H(payload), "aad": H(blob_aad(blob_id, DATA, code, used)), "offset": entry.offset,
+                 "length": entry.length},
+        "pack": {"salt": H(SALT_DICTIONARY_PACK), "name": name, "bytes": H(pack)},
+    }
 
 
 def config_vector(master: MasterKey, zstd: _Zstd) -> dict:
@@ -579,6 +635,7 @@ def generate(replay: dict | None = None) -> dict[str, dict]:
     out["hold.json"] = hold_vector(master, zstd, out["snapshot.json"])
     out["keyfile.json"] = keyfile_vector(master)
     out["access.json"] = access_vector(master, zstd)
+    out["dictionary.json"] = dictionary_vector(master, zstd)
     return out
 
 

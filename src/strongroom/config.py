@@ -15,6 +15,8 @@ from strongroom.chunker import ChunkingProfiles
 from strongroom.compression import DEFAULT_LEVEL
 from strongroom.crypto import sealed
 from strongroom.crypto.master import MasterKey
+from strongroom.dictionary import DEFAULT_SIZE as DEFAULT_DICTIONARY_SIZE
+from strongroom.dictionary import MAX_SIZE as MAX_DICTIONARY_SIZE
 from strongroom.errors import IntegrityError
 from strongroom.pack import TARGET_PACK_SIZE
 
@@ -28,6 +30,10 @@ class Config:
     chunking: ChunkingProfiles = field(default_factory=ChunkingProfiles)
     compression_level: int = DEFAULT_LEVEL
     pack_size: int = TARGET_PACK_SIZE
+    # zstd dictionaries for text blobs (spec "Compression dictionaries"): their size in bytes, 0 = off.
+    # On for new repositories; a config without the key (older repositories) means off, so
+    # older strongroom versions keep reading those repositories.
+    dictionary_size: int = DEFAULT_DICTIONARY_SIZE
 
     def encode(self) -> bytes:
         return json.dumps({
@@ -35,9 +41,15 @@ class Config:
             "id": self.id,
             "created": self.created,
             "chunking": self.chunking.to_json(),
-            "compression": {"algorithm": "zstd", "level": self.compression_level},
+            "compression": self._compression_json(),
             "pack_size": self.pack_size,
         }, sort_keys=True, separators=(",", ":")).encode()
+
+    def _compression_json(self) -> dict:
+        doc = {"algorithm": "zstd", "level": self.compression_level}
+        if self.dictionary_size:  # absent when off: configs without dictionaries stay as they were
+            doc["dictionary_size"] = self.dictionary_size
+        return doc
 
     @classmethod
     def decode(cls, data: bytes) -> Config:
@@ -47,8 +59,12 @@ class Config:
                 raise ValueError("unknown config version or compression")
             if not re.fullmatch(r"[0-9a-f]{64}", doc["id"]):
                 raise ValueError("repository id must be 64 hex digits")
+            dictionary_size = int(doc["compression"].get("dictionary_size", 0))
+            if not (dictionary_size == 0 or 1024 <= dictionary_size <= MAX_DICTIONARY_SIZE):
+                raise ValueError(f"dictionary size {dictionary_size} is out of range")
             return cls(id=doc["id"], created=doc["created"], chunking=ChunkingProfiles.from_json(doc["chunking"]),
-                       compression_level=int(doc["compression"]["level"]), pack_size=int(doc["pack_size"]))
+                       compression_level=int(doc["compression"]["level"]), pack_size=int(doc["pack_size"]),
+                       dictionary_size=dictionary_size)
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(f"config: malformed ({e})") from None
 

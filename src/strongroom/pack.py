@@ -157,7 +157,8 @@ def parse_header(master: MasterKey, tail: bytes, pack_size: int, what: str) -> t
         e = BlobEntry(*ENTRY.unpack_from(header, COUNT.size + i * ENTRY.size))
         if e.offset != expected_offset or e.length < TAG_SIZE or e.offset + e.length > data_end:
             raise IntegrityError(f"{what}: header entry {i} has an impossible offset or length")
-        if e.type not in BLOB_TYPES or e.compression not in (0, 1) or e.dictionary != 0:
+        # A dictionary (id >= 1, spec "Compression dictionaries") goes only with zstd.
+        if e.type not in BLOB_TYPES or e.compression not in (0, 1) or (e.dictionary != 0 and e.compression != 1):
             raise IntegrityError(f"{what}: header entry {i} has an unknown type, compression or dictionary")
         expected_offset = e.offset + e.length
         entries.append(e)

@@ -26,6 +26,7 @@ from strongroom.crypto.keyfile import KdfParams, KeyInfo, create_key_file, open_
 from strongroom.crypto.master import MasterKey
 from strongroom.crypto.publickey import WriterKey
 from strongroom.crypto.signing import Signer
+from strongroom.dictionary import Dictionaries
 from strongroom.errors import (AccessDenied, IntegrityError, ObjectNotFound, RepositoryExists, RepositoryNotFound,
                                SnapshotNotFound, UnsupportedFormat, UsageError, WrongPassword)
 from strongroom.index import BlobLocation, IndexCache
@@ -77,6 +78,7 @@ class Repository:
         self._ciphers_lock = threading.Lock()
         self._missing_lock = threading.Lock()
         self.damaged_index_files: list[str] = []
+        self.dictionaries = Dictionaries(storage, master)  # compression dictionaries, loaded on demand
 
     # -- creating and opening ----------------------------------------------------------------
 
@@ -237,7 +239,8 @@ class Repository:
         entry = location.entry
         what = f"blob {entry.id.hex()[:16]} in pack {location.pack[:16]}"
         payload = open_blob(self._pack_cipher(location.pack), entry, sealed_bytes, what)
-        data = decompress_blob(entry.compression, payload, entry.raw_length, what, entry.dictionary)
+        data = decompress_blob(entry.compression, payload, entry.raw_length, what, entry.dictionary,
+                               self.dictionaries.get)
         if self.master.blob_id(data) != entry.id:
             raise IntegrityError(f"{what}: content does not match its id")
         return data

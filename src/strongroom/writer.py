@@ -11,6 +11,12 @@ Memory is bounded: at most ``MAX_QUEUED_BYTES`` of blobs wait for compression, o
 blob type, ``MAX_UPLOADS`` packs in flight (or the backend's ``parallel_uploads``: an object store
 over the network wants more requests in flight than a local disk), and an index file is written every
 ``INDEX_FLUSH_BLOBS`` blobs, after which their ids leave the in-memory pending set.
+
+Dictionaries (spec "Compression dictionaries"): when the config enables them, text DATA blobs are
+compressed with the repository's dictionary (the lowest id in ``dicts/``). A repository without one
+trains it from the first text chunks (at most ``dictionary.MAX_SAMPLE_BYTES``): as soon as the sample
+is full, or at ``flush()`` if it is large enough. The dictionary is stored before any pack that
+uses it is sealed, so every indexed blob's dictionary exists.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from strongroom.compression import compress_blob
+from strongroom import dictionary
+from strongroom.compression import compress_blob_with
+from strongroom.errors import IntegrityError
 from strongroom.indexfile import PackRecord
 from strongroom.pack import DATA, TREE, PackWriter
 from strongroom.tree import MAX_INLINE_CHUNKS, encode_chunk_list
@@ -56,14 +64,27 @@ class BlobWriter:
         self.raw_bytes_added = 0
         self.packs_written = 0
         self.index_files_written: list[str] = []
+        self.dictionary_trained = 0  # id of the dictionary this writer trained and stored, if any
+        self._dict_id, self._zdict, self._sampler = 0, None, None
+        if repo.config.dictionary_size and not dry_run:
+            ids = repo.dictionaries.ids()
+            if not ids:
+                self._sampler = dictionary.Sampler()
+            else:
+                try:
+                    self._dict_id, self._zdict = ids[0], repo.dictionaries.get(ids[0])
+                except IntegrityError:
+                    self._dict_id = 0  # damaged (check reports it): back up without a dictionary
 
     # -- adding blobs ------------------------------------------------------------------------
 
     def known(self, blob_id: bytes) -> bool:
         return blob_id in self._pending or self._repo.index.has(blob_id)
 
-    def add(self, blob_type: int, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
-        """Queue a blob unless the repository already has it; return (id, whether it was new)."""
+    def add(self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, text: bool = False
+            ) -> tuple[bytes, bool]:
+        """Queue a blob unless the repository already has it; return (id, whether it was new).
+        ``text``: a chunk of text content (chunker.TEXT), which a dictionary may compress."""
         if blob_id is None:
             blob_id = self._repo.master.blob_id(data)
         if self.known(blob_id):
@@ -77,7 +98,12 @@ class BlobWriter:
             self.bytes_added += len(data)
             return blob_id, True
         self._pending.add(blob_id)
-        self._queue.append((blob_id, blob_type, len(data), self._pool.submit(compress_blob, data, self._level)))
+        use_dict = text and blob_type == DATA
+        if use_dict and self._sampler is not None and self._sampler.offer(data):
+            self._train()
+        dict_id, zdict = (self._dict_id, self._zdict) if use_dict else (0, None)
+        self._queue.append((blob_id, blob_type, len(data),
+                            self._pool.submit(compress_blob_with, data, self._level, dict_id, zdict)))
         self._queued_bytes += len(data)
         if self._queued_bytes > MAX_QUEUED_BYTES or len(self._queue) > MAX_QUEUED_BLOBS:
             self._drain(block_until=MAX_QUEUED_BYTES // 2)
@@ -92,13 +118,13 @@ class BlobWriter:
             blob_id, blob_type, raw_length, future = self._queue[0]
             if not future.done() and (block_until is None or self._queued_bytes <= block_until):
                 return
-            compression, payload = future.result()
+            compression, dict_id, payload = future.result()
             self._queue.popleft()
             self._queued_bytes -= raw_length
             packer = self._packers.get(blob_type)
             if packer is None:
                 packer = self._packers[blob_type] = PackWriter(self._repo.master)
-            entry = packer.add(blob_id, blob_type, compression, payload, raw_length)
+            entry = packer.add(blob_id, blob_type, compression, payload, raw_length, dict_id)
             self.blobs_added += 1
             self.bytes_added += entry.length
             self.raw_bytes_added += raw_length
@@ -133,10 +159,23 @@ class BlobWriter:
         self._stored = []
         self._stored_blobs = 0
 
+    def _train(self) -> None:
+        """Train a dictionary on the sample, store it, and use it from now on (once per writer)."""
+        samples, self._sampler = self._sampler.samples, None
+        content = dictionary.train(samples, self._repo.config.dictionary_size)
+        if content is None:
+            return
+        dict_id = self._repo.dictionaries.save(content)  # stored before any pack can name it
+        if dict_id:
+            self._dict_id, self._zdict = dict_id, self._repo.dictionaries.get(dict_id)
+            self.dictionary_trained = dict_id
+
     # -- finishing ---------------------------------------------------------------------------
 
     def flush(self) -> None:
         """Store every queued blob and write the index file(s) that list them."""
+        if self._sampler is not None and self._sampler.size >= dictionary.MIN_SAMPLE_BYTES:
+            self._train()  # a small first backup: the next ones use the dictionary
         self._drain(block_until=0)
         for blob_type in (DATA, TREE):
             if blob_type in self._packers:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Iterable, Iterator
 
-from strongroom.chunker import SNIFF_SIZE, buffer_size_for, chunk_views, classify
+from strongroom.chunker import SNIFF_SIZE, TEXT, buffer_size_for, chunk_views, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
 from strongroom.globs import PathMatcher
@@ -100,14 +100,17 @@ class _Backup:
     def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int]:
         """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read)."""
         head = _read_head(stream)
-        params = self.repo.config.chunking.for_class(classify(head))
+        content_class = classify(head)
+        params = self.repo.config.chunking.for_class(content_class)
+        text = content_class == TEXT
         content = FileContent(self.writer)
         total = 0
         blob_id_of, known, add = self.repo.master.blob_id, self.writer.known, self.writer.add
         for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head):
             blob_id = blob_id_of(chunk)
             if not known(blob_id):
-                add(DATA, bytes(chunk), blob_id)  # copied: the view's buffer is about to be reused
+                # copied: the view's buffer is about to be reused
+                add(DATA, bytes(chunk), blob_id, text=text)
             content.append(blob_id)
             total += len(chunk)
             self.summary.bytes_read += len(chunk)

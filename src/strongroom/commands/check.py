@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from strongroom import dictionary
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
 from strongroom.commands.read_data import PackReport, Subset, read_pack
 from strongroom.crypto.keyfile import read_key_info
@@ -82,6 +83,7 @@ def run_check(repo: Repository, *, read_data: bool = False, subset: Subset | Non
         repo.sync_index()
         _check_key_files(repo, result)
         _check_index_files(repo, result)
+        _check_dictionaries(repo, result)
         stored = _check_packs(repo, result, lost)
         if result.read_data:
             _read_packs(repo, result, stored, subset or Subset(), lost, progress)
@@ -98,6 +100,19 @@ def _check_key_files(repo: Repository, result: CheckResult) -> None:
             read_key_info(data, name)  # either kind (full or write-only)
         except ObjectNotFound:
             continue
+        except StrongroomError as e:
+            result.errors.append(str(e))
+
+
+def _check_dictionaries(repo: Repository, result: CheckResult) -> None:
+    """Every compression dictionary must be authentic and match its id (spec §20); there are few."""
+    for name, _ in repo.storage.list(dictionary.FOLDER):
+        dict_id = dictionary.parse_name(name)
+        if dict_id is None:
+            result.errors.append(f"{name}: not a dictionary name")
+            continue
+        try:
+            repo.dictionaries.get(dict_id)
         except StrongroomError as e:
             result.errors.append(str(e))
 

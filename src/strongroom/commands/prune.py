@@ -311,7 +311,8 @@ class _Repacker:
                 continue
             blob_what = f"blob {entry.id.hex()[:16]} in {what}"
             payload = open_blob(cipher, entry, memoryview(data)[entry.offset:entry.offset + entry.length], blob_what)
-            plain = decompress_blob(entry.compression, payload, entry.raw_length, blob_what, entry.dictionary)
+            plain = decompress_blob(entry.compression, payload, entry.raw_length, blob_what, entry.dictionary,
+                                    self._repo.dictionaries.get)
             if self._repo.master.blob_id(plain) != entry.id:
                 raise IntegrityError(f"{blob_what}: content does not match its id; refusing to repack it")
             packer = self._packers.get(entry.type)

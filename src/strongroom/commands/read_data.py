@@ -135,7 +135,8 @@ def _check_blob(repo: Repository, cipher, pack: str, entry: BlobEntry, sealed, r
         return
     try:
         payload = open_blob(cipher, entry, sealed, what)
-        data = decompress_blob(entry.compression, payload, entry.raw_length, what, entry.dictionary)
+        data = decompress_blob(entry.compression, payload, entry.raw_length, what, entry.dictionary,
+                               repo.dictionaries.get)
         if repo.master.blob_id(data) != entry.id:
             raise IntegrityError(f"{what}: content does not match its id")
     except IntegrityError as e:

@@ -146,7 +146,7 @@ class _Salvager:
         writer = self.writers.get(entry.type)
         if writer is None:
             writer = self.writers[entry.type] = PackWriter(self.repo.master)
-        writer.add(entry.id, entry.type, entry.compression, payload, entry.raw_length)
+        writer.add(entry.id, entry.type, entry.compression, payload, entry.raw_length, entry.dictionary)
         self.result.blobs_salvaged += 1
         if writer.size >= self.repo.config.pack_size:
             self.seal(entry.type)

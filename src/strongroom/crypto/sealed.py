@@ -27,7 +27,9 @@ MAGIC_LOCK = b"SRLK"
 # above stay readable.
 MAGIC_INDEX_SHARED = b"SRIW"
 MAGIC_LOCK_SHARED = b"SRLW"
-SHARED_MAGICS = (MAGIC_INDEX_SHARED, MAGIC_LOCK_SHARED)
+# Compression dictionaries (spec "Compression dictionaries"): shared, so write-only writers can use them.
+MAGIC_DICTIONARY = b"SRDW"
+SHARED_MAGICS = (MAGIC_INDEX_SHARED, MAGIC_LOCK_SHARED, MAGIC_DICTIONARY)
 
 
 def _cipher(master, magic: bytes, salt: bytes):
