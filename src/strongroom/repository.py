@@ -299,6 +299,13 @@ class Repository:
         for list_id in node.content_lists:
             yield from decode_chunk_list(self.load_blob(list_id), f"chunk list {list_id.hex()[:16]}")
 
+    def file_blobs(self, node: Node) -> Iterator[bytes]:
+        """Every blob a file node references: its chunk-list blobs and all its chunks."""
+        yield from node.content
+        for list_id in node.content_lists:
+            yield list_id
+            yield from decode_chunk_list(self.load_blob(list_id), f"chunk list {list_id.hex()[:16]}")
+
     # -- snapshots ---------------------------------------------------------------------------
 
     def save_snapshot(self, snap: Snapshot) -> str:

@@ -26,7 +26,7 @@ from strongroom.index import ScratchTable
 from strongroom.indexfile import PackRecord, open_index, seal_index
 from strongroom.pack import DATA, TREE, PackWriter, open_blob, pack_cipher, pack_name, pack_path, parse_header
 from strongroom.repository import Repository, object_name
-from strongroom.tree import DIR, FILE, decode_chunk_list
+from strongroom.tree import DIR, FILE
 
 INDEX_FILE_MAX_BLOBS = 100_000
 SMALL_PACK_FRACTION = 4  # a pack below pack_size / 4 is small
@@ -170,12 +170,8 @@ def _mark(repo: Repository, used: ScratchTable, plan: PrunePlan, progress: Progr
                 if node.type == DIR:
                     pending.append(node.subtree)
                 elif node.type == FILE:
-                    for chunk in node.content:
-                        used.add(chunk)
-                    for list_id in node.content_lists:
-                        used.add(list_id)
-                        for chunk in decode_chunk_list(repo.load_blob(list_id), f"chunk list {list_id.hex()[:16]}"):
-                            used.add(chunk)
+                    for blob_id in repo.file_blobs(node):
+                        used.add(blob_id)
             progress(Progress(files=len(used), current=snap.short_id))
     plan.used_blobs = len(used)
 

@@ -19,7 +19,7 @@ from strongroom.commands import Progress, ProgressCallback, ignore_progress
 from strongroom.index import ScratchTable
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot
-from strongroom.tree import DIR, FILE, decode_chunk_list
+from strongroom.tree import DIR, FILE
 
 MODES = ("restore-size", "raw-data")
 _TOTALS = struct.Struct("<QQ")  # files, bytes
@@ -120,12 +120,8 @@ def _tree_totals(repo: Repository, root: bytes, memo: ScratchTable, counter: _Bl
                 files += 1
                 size += node.size
                 if counter:
-                    for chunk in node.content:
-                        counter.add(chunk)
-                    for list_id in node.content_lists:
-                        counter.add(list_id)
-                        for chunk in decode_chunk_list(repo.load_blob(list_id), f"chunk list {list_id.hex()[:16]}"):
-                            counter.add(chunk)
+                    for blob_id in repo.file_blobs(node):
+                        counter.add(blob_id)
         stack.append([tree_id, children, files, size])
 
     enter(root)
