@@ -88,17 +88,16 @@ def restored_bytes(repo, snapshot_id: str, source: Path, target: Path) -> dict[s
     return tree_bytes(target / str(source).lstrip("/"))
 
 
-def faulty_backup(template, work: Path, **fault) -> tuple[bool, BaseException | None, Path]:
-    """Copy the template repository, run a version-2 backup through a faulty storage.
-    Return (whether the fault fired, the exception, the repository copy)."""
+def faulty_call(template, work: Path, action, *, remove_locks: bool = True, **fault):
+    """Copy the template repository and run ``action(repo)`` through a faulty storage (opening
+    counts too: it lists and loads). Return (whether the fault fired, the exception, the copy)."""
     repo_dir = work / "repo"
     shutil.copytree(template["repo"], repo_dir)
     storage = FaultyStorage(LocalStorage(repo_dir), **fault)
-    error = None
-    repo = None
-    try:  # opening counts too: it lists and loads
+    error = repo = None
+    try:
         repo = Repository.open(storage, PASSWORD, cache_root=str(work / "cache"))
-        run_backup(repo, BackupOptions(paths=[str(template["src2"])]))
+        action(repo)
     except (SimulatedCrash, StorageError) as e:
         error = e
     finally:
@@ -107,7 +106,18 @@ def faulty_backup(template, work: Path, **fault) -> tuple[bool, BaseException | 
                 repo.close()
         except SimulatedCrash:
             pass
+    if remove_locks:
+        # The crashed "process" is this test process, whose pid lives on: remove its lock as
+        # `unlock` would once the process is gone.
+        for lock in (repo_dir / "locks").iterdir():
+            lock.unlink()
     return storage.fired, error, repo_dir
+
+
+def faulty_backup(template, work: Path, **fault) -> tuple[bool, BaseException | None, Path]:
+    """A version-2 backup through a faulty storage (see faulty_call)."""
+    return faulty_call(template, work, lambda repo: run_backup(repo, BackupOptions(paths=[str(template["src2"])])),
+                       remove_locks=False, **fault)
 
 
 def assert_recovers(template, repo_dir: Path, work: Path, context: str) -> None:
@@ -197,26 +207,8 @@ def prune_template(template):
 
 def faulty_prune(template, work: Path, **fault):
     from strongroom.commands.prune import MaxUnused, PruneOptions, run_prune
-    repo_dir = work / "repo"
-    shutil.copytree(template["repo"], repo_dir)
-    storage = FaultyStorage(LocalStorage(repo_dir), **fault)
-    error = repo = None
-    try:
-        repo = Repository.open(storage, PASSWORD, cache_root=str(work / "cache"))
-        run_prune(repo, PruneOptions(max_unused=MaxUnused(percent=0.0)))
-    except (SimulatedCrash, StorageError) as e:
-        error = e
-    finally:
-        try:
-            if repo is not None:
-                repo.close()
-        except SimulatedCrash:
-            pass
-    # The crashed "process" is this test process, whose pid lives on: remove its lock as
-    # `unlock` would once the process is gone.
-    for lock in (repo_dir / "locks").iterdir():
-        lock.unlink()
-    return storage.fired, error, repo_dir
+    return faulty_call(template, work, lambda repo: run_prune(repo, PruneOptions(max_unused=MaxUnused(percent=0.0))),
+                       **fault)
 
 
 def assert_prune_recovers(template, repo_dir: Path, work: Path, context: str) -> None:
@@ -249,27 +241,6 @@ def test_crash_at_every_prune_operation(prune_template, fast_tmp, op, after):
 
 
 # -- repair -----------------------------------------------------------------------------------------------
-
-
-def faulty_call(template, work: Path, action, **fault):
-    repo_dir = work / "repo"
-    shutil.copytree(template["repo"], repo_dir)
-    storage = FaultyStorage(LocalStorage(repo_dir), **fault)
-    error = repo = None
-    try:
-        repo = Repository.open(storage, PASSWORD, cache_root=str(work / "cache"))
-        action(repo)
-    except (SimulatedCrash, StorageError) as e:
-        error = e
-    finally:
-        try:
-            if repo is not None:
-                repo.close()
-        except SimulatedCrash:
-            pass
-    for lock in (repo_dir / "locks").iterdir():  # as `unlock` would, the crashed process being gone
-        lock.unlink()
-    return storage.fired, error, repo_dir
 
 
 @pytest.mark.parametrize("op, after", [("store", False), ("store", True), ("delete", False), ("delete", True)])

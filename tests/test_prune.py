@@ -116,17 +116,23 @@ def _under(files: dict[str, bytes], tmp_path) -> dict[str, bytes]:
     return {os.path.join(prefix, k): v for k, v in files.items()}
 
 
-def test_partly_used_packs_are_repacked_until_max_unused(tmp_path):
+def _half_forgotten(tmp_path):
+    """One snapshot holds many small files in few packs; the next drops every other file; the
+    first is forgotten, so its packs are partly used. Return (repo, second snapshot, source)."""
     repo = make_repo(tmp_path / "repo")
     src = tmp_path / "src"
-    # One snapshot holds many small files in few packs; the next drops every other file.
     write_files(src, seed=1, count=40, size=5000)
     first = backup(repo, src)
     for i in range(0, 40, 2):
         os.remove(src / f"f{i}.bin")
     second = backup(repo, src)
-    expected = tree_bytes(src)
     run_forget(repo, snapshot_ids=[first.id])
+    return repo, second, src
+
+
+def test_partly_used_packs_are_repacked_until_max_unused(tmp_path):
+    repo, second, src = _half_forgotten(tmp_path)
+    expected = tree_bytes(src)
     plan = run_prune(repo, PruneOptions(dry_run=True)).plan
     assert plan.unused_bytes_before > 0 and plan.repack_packs
     result = run_prune(repo, PruneOptions(max_unused=MaxUnused(percent=5)))
@@ -139,14 +145,7 @@ def test_partly_used_packs_are_repacked_until_max_unused(tmp_path):
 
 
 def test_max_repack_size_bounds_the_work(tmp_path):
-    repo = make_repo(tmp_path / "repo")
-    src = tmp_path / "src"
-    write_files(src, seed=1, count=40, size=5000)
-    first = backup(repo, src)
-    for i in range(0, 40, 2):
-        os.remove(src / f"f{i}.bin")
-    backup(repo, src)
-    run_forget(repo, snapshot_ids=[first.id])
+    repo, _, _ = _half_forgotten(tmp_path)
     plan = run_prune(repo, PruneOptions(max_unused=MaxUnused(percent=0), max_repack_size=PACK_SIZE * 2,
                                         dry_run=True)).plan
     assert 0 < plan.repack_bytes <= PACK_SIZE * 2
