@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Iterable, Iterator
 
-from strongroom.errors import IntegrityError, ObjectNotFound
+from strongroom.errors import ObjectNotFound
 from strongroom.index import BlobLocation
 from strongroom.pack import pack_path
 from strongroom.repository import Repository
@@ -100,9 +100,9 @@ class BlobFetcher:
         ids = iter(blob_ids)
         while batch := list(islice(ids, LOOKUP_BATCH)):
             for blob_id, location in zip(batch, self._repo.index.lookup_many(batch)):
-                if location is None:
-                    raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index (missing data)")
-                yield location
+                # A miss goes through Repository.locate: it looks once more in fresh index files
+                # and raises the one "not in the index" error.
+                yield location if location is not None else self._repo.locate(blob_id)
 
     def _runs(self, blob_ids: Iterable[bytes]) -> Iterator[_Run]:
         run: _Run | None = None
