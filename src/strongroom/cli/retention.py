@@ -7,7 +7,7 @@ import json
 import click
 
 from strongroom.cli.commands import _size, cli
-from strongroom.cli.context import Location, human_bytes, json_option, print_json, repo_options
+from strongroom.cli.context import Location, human_bytes, json_option, print_json, repo_options, warn
 from strongroom.commands.prune import MaxUnused, PruneOptions, PruneResult, run_prune
 from strongroom.policy import Duration, Policy, parse_group_by
 
@@ -48,13 +48,17 @@ def _print_prune(result: PruneResult) -> None:
         click.echo(f"wrote {result.packs_written} pack(s) ({human_bytes(result.bytes_written)}) and "
                    f"{result.index_files_written} index file(s); deleted {result.packs_deleted} pack(s) "
                    f"({human_bytes(result.bytes_deleted)}) and {result.index_files_deleted} index file(s)")
+        if result.temporaries_removed:
+            click.echo(f"removed {result.temporaries_removed} temporary file(s) left by interrupted writes")
+        if result.sweep_error:
+            warn(f"could not remove temporary files: {result.sweep_error}")
 
 
 def _prune_json(result: PruneResult) -> dict:
     return {"dry_run": result.dry_run, "plan": result.plan.to_json(), "packs_written": result.packs_written,
             "bytes_written": result.bytes_written, "index_files_written": result.index_files_written,
             "index_files_deleted": result.index_files_deleted, "packs_deleted": result.packs_deleted,
-            "bytes_deleted": result.bytes_deleted}
+            "bytes_deleted": result.bytes_deleted, "temporaries_removed": result.temporaries_removed}
 
 
 @cli.command()
