@@ -295,6 +295,8 @@ class _Run:
         spec = self.notify
         if not (spec.command or spec.url) or not notify.wanted(spec.on, step.status):
             return
+        if step.step == "open" and step.status == "ok":
+            return  # only noise: the steps that follow say what the run did
         payload = dict(step.to_json(), host=self.result.host, config=self.policy.path,
                        time=datetime.fromtimestamp(self.clock(), timezone.utc).isoformat())
         payload.pop("details")
