@@ -222,13 +222,14 @@ def test_cli_json_and_human_summary(policy_path, tmp_path) -> None:
 def test_compression_level_applies_to_blobs_written_in_the_run(policy_path, tmp_path) -> None:
     text = policy_text().replace('password_env = "TEST_MAIN_PASSWORD"',
                                  'password_env = "TEST_MAIN_PASSWORD"\ncompression_level = 0')
+    (tmp_path / "data" / "big1.jsonl").write_text('{"user": "ann", "text": "hello there"}\n' * 4000)
     result = run_file(policy_path, text, jobs=["files"])
     files = next(s for s in result.steps if s.job == "files" and s.step == "backup")
     # stored uncompressed: at least the bytes read (plus encryption overhead), though they are repetitive
-    assert files.bytes_added >= files.bytes_read == 50 * 35 + 27
+    assert files.bytes_read == 50 * 35 + 27 + 4000 * 39 and files.bytes_added >= files.bytes_read
     with Repository.open(LocalStorage(tmp_path / "main"), PASSWORD) as repo:
         assert repo.config.compression_level == 3  # the stored config is unchanged
-    (tmp_path / "data" / "more.json").write_text('[{"user": "bo", "text": "again"}]\n' * 50)
+    (tmp_path / "data" / "big2.jsonl").write_text('{"user": "bob", "text": "hello again"}\n' * 4000)
     result = run_file(policy_path, policy_text(), jobs=["files"])
     files = next(s for s in result.steps if s.job == "files" and s.step == "backup")
-    assert files.bytes_read == 50 * 34 and files.bytes_added < files.bytes_read / 2
+    assert files.bytes_read == 4000 * 39 and files.bytes_added < files.bytes_read / 10
