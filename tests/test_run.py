@@ -233,3 +233,24 @@ def test_compression_level_applies_to_blobs_written_in_the_run(policy_path, tmp_
     result = run_file(policy_path, policy_text(), jobs=["files"])
     files = next(s for s in result.steps if s.job == "files" and s.step == "backup")
     assert files.bytes_read == 4000 * 39 and files.bytes_added < files.bytes_read / 10
+
+
+def test_sigterm_ends_the_run_cleanly(policy_path, tmp_path) -> None:
+    import signal
+    import time
+    policy_path.write_text(policy_text('\n[sources.slow]\ncommand = ["sh", "-c", "echo started; sleep 60"]\n'))
+    proc = subprocess.Popen([*strongroom_command(), "run", "--config", str(policy_path), "slow"],
+                            env=dict(os.environ, TEST_MAIN_PASSWORD=PASSWORD.decode()), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "main" / "locks").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the backup holds its lock: it is running
+        os.killpg(proc.pid, signal.SIGTERM)  # as systemd stops a service: the whole group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, err.strip()) == (130, "strongroom: interrupted")  # click adds a blank line
+    assert list((tmp_path / "main" / "locks").iterdir()) == []  # released on the way out
+    assert snapshots(tmp_path / "main", PASSWORD) == []
