@@ -254,3 +254,15 @@ def test_sigterm_ends_the_run_cleanly(policy_path, tmp_path) -> None:
     assert (proc.returncode, err.strip()) == (130, "strongroom: interrupted")  # click adds a blank line
     assert list((tmp_path / "main" / "locks").iterdir()) == []  # released on the way out
     assert snapshots(tmp_path / "main", PASSWORD) == []
+
+
+def test_write_only_key_backs_up_and_skips_the_rest(policy_path, tmp_path, monkeypatch) -> None:
+    from strongroom.commands.keys import add_key
+    with Repository.open(LocalStorage(tmp_path / "main"), PASSWORD) as repo:
+        add_key(repo, b"writer password", WEAK_KDF, write_only=True)
+    monkeypatch.setenv("TEST_MAIN_PASSWORD", "writer password")
+    result = run_file(policy_path, policy_text())
+    assert outline(result) == [("files", "open", "main", "ok", 0), ("files", "backup", "main", "ok", 0),
+                               ("db", "backup", "main", "ok", 0), ("main", "forget", "main", "skipped", 0),
+                               ("main", "copy", "offsite", "skipped", 0)]
+    assert result.exit_code == 0 and len(snapshots(tmp_path / "main", PASSWORD)) == 2

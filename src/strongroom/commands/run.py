@@ -159,6 +159,10 @@ class _Run:
                 continue
             self.maintain(name, repo, check=True)
             for target_name in self.policy.repositories[name].copy_to:
+                if repo.write_only:
+                    self.record(StepResult(name, "copy", target_name, "skipped",
+                                           message="write-only key: copies run where a full key is"))
+                    continue
                 target = self.repository(target_name, job=name)
                 if target is None:
                     continue
