@@ -75,7 +75,8 @@ def run(config: str | None, jobs: tuple[str, ...], notify_command: str | None, n
     _stop_on_sigterm()
     options = RunOptions(jobs=list(jobs), notify=_notify_overrides(policy, notify_command, notify_url, notify_on),
                          metrics_file=metrics_file)
-    result = run_policy(policy, options, open_repository, on_step=(lambda step: None) if as_json else _print_step, warn=warn)
+    on_step = (lambda step: None) if as_json else _print_step
+    result = run_policy(policy, options, open_repository, on_step=on_step, warn=warn)
     if as_json:
         print_json(result.to_json())
     else:

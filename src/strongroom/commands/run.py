@@ -168,7 +168,8 @@ class _Run:
                     continue
                 copied = self.step(name, "copy", target_name, lambda r: self.copy(repo, target, r))
                 if copied.status == "ok":
-                    self.maintain(target_name, target, check=self.policy.check is not None and self.policy.check.offsite)
+                    offsite_check = self.policy.check is not None and self.policy.check.offsite
+                    self.maintain(target_name, target, check=offsite_check)
 
     def repository(self, name: str, job: str | None = None) -> Repository | None:
         """The opened repository, opening it on first use; None (and a failed step) if it cannot be."""
@@ -191,8 +192,9 @@ class _Run:
         return self.open[name]
 
     def backup(self, source: SourceSpec) -> None:
+        repo = self.repository(source.repository, job=source.name)
+
         def do_backup(step: StepResult) -> None:
-            repo = self.repository(source.repository, job=source.name)
             if repo is None:
                 failed = self.open_errors[source.repository]
                 raise _StepFailed(failed.exit_code, f"repository {source.repository} not opened: {failed.message}")

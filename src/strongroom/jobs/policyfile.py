@@ -236,7 +236,8 @@ class _Loader:
         sources = self.sources(doc.get("sources", {}), repositories)
         run = doc.get("run", {})
         state_dir = self.string(run, ("run", "state_dir"))
-        policy = PolicyFile(self.path, repositories, sources, state_dir=self.path_value(state_dir) if state_dir else None)
+        policy = PolicyFile(self.path, repositories, sources,
+                            state_dir=self.path_value(state_dir) if state_dir else None)
         if "retention" in doc:
             policy.retention, policy.group_by = self.retention(doc["retention"])
         if "prune" in doc:
