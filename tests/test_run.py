@@ -266,3 +266,25 @@ def test_write_only_key_backs_up_and_skips_the_rest(policy_path, tmp_path, monke
                                ("db", "backup", "main", "ok", 0), ("main", "forget", "main", "skipped", 0),
                                ("main", "copy", "offsite", "skipped", 0)]
     assert result.exit_code == 0 and len(snapshots(tmp_path / "main", PASSWORD)) == 2
+
+
+def test_check_of_an_s3_repository_reads_the_bucket_not_the_cache(s3_server, s3_bucket, tmp_path,
+                                                                  monkeypatch) -> None:
+    from strongroom.storage import open_storage
+    url = s3_server.url(s3_bucket, "repo")
+    Repository.init(open_storage(url), PASSWORD, kdf=WEAK_KDF).close()
+    monkeypatch.setenv("STRONGROOM_PASSWORD", PASSWORD.decode())
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("hello\n" * 100)
+    path = tmp_path / "strongroom.toml"
+    text = f'[repositories.s3]\nlocation = "{url}"\n[sources.chat]\npaths = ["data"]\n[check]\n'
+    first = run_file(path, text)
+    assert [(s.step, s.status) for s in first.steps] == [("open", "ok"), ("backup", "ok"), ("check", "ok")]
+    storage = open_storage(url)
+    [(name, _)] = storage.list("snapshots")
+    storage.store(name, storage.load(name)[:-1])  # a size change: see test_s3's check test
+    second = run_file(path, text)
+    assert [(s.step, s.status) for s in second.steps] == [("open", "ok"), ("backup", "ok"), ("check", "failed")]
+    assert second.steps[2].message.startswith("1 error(s), first: ") and name.split("/")[1][:16] in \
+        second.steps[2].message
+    assert second.repositories["s3"].check_errors == 1 and second.exit_code == 1

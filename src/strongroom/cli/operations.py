@@ -44,13 +44,13 @@ def config_option(func):
                              "~/.config/strongroom/strongroom.toml, else /etc/strongroom/strongroom.toml).")(func)
 
 
-def open_repository(spec: RepositorySpec):
+def open_repository(spec: RepositorySpec, *, uncached: bool = False):
     from strongroom.storage.s3 import S3Options
 
     s3 = S3Options(endpoint=spec.s3.get("endpoint"), region=spec.s3.get("region"), profile=spec.s3.get("profile"),
                    addressing=spec.s3.get("addressing"))
     return Location(spec.location, spec.password_file, spec.password_command, s3=s3,
-                    password_env=spec.password_env or "STRONGROOM_PASSWORD").open()
+                    password_env=spec.password_env or "STRONGROOM_PASSWORD").open(uncached=uncached)
 
 
 @cli.command()

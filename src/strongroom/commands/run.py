@@ -19,7 +19,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Protocol
 
 from strongroom.commands.backup import run_backup
 from strongroom.commands.check import run_check
@@ -33,6 +33,7 @@ from strongroom.jobs.metrics import render_metrics
 from strongroom.jobs.policyfile import NotifySpec, PolicyFile, RepositorySpec, SourceSpec
 from strongroom.jobs.state import RunState, default_state_dir, write_atomically
 from strongroom.repository import Repository
+from strongroom.storage.cache import CachedStorage
 
 MAX_WARNINGS_KEPT = 20  # per backup step, in the result (all of them go to the warn callback)
 
@@ -106,7 +107,11 @@ class RunOptions:
     state_dir: str | None = None  # None: the policy file's, else default_state_dir()
 
 
-Opener = Callable[[RepositorySpec], Repository]
+class Opener(Protocol):
+    """Opens a repository of the policy file (the CLI supplies one that knows password sources).
+    ``uncached``: read remote storage directly, without the local metadata cache (for check)."""
+
+    def __call__(self, spec: RepositorySpec, *, uncached: bool = False) -> Repository: ...
 
 
 def run_policy(policy: PolicyFile, options: RunOptions, open_repository: Opener, *,
@@ -260,7 +265,13 @@ class _Run:
 
     def check(self, repo: Repository, step: StepResult, facts: RepositoryFacts) -> None:
         spec = self.policy.check
-        result = run_check(repo, subset=Subset.parse(spec.subset) if spec.subset else None)
+        subset = Subset.parse(spec.subset) if spec.subset else None
+        if isinstance(repo.storage, CachedStorage):
+            # check must see the repository's own bytes, not the local copies of its metadata
+            with self.opener(self.policy.repositories[facts.name], uncached=True) as direct:
+                result = run_check(direct, subset=subset)
+        else:
+            result = run_check(repo, subset=subset)
         facts.check_errors = len(result.errors)
         step.bytes_read = result.bytes_read
         step.details = {"errors": result.errors[:MAX_WARNINGS_KEPT], "snapshots": result.snapshots,
