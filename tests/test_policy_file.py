@@ -108,6 +108,8 @@ def test_minimal_file_and_relative_paths(tmp_path) -> None:
     ("[repositories.a]\nlocation = 'a'\n[repositories.b]\nlocation = 'b'\n[sources.x]\npaths = ['x']\n",
      "line 5: sources.x: name its repository (one of: a, b)"),
     ("[sources.x]\npaths = ['x']\n", "repositories: name at least one repository"),
+    (MINIMAL + "\n[sources.db]\ncommand = 'pg_dump x'\nexcludes = ['*.tmp']\n",
+     "line 9: sources.db.excludes: only for a paths source (a command's output is one file)"),
 ])
 def test_mistakes_name_line_and_key(tmp_path, text, message) -> None:
     error = error_of(tmp_path, text)

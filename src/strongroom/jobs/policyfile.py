@@ -330,6 +330,9 @@ class _Loader:
                 backup["paths"] = [self.path_value(p) for p in self.strings(t, key + ("paths",), nonempty=True)]
                 if "filename" in t:
                     raise self.error(key + ("filename",), "only for a command source")
+            elif "excludes" in t or "exclude_files" in t:
+                k = "excludes" if "excludes" in t else "exclude_files"
+                raise self.error(key + (k,), "only for a paths source (a command's output is one file)")
             else:
                 command = t["command"]
                 if isinstance(command, str):
