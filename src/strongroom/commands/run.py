@@ -189,6 +189,7 @@ class _Run:
             if spec.compression_level is not None:  # for blobs written in this run only; never stored
                 repo.config.compression_level = spec.compression_level
             self.open[name] = repo
+            step.message = f"opened {spec.location}" + (" (write-only key)" if repo.write_only else "")
 
         step = self.step(job or name, "open", name, do_open)
         if step.status != "ok":
@@ -215,7 +216,8 @@ class _Run:
                 step.message = (f"snapshot {step.snapshot[:8]} written, but {s.errors} item(s) could not be read "
                                 f"(first: {result.warnings[0] if result.warnings else '?'})")
             else:
-                step.message = f"snapshot {step.snapshot[:8]}: {s.files_new} new, {s.files_changed} changed files"
+                step.message = (f"snapshot {step.snapshot[:8]}: {s.files_new} new, {s.files_changed} changed, "
+                                f"{s.files_unchanged} unchanged files")
 
         step = self.step(source.name, "backup", source.repository, do_backup)
         if step.status == "ok":
