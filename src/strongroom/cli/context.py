@@ -108,14 +108,14 @@ class Location:
         self.s3 = s3
         self.password_env = password_env
 
-    def storage(self):
+    def storage(self, *, uncached: bool = False):
         if self.url.lower().startswith("s3:"):
             from strongroom.repository import default_cache_root
             from strongroom.storage.cache import CachedStorage, cache_folder
             from strongroom.storage.s3 import S3Storage
 
             backend = S3Storage(self.url, self.s3)
-            if _command_name() in UNCACHED_COMMANDS:
+            if uncached or _command_name() in UNCACHED_COMMANDS:
                 return backend
             # Remote: keep snapshots, index files, keys and trees in a local cache (verified on use).
             return CachedStorage(backend, cache_folder(default_cache_root(), self.url))
@@ -148,8 +148,8 @@ class Location:
                              f"or use --from-password-file or --from-password-command")
         raise UsageError("no password given: set STRONGROOM_PASSWORD, or use --password-file or --password-command")
 
-    def open(self) -> Repository:
-        storage = self.storage()
+    def open(self, *, uncached: bool = False) -> Repository:
+        storage = self.storage(uncached=uncached)
         if not storage.exists():
             from strongroom.errors import RepositoryNotFound
             raise RepositoryNotFound(f"no repository at {self.url} (run `strongroom init` to create one)")
