@@ -7,7 +7,7 @@ import json
 import click
 
 from strongroom.cli.commands import _size, cli
-from strongroom.cli.context import Location, human_bytes, json_option, print_json, repo_options
+from strongroom.cli.context import Location, human_bytes, json_option, json_text, print_json, repo_options
 from strongroom.commands.prune import MaxUnused, PruneOptions, PruneResult, run_prune
 from strongroom.policy import Duration, Policy, parse_group_by
 
@@ -231,7 +231,7 @@ def diff(location: Location, first: str, second: str, as_json: bool) -> None:
             sep = [""]
 
             def on_change(change) -> None:
-                click.echo(sep[0] + json.dumps(change.to_json(), ensure_ascii=False, sort_keys=True), nl=False)
+                click.echo(sep[0] + json_text(change.to_json()), nl=False)
                 sep[0] = ", "
 
             totals = run_diff(repo, a, b, on_change)
