@@ -235,3 +235,31 @@ def test_cli_drill_usage_errors(repo, snap, repo_path, tmp_path):
             with pytest.raises(SystemExit) as exit_info:
                 main(args)
         assert exit_info.value.code == 2
+
+
+def test_sigterm_during_a_drill_exits_130_and_removes_the_scratch_directory(repo, snap, repo_path, tmp_path,
+                                                                            monkeypatch):
+    import signal
+
+    from strongroom.cli import main
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    real_verify = drill_module.verify_file
+    calls = []
+
+    def terminated_midway(repo_, path, node):
+        calls.append(path)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `systemctl stop` would
+        return real_verify(repo_, path, node)
+
+    monkeypatch.setattr(drill_module, "verify_file", terminated_midway)
+    monkeypatch.setenv("STRONGROOM_REPO", str(repo_path))
+    monkeypatch.setenv("STRONGROOM_PASSWORD", PASSWORD.decode())
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["drill", "--all", "--tmp-dir", str(scratch)])
+    assert exit_info.value.code == 130
+    assert len(calls) == 5
+    assert os.listdir(scratch) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
