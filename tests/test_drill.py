@@ -108,6 +108,9 @@ def test_sample_bucket_cutoff_keeps_at_least_one_file(repo, source, tmp_path):
     result = run_drill(repo, snap, sample=Sample.parse("10%"), seed=7)
     assert (result.files_total, result.bytes_total) == (5, 0)
     assert result.files_sampled == 5  # a target of all bytes (0) restores every file
+    assert result.estimated_restore_seconds == pytest.approx(
+        result.tree_walk_seconds + result.restore_seconds * 5 / 5)
+    assert result.estimate_method == "tree_walk_seconds + restore_seconds * files_total / files_restored"
     assert BUCKETS == 4096
 
 

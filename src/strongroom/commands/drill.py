@@ -132,6 +132,14 @@ class DrillResult:
             return self.tree_walk_seconds
         return None
 
+    @property
+    def estimate_method(self) -> str:
+        if self.bytes_restored and self.restore_seconds > 0:
+            return "tree_walk_seconds + bytes_total / bytes_per_second"
+        if self.files_restored:
+            return "tree_walk_seconds + restore_seconds * files_total / files_restored"
+        return "tree_walk_seconds" if self.files_total == 0 else "none: nothing could be restored"
+
     def to_json(self) -> dict:
         estimate = self.estimated_restore_seconds
         return {
@@ -154,7 +162,7 @@ class DrillResult:
             "verify_seconds": round(self.verify_seconds, 6),
             "bytes_per_second": round(self.throughput),
             "estimated_restore_seconds": None if estimate is None else round(estimate, 3),
-            "estimate_method": "tree_walk_seconds + bytes_total / bytes_per_second",
+            "estimate_method": self.estimate_method,
         }
 
 
