@@ -167,8 +167,19 @@ def json_option(func: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(func)
 
 
+def json_text(doc: Any, indent: int | None = None) -> str:
+    """Sorted keys, UTF-8; but a path with bytes that are not UTF-8 (held as lone surrogates by
+    os.fsdecode) is written as \\udcXX escapes, so the output always stays valid UTF-8 JSON."""
+    text = json.dumps(doc, indent=indent, ensure_ascii=False, sort_keys=True)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(doc, indent=indent, ensure_ascii=True, sort_keys=True)
+    return text
+
+
 def print_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=True))
+    click.echo(json_text(doc, indent=2))
 
 
 def warn(message: str) -> None:
