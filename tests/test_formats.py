@@ -176,23 +176,36 @@ def test_unrecognised_files_are_not_exports(tmp_path):
 # ---- native output reads back
 
 
-@pytest.mark.parametrize("platform", ["slack", "mattermost"])
+NATIVE_NAMES = {"slack": "export.zip", "mattermost": "export.jsonl", "telegram": "result.json",
+                "discord": "channel.json", "whatsapp": "WhatsApp Chat with X.txt", "zulip": "realm.zip",
+                "matrix": "room.json"}
+
+
+@pytest.mark.parametrize("platform", sorted(NATIVE_NAMES))
 def test_native_output_reads_back_as_the_same_messages(tmp_path, platform):
     msgs = all_messages(LocalExportFiles(FIXTURES / platform))
-    conv = msgs[1].conversation
+    conv = Counter(m.conversation for m in msgs).most_common(1)[0][0]
     one = sorted((m for m in msgs if m.conversation == conv), key=lambda m: m.time_ms)
+    assert len(one) >= 2
     buf = io.BytesIO()
     write_native(platform, one, buf)
-    name = {"slack": "export.zip", "mattermost": "export.jsonl"}[platform]
-    (tmp_path / name).write_bytes(buf.getvalue())
+    (tmp_path / NATIVE_NAMES[platform]).write_bytes(buf.getvalue())
     files = expand_zips(LocalExportFiles(tmp_path))
-    back = all_messages(files)
-    # Mattermost's native output writes replies as posts of their own (spec §22.10)
-    thread = (lambda m: "") if platform == "mattermost" else (lambda m: m.reply_to)
-    key = lambda m: (m.message_id, m.author, m.time_ms, m.edited, m.text, thread(m), m.attachments)
-    assert sorted(map(key, back)) == sorted(map(key, one))
-    assert {m.conversation for m in back} == {conv}
+    warnings: list[str] = []
+    back = all_messages(files, warnings.append)
     files.close()
+    assert warnings == []
+    # what each native form keeps (spec §22.10): Mattermost writes replies as posts of their
+    # own; WhatsApp has no ids, threads or attachment lists of its own
+    if platform == "whatsapp":
+        key = lambda m: (m.author, m.time_ms, m.edited, m.text)
+    else:
+        thread = (lambda m: "") if platform == "mattermost" else (lambda m: m.reply_to)
+        key = lambda m: (m.message_id, m.author, m.time_ms, m.edited, m.text, thread(m),
+                         m.attachments[:1] if platform in ("telegram", "matrix") else m.attachments, m.topic)
+    assert sorted(map(key, back)) == sorted(map(key, one))
+    if platform != "whatsapp":  # its conversation is the file name
+        assert {m.conversation for m in back} == {conv}
 
 
 def test_write_native_unknown_platform():

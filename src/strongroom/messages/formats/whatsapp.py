@@ -6,7 +6,9 @@ Line formats (the date and time follow the phone's locale)::
     Android   31/12/2024, 23:59 - Name: text          (12/31/24, 11:59 PM - …)
 
 A line that does not start with a timestamp continues the previous message (multi-line
-messages).  Lines without ``Name: `` are system notices and are not messages.
+messages).  Lines without ``Name: `` are system notices and are not messages, nor are iOS
+notices, whose text starts with U+200E (left-to-right mark); a leading U+200E is dropped from
+the text of attachment messages.
 
 Date order: the file is scanned until a day or month field above 12 decides it; a file that
 never decides is month-first when it uses a 12-hour clock (AM/PM: US-style locales) and
@@ -119,7 +121,13 @@ def _read(files, path, report) -> Iterator[Message]:
             if text.endswith(suffix):
                 text, edited = text[: -len(suffix)].rstrip(" "), True
                 break
-        if text.lstrip("\u200e") in _DELETED:
+        if text.startswith("\u200e"):
+            # iOS marks notices ("X created group", the encryption notice, written under the
+            # group's name) with a left-to-right mark; attachments and placeholders carry one too
+            text = text[1:]
+            if not (edited or _ATTACHED.match(parts[0]) or text in _DELETED):
+                return None
+        if text in _DELETED:
             return None
         atts = tuple(a.group(1) or a.group(2) for a in map(_ATTACHED.match, parts) if a)
         return Message(PLATFORM, conv, f"{time_ms}-{_author_hash(author)}-{k}", author, time_ms,
