@@ -162,7 +162,59 @@ def test_mattermost_bad_lines_and_huge_line(tmp_path, monkeypatch):
     warnings: list[str] = []
     msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
     assert len(msgs) == 6
-    assert [w.split(": ")[1] for w in warnings] == ["line 2 skipped", "line 3 skipped", "line 4 skipped"]
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "line 2 skipped: ValueError: longer than 1000 bytes",
+        "line 3 skipped: JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 38 (char 37)",
+        "line 4 skipped: ValueError: invalid literal for int() with base 10: 'soon'"]
+
+
+def test_single_document_formats_truncated_or_wrong_typed(tmp_path):
+    """Telegram, Discord and Matrix files cut mid-message keep what came before and warn once;
+    records of the wrong type are skipped one by one."""
+    expected = {}
+    for platform in ("telegram", "discord", "matrix"):
+        src = FIXTURES / platform
+        shutil.copytree(src, tmp_path / platform)
+        expected[platform] = all_messages(LocalExportFiles(src))
+    tg = tmp_path / "telegram" / "full" / "result.json"
+    data = tg.read_bytes()
+    tg.write_bytes(data[: data.index(b'"note to self"')])  # cut inside the second chat
+    dc = next((tmp_path / "discord").glob("*.json"))
+    doc = json.loads(dc.read_text())
+    doc["messages"][1]["timestamp"] = 12
+    doc["messages"][2] = "not a message"
+    doc["messages"][3]["author"] = ["x"]
+    dc.write_text(json.dumps(doc, ensure_ascii=False))
+    mx = next((tmp_path / "matrix").glob("*.json"))
+    mx.write_bytes(mx.read_bytes()[:-40])  # the last event is cut
+    warnings: list[str] = []
+    got = all_messages(LocalExportFiles(tmp_path), warnings.append)
+    by = lambda p: [m for m in got if m.platform == p]
+    tg_expected = [m for m in expected["telegram"] if m.conversation not in ("chat 1001", "Old Team")]
+    assert by("telegram") == tg_expected
+    assert by("discord") == expected["discord"][:1]
+    assert by("matrix") == expected["matrix"][:-1]
+    assert [w.split(":")[0] for w in warnings] == ["telegram/full/result.json"] + [dc.relative_to(tmp_path).as_posix()] * 3 + [
+        mx.relative_to(tmp_path).as_posix()]
+    assert "unreadable from here on" in warnings[0] and "unreadable from here on" in warnings[-1]
+    assert "message 1 skipped: TypeError" in warnings[1]
+
+
+def test_whatsapp_huge_line_and_undecodable_bytes(tmp_path, monkeypatch):
+    import strongroom.messages.formats.common as common
+    monkeypatch.setattr(common, "MAX_LINE", 200)
+    (tmp_path / "WhatsApp Chat with Dan.txt").write_bytes(
+        b"01/03/2025, 21:05 - Dan: hi\n"
+        b"01/03/2025, 21:06 - Dan: " + b"y" * 1000 + b"\n"
+        b"01/03/2025, 21:07 - Dan: caf\xe9 \xff\n"
+        b"31/02/2025, 21:08 - Dan: no such day\n")
+    warnings: list[str] = []
+    msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
+    assert [m.text for m in msgs] == ["hi", "caf\ufffd \ufffd\n31/02/2025, 21:08 - Dan: no such day"]
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "line 2 skipped: ValueError: longer than 200 bytes",
+        "line 2 skipped: ValueError: longer than 200 bytes",  # pass 1 (date order) sees it too
+        "line 4 skipped: ValueError: not a valid date and time"]
 
 
 def test_unrecognised_files_are_not_exports(tmp_path):

@@ -16,7 +16,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    RECORD_ERRORS, Warn, first_item, guarded, head, head_events, int_ms, json_items, log_warning,
+    FORMAT_ERRORS, RECORD_ERRORS, Warn, first_item, guarded, head, head_events, int_ms, json_items, log_warning,
     s, top_keys)
 
 PLATFORM = "matrix"
@@ -86,20 +86,27 @@ def _replaces(ev) -> str | None:
 
 def _edits(files, path) -> dict[str, tuple[int, str]]:
     edits: dict[str, tuple[int, str]] = {}
-    with files.open(path) as f:
-        for ev in json_items(f, "messages.item"):
-            target = _replaces(ev)
-            if target is None:
-                continue
-            try:
-                ts = int_ms(ev["origin_server_ts"])
-                new = ev["content"].get("m.new_content") or ev["content"]
-                body = s(new.get("body"))
-            except RECORD_ERRORS:
-                continue  # a broken edit leaves the original as it is
-            if target not in edits or edits[target][0] <= ts:
-                edits[target] = (ts, body)
+    try:
+        with files.open(path) as f:
+            for ev in json_items(f, "messages.item"):
+                _edit(ev, edits)
+    except FORMAT_ERRORS:
+        pass  # the edits before the damage count; the second pass reports it
     return edits
+
+
+def _edit(ev, edits: dict[str, tuple[int, str]]) -> None:
+    target = _replaces(ev)
+    if target is None:
+        return
+    try:
+        ts = int_ms(ev["origin_server_ts"])
+        new = ev["content"].get("m.new_content") or ev["content"]
+        body = s(new.get("body"))
+    except RECORD_ERRORS:
+        return  # a broken edit leaves the original as it is
+    if target not in edits or edits[target][0] <= ts:
+        edits[target] = (ts, body)
 
 
 def _message(ev, conv: str, source: str, edits) -> Message | None:
