@@ -23,6 +23,7 @@ are not messages (the message disappears, which is what a deletion is)."""
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import re
 from typing import BinaryIO, Iterable, Iterator
@@ -108,6 +109,7 @@ def _read(files, path, report) -> Iterator[Message]:
     source = path.rpartition("/")[2]
     counts: dict[tuple[int, str], int] = {}
     last_time = None
+    last_stamp = None
     pending: list | None = None  # [time_ms, author, [text lines]] of the message being read
 
     def finish(p) -> Message | None:
@@ -141,8 +143,10 @@ def _read(files, path, report) -> Iterator[Message]:
                 if pending is not None:
                     pending[2].append(line)
                 continue
+            stamp = m.group(1, 2, 3, 4, 5, 6, 7)
             try:
-                time_ms = _time(m, day_first)
+                time_ms = last_time if stamp == last_stamp else _time(m, day_first)
+                last_stamp = stamp
             except RECORD_ERRORS as exc:
                 report.bad_record(f"line {n}", exc)
                 if pending is not None:
@@ -165,6 +169,7 @@ def _read(files, path, report) -> Iterator[Message]:
             yield msg
 
 
+@functools.lru_cache(maxsize=4096)
 def _author_hash(author: str) -> str:
     return hashlib.blake2s(author.encode(), digest_size=4).hexdigest()
 
