@@ -263,3 +263,33 @@ def test_native_output_reads_back_as_the_same_messages(tmp_path, platform):
 def test_write_native_unknown_platform():
     with pytest.raises(ValueError, match="no native format"):
         write_native("irc", [], io.BytesIO())
+
+
+# ---- memory is bounded by a message, not the file
+
+
+@pytest.mark.parametrize("shape", ["single", "full"])
+def test_large_telegram_export_streams_in_bounded_memory(tmp_path, shape):
+    import tracemalloc
+    n, body = 5_000, "x" * 800
+    msg = ('{"id": %d, "type": "message", "date": "2025-03-01T10:00:00", "date_unixtime": "%d", '
+           '"from": "Alice", "from_id": "user1", "text": "%s %d"}')
+    path = tmp_path / "result.json"
+    with open(path, "w") as f:
+        if shape == "full":
+            f.write('{"about": "x", "personal_information": {"user_id": 1}, "chats": {"list": [')
+        f.write('{"name": "big", "type": "private_group", "id": 5, "messages": [')
+        f.write(",".join(msg % (i, 1740819600 + i, body, i) for i in range(n)))
+        f.write("]}" + ("]}}" if shape == "full" else ""))
+    assert path.stat().st_size > 4_000_000
+    files = LocalExportFiles(tmp_path)
+    (reader, export), = find_exports(files)
+    tracemalloc.start()
+    count = last = 0
+    for m in reader.messages(files, export):
+        count += 1
+        last = m.time_ms
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (count, last) == (n, (1740819600 + n - 1) * 1000)
+    assert peak < 1_000_000, peak  # a quarter of the file would be > 1 MB

@@ -19,8 +19,8 @@ from . import discord, matrix, mattermost, slack, telegram, whatsapp, zulip
 from .common import FORMAT_ERRORS, Warn, log_warning
 from .files import ExpandedFiles, HeadCache, LocalExportFiles, ZipExportFiles, expand_zips
 
-__all__ = ["READERS", "find_exports", "LocalExportFiles", "ZipExportFiles", "ExpandedFiles",
-           "expand_zips", "write_native", "NATIVE_WRITERS"]
+__all__ = ["READERS", "find_exports", "LocalExportFiles", "ZipExportFiles", "expand_zips",
+           "write_native"]
 
 #: Order matters: a file claimed by an earlier reader is not offered to later ones, and the
 #: folder-shaped formats come first so their many small JSON files are not sniffed again.

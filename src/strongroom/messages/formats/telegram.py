@@ -77,23 +77,28 @@ def _conv(chat: dict) -> str:
 
 def _full(f) -> Iterator[tuple[dict, object]]:
     """(chat, message) for every chat of a full export.  The chat's name and id come before its
-    messages in Telegram's output; the events are watched on their way to ijson's C builder."""
+    messages in Telegram's output; the events are watched on their way to ijson's C builder
+    (kept to a length test per event: this loop is the reader's hot path)."""
     chat: dict = {}
 
     def events():
         nonlocal chat
+        left = False  # inside "left_chats": its events are renamed to read like "chats"
         for ev in ijson.parse(BomSkipping(f), use_float=True):
             p = ev[0]
-            if p[:1] == "l":  # left_chats.list… reads like chats.list…
-                if not p.startswith("left_chats.list"):
-                    continue
+            if len(p) <= 25:
+                if p == "" and ev[1] == "map_key":
+                    left = ev[2] == "left_chats"
+                if left and p.startswith("left_"):
+                    ev = (p[5:], ev[1], ev[2])
+                    p = ev[0]
+                if p == "chats.list.item":
+                    if ev[1] == "start_map":
+                        chat = {}
+                elif (p == "chats.list.item.name" or p == "chats.list.item.id") and ev[1] != "map_key":
+                    chat[p[16:]] = ev[2]
+            elif left:
                 ev = (p[5:], ev[1], ev[2])
-                p = ev[0]
-            if p == "chats.list.item":
-                if ev[1] == "start_map":
-                    chat = {}
-            elif p in ("chats.list.item.name", "chats.list.item.id") and ev[1] != "map_key":
-                chat[p[16:]] = ev[2]
             yield ev
 
     for m in ijson.items(events(), "chats.list.item.messages.item"):
