@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from strongroom.messages.formats import (
-    READERS, LocalExportFiles, ZipExportFiles, expand_zips, find_exports, write_native)
+    LocalExportFiles, ZipExportFiles, expand_zips, find_exports, write_native)
 from strongroom.samples import ExportParams, write_day
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"

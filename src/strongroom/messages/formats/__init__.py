@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterable
 from ..model import Export, ExportFiles, ExportReader, Message
 from . import discord, matrix, mattermost, slack, telegram, whatsapp, zulip
 from .common import FORMAT_ERRORS, Warn, log_warning
-from .files import ExpandedFiles, HeadCache, LocalExportFiles, ZipExportFiles, expand_zips
+from .files import HeadCache, LocalExportFiles, ZipExportFiles, expand_zips
 
 __all__ = ["READERS", "find_exports", "LocalExportFiles", "ZipExportFiles", "expand_zips",
            "write_native"]

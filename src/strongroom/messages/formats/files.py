@@ -7,7 +7,6 @@ tree or accepts a zip member name that escapes it."""
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import stat
 import tempfile

@@ -12,7 +12,7 @@ import json
 from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
-from .common import RECORD_ERRORS, Warn, guarded, head, int_ms, lines, log_warning, rel, s
+from .common import RECORD_ERRORS, Warn, guarded, head, int_ms, lines, log_warning, s
 
 PLATFORM = "mattermost"
 
