@@ -207,14 +207,19 @@ def test_whatsapp_huge_line_and_undecodable_bytes(tmp_path, monkeypatch):
         b"01/03/2025, 21:05 - Dan: hi\n"
         b"01/03/2025, 21:06 - Dan: " + b"y" * 1000 + b"\n"
         b"01/03/2025, 21:07 - Dan: caf\xe9 \xff\n"
+        b"01/03/2025, 21:07 - Dan: runaway\n" + b"z" * 150 + b"\n" + b"z" * 150 + b"\n"
+        b"01/03/2025, 21:07 - Dan: after\n"
         b"31/02/2025, 21:08 - Dan: no such day\n")
     warnings: list[str] = []
     msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
-    assert [m.text for m in msgs] == ["hi", "caf\ufffd \ufffd\n31/02/2025, 21:08 - Dan: no such day"]
+    assert [(m.text, m.message_id[-2:]) for m in msgs] == [
+        ("hi", "-0"), ("caf\ufffd \ufffd", "-0"),
+        ("after\n31/02/2025, 21:08 - Dan: no such day", "-2")]  # the runaway one keeps its -1
     assert [w.split(": ", 1)[1] for w in warnings] == [
         "line 2 skipped: ValueError: longer than 200 bytes",
         "line 2 skipped: ValueError: longer than 200 bytes",  # pass 1 (date order) sees it too
-        "line 4 skipped: ValueError: not a valid date and time"]
+        "message ending at line 6 skipped: ValueError: longer than 200 bytes",
+        "line 8 skipped: ValueError: not a valid date and time"]
 
 
 def test_unrecognised_files_are_not_exports(tmp_path):
