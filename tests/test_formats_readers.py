@@ -213,3 +213,16 @@ def test_matrix_element_export():
                 "Rollback done\nAll green", name, reply_to="$m1:example.org"),
     ]
     assert warnings == []
+
+
+def test_readers_take_file_roles_by_name_and_read_a_subset():
+    """The catalogue re-reads only changed files: it passes an Export whose files are sorted
+    and a subset (context files + the changed data files)."""
+    from strongroom.messages.model import Export
+    for platform, keep in (("zulip", "export/messages-000002.json"), ("slack", "workspace/general/2025-03-02.json")):
+        files = LocalExportFiles(FIXTURES / platform)
+        (reader, export), = find_exports(files)
+        context = [p for p in export.files if p.rpartition("/")[2] in ("realm.json", "users.json", "channels.json")]
+        part = Export(export.platform, export.root, tuple(sorted(context + [keep])))
+        every = [m for m in reader.messages(files, export) if m.source == keep.partition("/")[2]]
+        assert every and list(reader.messages(files, part)) == every
