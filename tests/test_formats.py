@@ -298,3 +298,13 @@ def test_large_telegram_export_streams_in_bounded_memory(tmp_path, shape):
     tracemalloc.stop()
     assert (count, last) == (n, (1740819600 + n - 1) * 1000)
     assert peak < 1_000_000, peak  # a quarter of the file would be > 1 MB
+
+
+def test_slack_channels_json_with_a_first_channel_larger_than_the_head(tmp_path):
+    members = [f"U{i:08d}" for i in range(5000)]  # ~60 KB: the head holds only its start
+    (tmp_path / "channels.json").write_text(json.dumps([{"id": "C1", "name": "general", "members": members}]))
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "2025-03-01.json").write_text('[{"type": "message", "ts": "1.000001", "text": "hi"}]')
+    found = find_exports(LocalExportFiles(tmp_path))
+    assert [(r.platform, e.root) for r, e in found] == [("slack", "")]
+    assert [m.text for r, e in found for m in r.messages(LocalExportFiles(tmp_path), e)] == ["hi"]
