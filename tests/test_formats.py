@@ -227,6 +227,13 @@ def test_unrecognised_files_are_not_exports(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"type": "post"}\n')
     (tmp_path / "empty.json").write_bytes(b"")
     (tmp_path / "bin.json").write_bytes(bytes(range(256)))
+    (tmp_path / "geo.json").write_text('{"type": "FeatureCollection", "id": 1, "features": []}')
+    (tmp_path / "chat.json").write_text('{"type": "x", "id": 1, "messages": [{"id": 1, "body": "no date"}]}')
+    (tmp_path / "dc.json").write_text('{"channel": {}, "guild": {}, "messages": []}')  # wrong order
+    (tmp_path / "room.json").write_text('{"room_name": "r"}')
+    (tmp_path / "realm.json").write_text('{"realm": []}')
+    (tmp_path / "log.txt").write_text("2025-03-01 09:00:00 INFO started\n")
+    (tmp_path / "users.json").write_text('[{"id": 5, "name": "not a slack user id"}]')
     assert find_exports(LocalExportFiles(tmp_path)) == []
 
 

@@ -30,11 +30,10 @@ def shape(data: bytes) -> str | None:
     if keys[:1] == ["about"] and _FULL_KEYS & set(keys):
         return "full"
     kinds = {p: e for p, e, v in events if p in ("type", "id")}
-    if kinds.get("type") == "string" and kinds.get("id") == "number":
-        if "messages" in keys:
-            first = [(p, v) for p, e, v in events if p.startswith("messages.item.") and e != "map_key"]
-            if first and not any(p in ("messages.item.date", "messages.item.date_unixtime") for p, _ in first):
-                return None  # messages that are not Telegram's
+    if kinds.get("type") == "string" and kinds.get("id") == "number" and "messages" in keys:
+        first = [p for p, e, v in events if p.startswith("messages.item.") and e != "map_key"]
+        if first and not any(p in ("messages.item.date", "messages.item.date_unixtime") for p in first):
+            return None  # messages that are not Telegram's
         return "chat"
     return None
 
