@@ -112,7 +112,7 @@ def test_zip_from_a_non_seekable_stream_is_spooled(tmp_path):
 
 def test_samples_are_recognised_with_exact_counts(tmp_path):
     """Every live message of the generator is read exactly once, on a first and a later night
-    (WhatsApp's deleted-message placeholders are not messages, spec §22.7)."""
+    (WhatsApp's deleted-message placeholders are not messages, spec §22.1)."""
     params = ExportParams(messages_per_day=120)
     for day in (0, 3):
         stats = write_day(tmp_path, day, params)
@@ -259,7 +259,7 @@ def test_native_output_reads_back_as_the_same_messages(tmp_path, platform):
     back = all_messages(files, warnings.append)
     files.close()
     assert warnings == []
-    # what each native form keeps (spec §22.10): Mattermost writes replies as posts of their
+    # what each native form keeps (spec §22.9): Mattermost writes replies as posts of their
     # own; WhatsApp has no ids, threads or attachment lists of its own
     if platform == "whatsapp":
         key = lambda m: (m.author, m.time_ms, m.edited, m.text)

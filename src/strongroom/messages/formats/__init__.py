@@ -34,7 +34,7 @@ READERS: list[ExportReader] = [
     matrix.MatrixReader(),
 ]
 
-#: platform → writer(messages, out) of its native single-stream form (spec §22.10).
+#: platform → writer(messages, out) of its native single-stream form (spec §22.9).
 NATIVE_WRITERS: dict[str, Callable[[Iterable[Message], BinaryIO], None]] = {
     "slack": slack.write,
     "mattermost": mattermost.write,

@@ -6,7 +6,7 @@ Shape (Slack's "Export data" and the samples generator)::
     users.json                                          array of {"id", "name", "real_name", ...}
     <conversation>/<YYYY-MM-DD>.json                    array of message objects
 
-The folder name is the conversation (channel/group name; a DM's id).  Spec §22.3."""
+The folder name is the conversation (channel/group name; a DM's id).  Spec §22.2."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .common import RECORD_ERRORS, Warn, guarded, head, head_events, json_items,
 PLATFORM = "slack"
 META = ("channels.json", "groups.json", "dms.json", "mpims.json")
 _DAY = re.compile(r"^(?:(.*)/)?([^/]+)/(\d{4}-\d{2}-\d{2})\.json$")
-#: Placeholders Slack leaves for deleted thread roots: not messages (spec §22.2).
+#: Placeholders Slack leaves for deleted thread roots: not messages (spec §22.1).
 _SKIP_SUBTYPES = frozenset({"tombstone"})
 
 

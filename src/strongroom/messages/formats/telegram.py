@@ -1,6 +1,6 @@
 """Telegram Desktop "Export chat history" / "Export Telegram data" in JSON (``result.json``).
 
-Two shapes (spec §22.5): a single chat ``{"name", "type", "id", "messages": [...]}`` and the
+Two shapes (spec §22.4): a single chat ``{"name", "type", "id", "messages": [...]}`` and the
 full-account export ``{"about", "personal_information", ..., "chats": {"list": [chat...]},
 "left_chats": {"list": [...]}}``.  ``text`` is a string or an array of strings and entity
 objects ``{"type", "text"}``."""

@@ -1,4 +1,4 @@
-"""WhatsApp "Export chat" text files (spec §22.7).
+"""WhatsApp "Export chat" text files (spec §22.6).
 
 Line formats (the date and time follow the phone's locale)::
 

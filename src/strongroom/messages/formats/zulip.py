@@ -1,4 +1,4 @@
-"""Zulip realm exports (``manage.py export`` / the organisation export), unpacked (spec §22.8).
+"""Zulip realm exports (``manage.py export`` / the organisation export), unpacked (spec §22.7).
 
     realm.json             {"zerver_realm": [...], "zerver_userprofile": [...],
                             "zerver_stream": [...], "zerver_recipient": [...], ...}
