@@ -681,7 +681,7 @@ def test_unlock_removes_stale_lock(initialised, repo_path, source, monkeypatch):
     with _open_repo(repo_path) as repo:
         with monkeypatch.context() as m:
             m.setattr(os, "getpid", lambda: dead)
-            Lock(repo, exclusive=True)._write()  # a lock file of a process that is gone
+            Lock(repo, exclusive=True)._write("locks/" + "ab" * 32)  # a lock file of a process that is gone
     [lock_file] = repo_files(repo_path, "locks")
     # a stale exclusive lock does not block a backup
     ok(["backup", str(source)], initialised)
