@@ -164,6 +164,28 @@ def _run_every_command(tmp_path: Path) -> Session:
     s.run("strongroom copy", ["copy", "--from-repo", str(s.repo)], env=copy_env)
     s.run("strongroom snapshots", ["snapshots"], env=copy_env)  # copies record their original
     s.run("strongroom demo", ["demo", "--dir", str(tmp_path / "demo"), "--days", "1"])
+    policy = tmp_path / "strongroom.toml"
+    policy.write_text(f"""\
+[repositories.main]
+location = "{s.repo}"
+password_env = "STRONGROOM_PASSWORD"
+
+[sources.chat]
+paths = ["{data}"]
+
+[retention]
+keep_last = 2
+
+[check]
+read_data_subset = "100%"
+
+[run]
+state_dir = "{tmp_path / 'state'}"
+""")
+    s.run("strongroom run", ["run", "--config", str(policy)])
+    s.run("strongroom schedule show", ["schedule", "show", "--config", str(policy)])
+    s.run("strongroom schedule install", ["schedule", "install", "--config", str(policy),
+                                          "--unit-dir", str(tmp_path / "units")])
     return s
 
 
