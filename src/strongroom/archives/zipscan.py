@@ -104,7 +104,7 @@ def _raw_name(info: zipfile.ZipInfo) -> bytes:
 def _member_node(info: zipfile.ZipInfo, name: bytes) -> Node:
     mode = info.external_attr >> 16 if info.create_system == 3 else 0
     is_dir = name.endswith(b"/") or stat.S_ISDIR(mode)
-    if mode and not is_dir and not stat.S_ISREG(mode):
+    if stat.S_IFMT(mode) and not is_dir and not stat.S_ISREG(mode):
         raise NotExpandable(f"member {show_name(name)} is not a regular file or directory")
     perms = mode & 0o7777 or (0o755 if is_dir else 0o644)
     return Node(name=b"", type=DIR if is_dir else FILE, mode=perms, mtime_ns=_mtime_ns(info))
