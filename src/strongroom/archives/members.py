@@ -51,8 +51,7 @@ class MemberTree:
         for part in parts[:-1]:
             child = folder.children.get(part)
             if child is None:
-                child = folder.children[part] = _Dir(Node(name=part, type=DIR, mode=0o755,
-                                                          mtime_ns=self._default_mtime))
+                child = folder.children[part] = _Dir(Node(name=part, type=DIR, mode=0o755))
             elif not isinstance(child, _Dir):
                 raise NotExpandable(f"member {show_name(path)} is below a file of the same name")
             folder = child
@@ -81,6 +80,8 @@ class MemberTree:
                 stack.append((sub, _subdirs(sub)))
                 continue
             nodes = [c.node if isinstance(c, _Dir) else c for c in folder.children.values()]
+            if not folder.explicit:  # a folder only implied by member paths: dated by its newest member
+                folder.node.mtime_ns = max((n.mtime_ns for n in nodes), default=self._default_mtime)
             tree_id = add_tree(encode_tree(nodes))
             stack.pop()
             if not stack:
