@@ -17,6 +17,7 @@ import struct
 import time
 import zipfile
 
+from strongroom.archives.members import MAX_MEMBERS
 from strongroom.archives.reencode import ZLIB_LEVELS, ReencodeCheck, raw_deflate
 from strongroom.archives.source import READ_SIZE, Bounded, Budget, FileSource, InflateReader, NotExpandable, StoredReader
 from strongroom.names import show_name
@@ -90,6 +91,8 @@ def _central_directory(src: FileSource) -> tuple[list[zipfile.ZipInfo], int]:
             raise NotExpandable("no end of central directory record")
         if endrec[zipfile._ECD_SIZE] > MAX_CENTRAL_DIRECTORY:
             raise NotExpandable(f"central directory larger than {MAX_CENTRAL_DIRECTORY} bytes")
+        if endrec[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:
+            raise NotExpandable(f"more than {MAX_MEMBERS} members")
         zf = zipfile.ZipFile(f)
         return zf.infolist(), zf.start_dir
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error, UnicodeDecodeError, EOFError,
