@@ -320,3 +320,18 @@ def test_member_sha_is_checked_on_restore(repo, tmp_path, monkeypatch):
     monkeypatch.setattr(rebuild, "raw_deflate", lambda level: zlib.compressobj(level, zlib.DEFLATED, -15, 9))
     res = run_restore(repo, result.snapshot, str(tmp_path / "out"))
     assert len(res.errors) == 1 and "differs from the original (SHA-256 mismatch" in res.errors[0]
+
+
+def test_layout_blobs_are_cut_by_content_so_an_added_member_changes_few(repo, tmp_path):
+    members = {f"d/{i:04d}.json": member_bytes(f"s{i}", 300) for i in range(600)}
+    (tmp_path / "src").mkdir()
+    path = tmp_path / "src" / "many.zip"
+    write_zip(path, members)
+    first, _ = backup(repo, path)
+    members["d/0300a.json"] = b'{"new": true}\n'
+    write_zip(path, dict(sorted(members.items())))
+    second, _ = backup(repo, path)
+    before = node_of(repo, first.snapshot, path).archive.layout
+    after = node_of(repo, second.snapshot, path).archive.layout
+    assert len(before) >= 4
+    assert len(set(after) - set(before)) <= 2  # the blob holding the new member (and maybe its neighbour)

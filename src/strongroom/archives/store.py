@@ -30,6 +30,10 @@ from strongroom.tree import ARCHIVE, Node
 EXPANSION_RATIO = 200
 EXPANSION_SLACK = 1 << 30
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
+# Layout blobs end after a member whose first chunk id starts with 6 zero bits (one member in 64 on
+# average), once they hold 8 KiB: an added member then changes one layout blob, not all after it.
+LAYOUT_CUT_MASK = 0xFC
+LAYOUT_MIN_BYTES = 8 * 1024
 
 
 class Sink(Protocol):
@@ -90,6 +94,9 @@ class _Builder:
             self.reencoded += 1
         self._append(MemberData(node.size, node.content, node.content_lists, level, crc32),
                      80 + 67 * (len(node.content) + len(node.content_lists)))
+        first = (node.content or node.content_lists or [b"\xff"])[0]
+        if first[0] & LAYOUT_CUT_MASK == 0 and self._layout_bytes >= LAYOUT_MIN_BYTES:
+            self._flush_layout()  # a content-defined cut: tomorrow's layout, shifted, cuts here too
         return True
 
     def member(self, path: bytes, node: Node) -> None:

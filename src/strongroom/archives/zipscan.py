@@ -24,6 +24,7 @@ from strongroom.names import show_name
 from strongroom.tree import DIR, FILE, Node
 
 MAX_CENTRAL_DIRECTORY = 64 * 1024 * 1024
+GIVE_UP_AFTER = 3  # deflated members that no zlib level reproduces, before we stop trying
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
 
 
@@ -33,7 +34,7 @@ def scan_zip(src: FileSource, builder, budget: Budget) -> int:
     claimed = sum(i.file_size for i in infos)
     if claimed > budget.limit:
         raise NotExpandable(f"members claim {claimed} bytes, more than the {budget.limit} allowed for this file")
-    last_level = None
+    last_level, misses = None, 0
     for info in sorted(infos, key=lambda i: i.header_offset):
         if info.header_offset < src.pos:
             raise NotExpandable("members overlap (a zip bomb or a damaged file)")
@@ -70,11 +71,14 @@ def scan_zip(src: FileSource, builder, budget: Budget) -> int:
             builder.member_data(StoredReader(compressed, info.file_size, info.CRC, budget, what), node,
                                 crc32=info.CRC)
         elif method == zipfile.ZIP_DEFLATED:
-            check = ReencodeCheck(raw_deflate, ZLIB_LEVELS, last_level)
+            # Three misses and no hit: another deflater made this zip; stop paying for the search.
+            levels = ZLIB_LEVELS if last_level is not None or misses < GIVE_UP_AFTER else ()
+            check = ReencodeCheck(raw_deflate, levels, last_level)
             reader = InflateReader(compressed, info.file_size, info.CRC, budget, check, f"member {what}")
             if builder.member_data(reader, node, crc32=info.CRC, check=check):
                 last_level = check.level
             else:  # zlib does not re-create these bytes: keep them verbatim too
+                misses += 1
                 builder.gap_pread(src.fd, data_start, info.compress_size)
         else:
             raise NotExpandable(f"member {what}: compression method {method} is not supported")
