@@ -10,10 +10,13 @@ caller stores the file plain; blobs already written for it are left for prune.
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
+
+import zstandard
 
 from strongroom.archives.detect import TAR, TAR_GZ, TAR_ZST, ZIP
 from strongroom.archives.format import (EQUIVALENT, IDENTICAL, LAYOUT_BLOB_BYTES, ArchiveInfo, Gap, MemberData,
@@ -148,8 +151,11 @@ def store_archive(fd: int, node: Node, kind: str, sink: Sink) -> StoredArchive:
             raise NotExpandable(f"unknown archive kind {kind}")
         src.finish()
         skeleton, skeleton_lists, subtree = builder.finish()
-    except zlib.error as e:
-        raise NotExpandable(f"bad compressed data ({e})") from None
+    except (zlib.error, zstandard.ZstdError, struct.error, ValueError, IndexError, EOFError, OverflowError,
+            NotImplementedError) as e:
+        # Parsing hostile input: anything unexpected means "not expandable", never a failed backup.
+        # Repository and I/O errors (StrongroomError, OSError) are not caught here.
+        raise NotExpandable(f"malformed archive ({type(e).__name__}: {e})") from None
     finally:
         builder.skeleton.close()
     fidelity = EQUIVALENT if outer is not None and outer.level is None else IDENTICAL

@@ -99,7 +99,7 @@ def _central_directory(src: FileSource) -> tuple[list[zipfile.ZipInfo], int]:
             raise NotExpandable(f"more than {MAX_MEMBERS} members")
         zf = zipfile.ZipFile(f)
         return zf.infolist(), zf.start_dir
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error, UnicodeDecodeError, EOFError,
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, struct.error, EOFError,
             OSError) as e:
         raise NotExpandable(f"not a readable zip ({e})") from None
 
