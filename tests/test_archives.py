@@ -339,7 +339,7 @@ def test_layout_blobs_are_cut_by_content_so_an_added_member_changes_few(repo, tm
 
 @pytest.mark.slow
 def test_memory_stays_bounded_for_a_large_member(tmp_path):
-    """A 256 MiB member (deflated zip and tar.gz): backup's peak RSS grows far less than that."""
+    """A 256 MiB deflated zip member: backup's peak RSS grows far less than that."""
     import subprocess
     import sys
     src = tmp_path / "src"
@@ -365,3 +365,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
     grew_kib = int(out.stdout.split()[-1])
     print(f"peak RSS grew by {grew_kib} KiB")
     assert grew_kib < 64 * 1024, f"peak RSS grew by {grew_kib} KiB"  # measured: ~21 MiB
+
+
+def test_highly_compressible_member_larger_than_the_detection_window_is_reencoded(repo, tmp_path):
+    """zlib emits nothing for the first 256 KiB of very repetitive data: the level is then
+    chosen on a longer prefix (this once sent such members to the verbatim path)."""
+    data = b"".join(b'{"ts":"%d","user":"U1","text":"good morning"}\n' % (i % 50) for i in range(9000))
+    assert len(data) > 300_000
+    (tmp_path / "src").mkdir()
+    path = tmp_path / "src" / "x.zip"
+    write_zip(path, {"big.json": data, "small.json": b"{}"})
+    result, _ = backup(repo, path)
+    assert (result.archives[0]["reencoded_members"], result.archives[0]["verbatim_members"]) == (2, 0)

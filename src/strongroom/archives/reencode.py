@@ -12,7 +12,8 @@ from __future__ import annotations
 import zlib
 from typing import Callable, Protocol
 
-DETECT_WINDOW = 256 * 1024  # decompressed bytes used to pick the level
+DETECT_WINDOW = 256 * 1024  # decompressed bytes used to pick the level ...
+MAX_DETECT_WINDOW = 8 * 1024 * 1024  # ... doubled up to this while the compressor has emitted nothing yet
 MAX_LAG = 8 * 1024 * 1024  # original bytes held while the re-encoder catches up
 ZLIB_LEVELS = (6, 9, 1, 5, 4, 3, 2, 7, 8, 0)
 ZSTD_LEVELS = (3, 19, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12)
@@ -36,6 +37,7 @@ class ReencodeCheck:
         self._compressor: Compressor | None = None
         self.level: int | None = None
         self.failed = False
+        self._window = DETECT_WINDOW
 
     def original(self, data: bytes | memoryview) -> None:
         """Compressed bytes as they appear in the archive, in order (always ahead of decoded)."""
@@ -59,7 +61,7 @@ class ReencodeCheck:
             return
         if self._compressor is None:
             self._prefix += data
-            if len(self._prefix) >= DETECT_WINDOW:
+            if len(self._prefix) >= self._window:
                 self._choose(final=False)
             return
         self._match(self._compressor.compress(data))
@@ -67,9 +69,7 @@ class ReencodeCheck:
     def finish(self) -> int | None:
         """After the whole stream: the level that reproduces it exactly, or None."""
         if not self.failed and self._compressor is None:
-            self._choose(final=True)
-            if self._compressor is not None and self._original:  # _choose flushed: all must match
-                self._fail()
+            self._choose(final=True)  # on success the whole stream matched, flush included
         elif not self.failed:
             self._match(self._compressor.flush())
             if self._original:
@@ -78,17 +78,23 @@ class ReencodeCheck:
 
     def _choose(self, *, final: bool) -> None:
         prefix = bytes(self._prefix)
-        self._prefix = None
         for level in self._levels:
             c = self._make(level)
             out = c.compress(prefix)
             if final:
-                out += c.flush()
-                ok = out == self._original
+                ok = out + c.flush() == self._original
+                out = self._original
+            elif not out:
+                # Highly compressible data: no block is finished yet, so nothing to compare.
+                # Look at a longer prefix (bounded), or decide at the end of the stream.
+                if self._window < MAX_DETECT_WINDOW:
+                    self._window *= 2
+                    return
+                break
             else:
-                ok = bool(out) and self._original.startswith(out)
+                ok = self._original.startswith(out)
             if ok:
-                self.level, self._compressor = level, c
+                self.level, self._compressor, self._prefix = level, c, None
                 del self._original[:len(out)]
                 return
         self._fail()
