@@ -69,14 +69,18 @@ def sha256(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def redeflate_zip(src, dst, *, strategy=zlib.Z_FILTERED, mem_level: int = 9) -> None:
-    """Copy a deflated zip, re-compressing each member with zlib parameters that strongroom does
-    not try (a stand-in for another deflate implementation): sizes and offsets are rewritten."""
+def redeflate_zip(src, dst, *, strategy=zlib.Z_FILTERED, mem_level: int = 9, foreign=lambda name: True) -> None:
+    """Copy a deflated zip, re-compressing the members ``foreign(name)`` picks with zlib parameters
+    that strongroom does not try (a stand-in for another deflate implementation), the others
+    with zlib's defaults at level 6: sizes and offsets are rewritten."""
     with zipfile.ZipFile(src) as zin, open(dst, "wb") as out:
         central = []
         for info in zin.infolist():
             data = zin.read(info)
-            c = zlib.compressobj(6, zlib.DEFLATED, -15, mem_level, strategy)
+            if foreign(info.filename):
+                c = zlib.compressobj(6, zlib.DEFLATED, -15, mem_level, strategy)
+            else:
+                c = zlib.compressobj(6, zlib.DEFLATED, -15)
             comp = c.compress(data) + c.flush()
             name = info.filename.encode()
             offset = out.tell()

@@ -24,7 +24,7 @@ from strongroom.names import show_name
 from strongroom.tree import DIR, FILE, Node
 
 MAX_CENTRAL_DIRECTORY = 64 * 1024 * 1024
-GIVE_UP_AFTER = 3  # deflated members that no zlib level reproduces, before we stop trying
+GIVE_UP_AFTER = 3  # deflated members no zlib level reproduces, none that one does: store the zip plain
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
 
 
@@ -71,14 +71,17 @@ def scan_zip(src: FileSource, builder, budget: Budget) -> int:
             builder.member_data(StoredReader(compressed, info.file_size, info.CRC, budget, what), node,
                                 crc32=info.CRC)
         elif method == zipfile.ZIP_DEFLATED:
-            # Three misses and no hit: another deflater made this zip; stop paying for the search.
-            levels = ZLIB_LEVELS if last_level is not None or misses < GIVE_UP_AFTER else ()
-            check = ReencodeCheck(raw_deflate, levels, last_level)
+            check = ReencodeCheck(raw_deflate, ZLIB_LEVELS, last_level)
             reader = InflateReader(compressed, info.file_size, info.CRC, budget, check, f"member {what}")
             if builder.member_data(reader, node, crc32=info.CRC, check=check):
                 last_level = check.level
             else:  # zlib does not re-create these bytes: keep them verbatim too
                 misses += 1
+                if last_level is None and misses >= GIVE_UP_AFTER:
+                    # Another deflater made this zip (Info-ZIP's zip, 7-Zip, ...): member-wise it would
+                    # be stored twice (verbatim and expanded). Plain keeps it identical at plain cost.
+                    raise NotExpandable("its deflated members are not reproducible with zlib (another "
+                                        "compressor made it)")
                 builder.gap_pread(src.fd, data_start, info.compress_size)
         else:
             raise NotExpandable(f"member {what}: compression method {method} is not supported")
