@@ -232,6 +232,18 @@ def test_tree():
     assert [b["type"] for b in v["pack"]["blobs"]] == [1, 1, 1]
 
 
+def test_content_hash():
+    v = STORED["content_hash.json"]
+    id_key = blake3.blake3(SECRET, derive_key_context="strongroom 2026-11-22 v1 chunk id key").digest()
+    assert blake3.blake3(X(v["content"]), key=id_key).hexdigest() == v["content_hash"]
+    assert blake3.blake3(b"", key=id_key).hexdigest() == v["empty_content_hash"]
+    (node,) = decode_tree(v["tree"]["text"].encode(), "vector")
+    assert node.content_hash == X(v["content_hash"])
+    assert node.size == len(X(v["content"]))
+    assert f'"content_hash":"{v["content_hash"]}"' in v["tree"]["text"]
+    assert MASTER.blob_id(v["tree"]["text"].encode()).hex() == v["tree"]["id"]
+
+
 def test_index():
     v = STORED["index.json"]
     packs, supersedes = open_index(MASTER, X(v["sealed"]["bytes"]), "vector")

@@ -615,6 +615,21 @@ def access_vector(master: MasterKey, zstd: _Zstd) -> dict:
     }
 
 
+def content_hash_vector(master: MasterKey) -> dict:
+    """§12 content_hash: the keyed hash of a file's whole content, on a file node of a tree."""
+    blobs = data_blobs()
+    content = b"".join(blobs)
+    digest = blake3.blake3(content, key=master.id_key).digest()
+    node = Node(name=b"hello.txt", type=FILE, mode=0o644, size=len(content),
+                content=[master.blob_id(b) for b in blobs], content_hash=digest)
+    tree = encode_tree([node])
+    return {"about": ("A file of the two blobs of pack.json: its content_hash (keyed BLAKE3 of the whole content "
+                      "with id_key), the empty file's, and a tree holding the node (§12)."),
+            "master_secret": H(MASTER_SECRET), "content": H(content), "content_hash": H(digest),
+            "empty_content_hash": H(blake3.blake3(b"", key=master.id_key).digest()),
+            "tree": {"text": tree.decode(), "id": H(master.blob_id(tree))}}
+
+
 def generate(replay: dict | None = None) -> dict[str, dict]:
     """Every vector file's content, built with the code (zstd replayed from ``replay`` if given)."""
     master = MasterKey(MASTER_SECRET)
@@ -636,6 +651,7 @@ def generate(replay: dict | None = None) -> dict[str, dict]:
     out["keyfile.json"] = keyfile_vector(master)
     out["access.json"] = access_vector(master, zstd)
     out["dictionary.json"] = dictionary_vector(master, zstd)
+    out["content_hash.json"] = content_hash_vector(master)
     return out
 
 

@@ -9,7 +9,7 @@ and memory stays at one buffer whatever the file size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from fastcdc import fastcdc as _fastcdc
 
@@ -86,10 +86,14 @@ def chunk_stream(
 
 
 def chunk_views(
-    stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b""
+    stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b"",
+    digest: Any = None,
 ) -> Iterator[memoryview]:
     """Like ``chunk_stream`` but without copying: each memoryview is valid only until the next
-    one is requested (the buffer is then refilled). Copy what must outlive that."""
+    one is requested (the buffer is then refilled). Copy what must outlive that.
+
+    ``digest`` (an object with ``update``, e.g. a BLAKE3 hasher) is fed every byte yielded, in
+    order, once per buffer rather than once per chunk."""
     buf = buffer if buffer is not None else bytearray(buffer_size_for(params))
     size = len(buf)
     if size < 2 * params.max_size:
@@ -117,6 +121,8 @@ def chunk_views(
             yield chunk
             chunk.release()
             consumed = stop
+        if digest is not None and consumed:
+            digest.update(data[:consumed])
         data.release()
         if eof and consumed == end:
             return

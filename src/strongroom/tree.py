@@ -50,6 +50,9 @@ class Node:
     content_lists: list[bytes] = field(default_factory=list)  # ids of chunk-list blobs
     subtree: bytes | None = None
     target: bytes | None = None
+    # Keyed BLAKE3 of the whole content (spec "Trees"): lets the next backup skip chunking a file
+    # whose metadata changed but whose bytes did not.
+    content_hash: bytes | None = None
 
     def to_json(self) -> dict:
         doc: dict = {"type": self.type}
@@ -70,6 +73,8 @@ class Node:
             doc["subtree"] = self.subtree.hex()
         if self.target is not None:
             _put_bytes(doc, "target", self.target)
+        if self.content_hash is not None:
+            doc["content_hash"] = self.content_hash.hex()
         return doc
 
     @classmethod
@@ -90,9 +95,11 @@ class Node:
             node.subtree = _id(doc["subtree"])
         if "target" in doc or "target_b64" in doc:
             node.target = _get_bytes(doc, "target")
+        if "content_hash" in doc:
+            node.content_hash = _id(doc["content_hash"])
         if node.type == DIR and node.subtree is None:
             raise ValueError("directory without subtree")
-        if node.type != FILE and (node.content or node.content_lists):
+        if node.type != FILE and (node.content or node.content_lists or node.content_hash is not None):
             raise ValueError("content on a node that is not a file")
         if node.type == SYMLINK and node.target is None:
             raise ValueError("symlink without target")

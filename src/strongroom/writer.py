@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from typing import BinaryIO
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
+
+import blake3
 
 from strongroom import dictionary
 from strongroom.compression import compress_blob_with
@@ -219,3 +222,23 @@ class FileContent:
         if self.lists and self.ids:
             self._spill()
         return self.ids, self.lists
+
+
+def content_hasher(repo: Repository) -> blake3.blake3:
+    """A hasher for a file's ``content_hash`` (spec "Trees"): keyed BLAKE3 with the chunk-id key,
+    so the hash of a one-chunk file equals that chunk's id."""
+    return blake3.blake3(key=repo.master.id_key)
+
+
+def hash_stream(repo: Repository, stream: BinaryIO, buffer: bytearray) -> tuple[bytes, int]:
+    """(content hash, length) of the rest of ``stream``, read through ``buffer``."""
+    hasher = content_hasher(repo)
+    view = memoryview(buffer)
+    total = 0
+    try:
+        while n := stream.readinto(view):
+            hasher.update(view[:n])
+            total += n
+    finally:
+        view.release()
+    return hasher.digest(), total

@@ -21,7 +21,7 @@ from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot, Summary
 from strongroom.tree import DIR, FILE, Node, encode_tree
 from strongroom.walker import describe_special, list_dir, node_from_stat, open_for_reading, total_size
-from strongroom.writer import BlobWriter, FileContent
+from strongroom.writer import BlobWriter, FileContent, content_hasher, hash_stream
 
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
 
@@ -97,8 +97,9 @@ class _Backup:
 
     # -- files -------------------------------------------------------------------------------
 
-    def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int]:
-        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read)."""
+    def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int, bytes]:
+        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read, content hash)."""
+        hasher = content_hasher(self.repo)
         head = _read_head(stream)
         content_class = classify(head)
         params = self.repo.config.chunking.for_class(content_class)
@@ -106,7 +107,7 @@ class _Backup:
         content = FileContent(self.writer)
         total = 0
         blob_id_of, known, add = self.repo.master.blob_id, self.writer.known, self.writer.add
-        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head):
+        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher):
             blob_id = blob_id_of(chunk)
             if not known(blob_id):
                 # copied: the view's buffer is about to be reused
@@ -116,7 +117,7 @@ class _Backup:
             self.summary.bytes_read += len(chunk)
             self._tick(path, len(chunk), False)
         ids, lists = content.finish()
-        return ids, lists, total
+        return ids, lists, total, hasher.digest()
 
     def save_file(self, path: bytes, node: Node, previous: Node | None) -> Node | None:
         if (previous is not None and not self.opts.force and previous.type == FILE
@@ -125,6 +126,7 @@ class _Backup:
                 and all(self.writer.known(i) for i in previous.content)
                 and all(self.writer.known(i) for i in previous.content_lists)):
             node.content, node.content_lists = previous.content, previous.content_lists
+            node.content_hash = previous.content_hash
             self.summary.files_unchanged += 1
             self.summary.bytes_total += node.size
             self._unchanged_bytes += node.size
@@ -137,7 +139,8 @@ class _Backup:
             return None
         try:
             with io.FileIO(fd, "rb", closefd=True) as f:
-                node.content, node.content_lists, node.size = self.store_stream(f, path)
+                if not self._same_content(f, path, node, previous):
+                    node.content, node.content_lists, node.size, node.content_hash = self.store_stream(f, path)
         except OSError as e:
             self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
             return None
@@ -148,6 +151,24 @@ class _Backup:
         self.summary.bytes_total += node.size
         self._tick(path, 0, True)
         return node
+
+    def _same_content(self, f: io.FileIO, path: bytes, node: Node, previous: Node | None) -> bool:
+        """Whether the file holds exactly the previous version's bytes (by their content hash), in
+        which case its chunk ids are reused and chunking is skipped; else ``f`` is rewound."""
+        if (previous is None or self.opts.force or previous.type != FILE or previous.content_hash is None
+                or previous.size != node.size):
+            return False
+        digest, size = hash_stream(self.repo, f, self.buffer)
+        if (digest != previous.content_hash or size != previous.size
+                or not all(self.writer.known(i) for i in previous.content)
+                or not all(self.writer.known(i) for i in previous.content_lists)):
+            f.seek(0)
+            return False
+        node.content, node.content_lists, node.size = previous.content, previous.content_lists, size
+        node.content_hash = digest
+        self.summary.bytes_read += size
+        self._tick(path, size, False)
+        return True
 
     # -- directories -------------------------------------------------------------------------
 
@@ -253,7 +274,7 @@ class _Backup:
     def save_stdin(self, stream: BinaryIO, name: bytes) -> bytes:
         now = time.time_ns()
         node = Node(name=name, type=FILE, mode=0o600, mtime_ns=now, ctime_ns=now, uid=os.getuid(), gid=os.getgid())
-        node.content, node.content_lists, node.size = self.store_stream(stream, name)
+        node.content, node.content_lists, node.size, node.content_hash = self.store_stream(stream, name)
         self.summary.files_new += 1
         self.summary.bytes_total += node.size
         return self.writer.add(TREE, encode_tree([node]))[0]
