@@ -23,7 +23,7 @@ _LOCATION = struct.Struct("<32s B B I Q I I")  # pack, type, compression, dictio
 _PACKINFO = struct.Struct("<Q")
 _ENTRY = struct.Struct("<32s B B I Q I I")  # a pack header entry, as in the index file
 TXN_ENTRIES = 4096  # blob entries per cache write transaction (bounds its dirty pages)
-SCHEMA = b"strongroom index cache 2"  # 2: adds the per-pack entry table
+SCHEMA = b"strongroom index cache 3"  # 2: adds the per-pack entry table; 3: one record per pack in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ class IndexCache:
         self._packs = self._env.open_db(b"packs")
         self._files = self._env.open_db(b"indexfiles")
         self._meta = self._env.open_db(b"meta")
-        self._pack_entries = self._env.open_db(b"packentries")  # pack || offset (BE) -> entry
+        self._pack_entries = self._env.open_db(b"packentries")  # pack -> its entries, packed, by offset
         self._missing = self._env.open_db(b"missingpacks")  # indexed packs gone from storage
         with self._env.begin(write=True) as txn:
             if txn.get(b"schema", db=self._meta) != SCHEMA:
@@ -108,32 +108,39 @@ class IndexCache:
             return {bytes(k).decode() for k in txn.cursor(db=self._files).iternext(values=False)}
 
     def add_index_file(self, name: str, packs: Iterable[PackRecord]) -> None:
-        """Record one index file's packs and blobs, then the file's name.
+        """Record one index file's packs and blobs, then the file's name."""
+        self.add_index_file_raw(name, ((bytes.fromhex(p.name), p.size, p.envelope, b"".join(
+            _ENTRY.pack(e.id, e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length)
+            for e in p.entries)) for p in packs))
 
-        Committed every TXN_ENTRIES entries: a write transaction keeps each page it dirties in
-        memory, and random blob ids dirty a page per insert, so one transaction per 100 000-entry
-        index file could hold hundreds of MiB. Re-adding after an interruption is harmless (the
-        name, written last, is what marks the file as read)."""
+    def add_index_file_raw(self, name: str, packs: Iterable[tuple[bytes, int, bytes, bytes]]) -> None:
+        """``add_index_file`` for packs as ``indexfile.decode_index_raw`` gives them (name bytes,
+        size, envelope, packed entries): no Python object per blob.
+
+        Committed every TXN_ENTRIES entries or so (after a whole pack): a write transaction keeps
+        each page it dirties in memory, and random blob ids dirty a page per insert, so one
+        transaction per 100 000-entry index file could hold hundreds of MiB. Re-adding after an
+        interruption is harmless (the name, written last, is what marks the file as read)."""
+        size = _ENTRY.size
         txn = self._env.begin(write=True)
         try:
             pending = 0
-            for p in packs:
-                pack = bytes.fromhex(p.name)
+            for pack, pack_size, envelope, block in packs:
                 if txn.get(pack, db=self._missing) is not None:
                     continue  # gone from storage: its blobs must not look present
-                txn.put(pack, _PACKINFO.pack(p.size) + p.envelope, db=self._packs)
-                for e in p.entries:
-                    if pending >= TXN_ENTRIES:
-                        txn.commit()
-                        txn = self._env.begin(write=True)
-                        pending = 0
-                    pending += 1
-                    txn.put(pack + e.offset.to_bytes(8, "big"), _ENTRY.pack(e.id, e.type, e.compression, e.dictionary,
-                                                                            e.offset, e.length, e.raw_length),
-                            db=self._pack_entries)
-                    # An existing location is kept: any complete copy of a blob serves.
-                    txn.put(e.id, _LOCATION.pack(pack, e.type, e.compression, e.dictionary, e.offset, e.length,
-                                                 e.raw_length), overwrite=False, db=self._blobs)
+                if pending >= TXN_ENTRIES:
+                    txn.commit()
+                    txn = self._env.begin(write=True)
+                    pending = 0
+                pending += len(block) // size
+                txn.put(pack, _PACKINFO.pack(pack_size) + envelope, db=self._packs)
+                known = txn.get(pack, db=self._pack_entries)
+                txn.put(pack, block if known is None else _merge_entries(known, block), db=self._pack_entries)
+                # The location value is the pack name and the entry without its id (same layout).
+                # An existing location is kept: any complete copy of a blob serves.
+                txn.cursor(db=self._blobs).putmulti(
+                    ((block[i:i + 32], pack + block[i + 32:i + size]) for i in range(0, len(block), size)),
+                    overwrite=False)
             txn.put(name.encode(), b"", db=self._files)
             txn.commit()
         except BaseException:
@@ -186,16 +193,22 @@ class IndexCache:
     def pack_entries(self, name: str) -> list[BlobEntry]:
         """The entries the index files record for one pack, in offset order (a pack holds at most
         a few thousand blobs, so a list is fine)."""
-        prefix = bytes.fromhex(name)
-        out = []
         with self._env.begin() as txn:
-            cursor = txn.cursor(db=self._pack_entries)
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if key[:32] != prefix:
-                        break
-                    out.append(BlobEntry(*_ENTRY.unpack(value)))
-        return out
+            block = txn.get(bytes.fromhex(name), db=self._pack_entries)
+        if block is None:
+            return []
+        return sorted((BlobEntry(*e) for e in _ENTRY.iter_unpack(block)), key=lambda e: e.offset)
+
+
+def _merge_entries(a: bytes, b: bytes) -> bytes:
+    """Two packed entry blocks of one pack (listed by two index files) as one, by offset; the
+    first listing of an offset wins."""
+    by_offset: dict[int, bytes] = {}
+    for block in (a, b):
+        for i in range(0, len(block), _ENTRY.size):
+            record = block[i:i + _ENTRY.size]
+            by_offset.setdefault(_ENTRY.unpack(record)[4], record)
+    return b"".join(by_offset[k] for k in sorted(by_offset))
 
 
 class ScratchSet:

@@ -30,7 +30,7 @@ from strongroom.dictionary import Dictionaries
 from strongroom.errors import (AccessDenied, IntegrityError, ObjectNotFound, RepositoryExists, RepositoryNotFound,
                                SnapshotNotFound, UnsupportedFormat, UsageError, WrongPassword)
 from strongroom.index import BlobLocation, IndexCache
-from strongroom.indexfile import PackRecord, open_index, seal_index
+from strongroom.indexfile import PackRecord, open_index_raw, seal_index
 from strongroom.locking import Lock
 from strongroom.pack import TREE, open_blob, pack_cipher, pack_path
 from strongroom.snapshot import Snapshot
@@ -182,7 +182,7 @@ class Repository:
                 data = self.storage.load(path)
                 if object_name(data) != name:
                     raise IntegrityError(f"{path}: content does not match its name (damaged)")
-                packs, _ = open_index(self.master, data, path)
+                packs, _ = open_index_raw(self.master, data, path)
             except ObjectNotFound:
                 continue  # removed while we listed
             except AccessDenied:
@@ -191,7 +191,7 @@ class Repository:
                 # Skip it so the rest of the repository stays usable; `check` reports it.
                 self.damaged_index_files.append(str(e))
                 continue
-            self.index.add_index_file(name, packs)
+            self.index.add_index_file_raw(name, packs)
         return len(fresh)
 
     def save_index(self, packs: list[PackRecord]) -> str:
