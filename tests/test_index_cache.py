@@ -84,3 +84,56 @@ def test_entries_of_a_missing_pack_are_left_out(cache):
     assert cache.lookup(packs[0].entries[0].id) is None
     assert cache.lookup(packs[1].entries[0].id).pack == packs[1].name
     assert cache.pack_entries(packs[0].name) == []
+
+
+def test_bulk_load_equals_loading_file_by_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module.BulkLoader, "COMMIT_EVERY", 7)
+    monkeypatch.setattr(index_module.BulkLoader, "READ_BUFFER", 300)
+    rng = random.Random(6)
+    files = {f"f{i}": make_packs(rng, 3, 5) for i in range(4)}
+    files["f2"][1].entries[0] = files["f0"][0].entries[3]  # one blob in two packs of two files
+    missing = files["f3"][2].name
+    one_by_one, bulk = IndexCache(tmp_path / "a"), IndexCache(tmp_path / "b")
+    try:
+        for c in (one_by_one, bulk):
+            c.set_missing_packs([missing])
+        loader = bulk.bulk_loader()
+        for name, packs in files.items():
+            one_by_one.add_index_file(name, packs)
+            loader.add(name, decode_index_raw(encode_index(packs), name)[0])
+        assert bulk.known_index_files() == set()  # names only once every blob is in
+        loader.finish()
+        assert bulk.known_index_files() == one_by_one.known_index_files() == set(files)
+        assert bulk.counts() == one_by_one.counts() == (4 * 3 * 5 - 1 - 5, 11)
+        ids = [e.id for packs in files.values() for p in packs for e in p.entries]
+        assert bulk.lookup_many(ids) == one_by_one.lookup_many(ids)
+        assert bulk.lookup(files["f0"][0].entries[3].id).pack == files["f0"][0].name
+        for packs in files.values():
+            for p in packs:
+                assert bulk.pack_entries(p.name) == one_by_one.pack_entries(p.name)
+        assert not list((tmp_path / "b").glob("strongroom-rebuild-*"))  # run files removed
+    finally:
+        one_by_one.close()
+        bulk.close()
+
+
+def test_repository_rebuilds_a_lost_cache_in_bulk(repo, tmp_path, monkeypatch):
+    from strongroom.commands.backup import BackupOptions, run_backup
+    import strongroom.repository as repository_module
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(random.Random(i).randbytes(5000))
+        run_backup(repo, BackupOptions(paths=[str(src)]))
+    before = repo.index.counts()
+    files = repo.index.known_index_files()
+    assert len(files) == 3
+    monkeypatch.setattr(repository_module, "BULK_LOAD_MIN_FILES", 2)
+    used = []
+    real = IndexCache.bulk_loader
+    monkeypatch.setattr(IndexCache, "bulk_loader", lambda self: used.append(1) or real(self))
+    repo.index.clear()
+    assert repo.sync_index() == 3
+    assert used == [1]
+    assert repo.index.counts() == before and repo.index.known_index_files() == files
+    assert repo.sync_index() == 0
