@@ -107,7 +107,8 @@ class _Backup:
         content = FileContent(self.writer)
         total = 0
         blob_id_of, known, add = self.repo.master.blob_id, self.writer.known, self.writer.add
-        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher):
+        records = text and self.repo.config.chunking.records
+        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher, records=records):
             blob_id = blob_id_of(chunk)
             if not known(blob_id):
                 # copied: the view's buffer is about to be reused
