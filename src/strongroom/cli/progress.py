@@ -6,8 +6,6 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from tqdm import tqdm
-
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
 
 
@@ -23,6 +21,7 @@ def byte_progress(desc: str, enabled: bool, total: int | None = None,
     if not enabled:
         yield ignore_progress
         return
+    from tqdm import tqdm  # imported only for a terminal: it costs ~10 % of the start-up time
     bar = tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                dynamic_ncols=True, leave=False)
     try:
