@@ -659,14 +659,14 @@ def content_hash_vector(master: MasterKey) -> dict:
     """§12 content_hash: the keyed hash of a file's whole content, on a file node of a tree."""
     blobs = data_blobs()
     content = b"".join(blobs)
-    digest = blake3.blake3(content, key=master.id_key).digest()
+    digest = blake3.blake3(content).digest()
     node = Node(name=b"hello.txt", type=FILE, mode=0o644, size=len(content),
                 content=[master.blob_id(b) for b in blobs], content_hash=digest)
     tree = encode_tree([node])
-    return {"about": ("A file of the two blobs of pack.json: its content_hash (keyed BLAKE3 of the whole content "
-                      "with id_key), the empty file's, and a tree holding the node (§12)."),
+    return {"about": ("A file of the two blobs of pack.json: its content_hash (plain BLAKE3-256 of the whole "
+                      "content), the empty file's, and a tree holding the node (§12)."),
             "master_secret": H(MASTER_SECRET), "content": H(content), "content_hash": H(digest),
-            "empty_content_hash": H(blake3.blake3(b"", key=master.id_key).digest()),
+            "empty_content_hash": H(blake3.blake3(b"").digest()),
             "tree": {"text": tree.decode(), "id": H(master.blob_id(tree))}}
 
 

@@ -50,7 +50,7 @@ class Node:
     content_lists: list[bytes] = field(default_factory=list)  # ids of chunk-list blobs
     subtree: bytes | None = None
     target: bytes | None = None
-    # Keyed BLAKE3 of the whole content (spec "Trees"): lets the next backup skip chunking a file
+    # BLAKE3 of the whole content (spec "Trees"): lets the next backup skip chunking a file
     # whose metadata changed but whose bytes did not.
     content_hash: bytes | None = None
 

@@ -249,21 +249,19 @@ class FileContent:
         return self.ids, self.lists
 
 
-def content_hasher(repo: Repository) -> blake3.blake3:
-    """A hasher for a file's ``content_hash`` (spec "Trees"): keyed BLAKE3 with the chunk-id key,
-    so the hash of a one-chunk file equals that chunk's id."""
-    return blake3.blake3(key=repo.master.id_key)
+def content_hasher() -> blake3.blake3:
+    """A hasher for a file's ``content_hash`` (spec "Trees"): plain BLAKE3 of the whole content
+    (what ``b3sum`` prints). Not keyed: it lives only inside encrypted trees, which only full-key
+    holders read, and it stays valid when ``copy`` moves a tree to another repository."""
+    return blake3.blake3()
 
 
-def hash_stream(repo: Repository, stream: BinaryIO, buffer: bytearray) -> tuple[bytes, int]:
+def hash_stream(stream: BinaryIO, buffer: bytearray) -> tuple[bytes, int]:
     """(content hash, length) of the rest of ``stream``, read through ``buffer``."""
-    hasher = content_hasher(repo)
+    hasher = content_hasher()
     view = memoryview(buffer)
     total = 0
-    try:
-        while n := stream.readinto(view):
-            hasher.update(view[:n])
-            total += n
-    finally:
-        view.release()
+    while n := stream.readinto(view):
+        hasher.update(view[:n])
+        total += n
     return hasher.digest(), total

@@ -99,7 +99,7 @@ class _Backup:
 
     def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int, bytes]:
         """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read, content hash)."""
-        hasher = content_hasher(self.repo)
+        hasher = content_hasher()
         head = _read_head(stream)
         content_class = classify(head)
         params = self.repo.config.chunking.for_class(content_class)
@@ -159,7 +159,7 @@ class _Backup:
         if (previous is None or self.opts.force or previous.type != FILE or previous.content_hash is None
                 or previous.size != node.size):
             return False
-        digest, size = hash_stream(self.repo, f, self.buffer)
+        digest, size = hash_stream(f, self.buffer)
         if (digest != previous.content_hash or size != previous.size
                 or not all(self.writer.known(i) for i in previous.content)
                 or not all(self.writer.known(i) for i in previous.content_lists)):
