@@ -137,3 +137,11 @@ def test_repository_rebuilds_a_lost_cache_in_bulk(repo, tmp_path, monkeypatch):
     assert used == [1]
     assert repo.index.counts() == before and repo.index.known_index_files() == files
     assert repo.sync_index() == 0
+
+
+def test_has_all(cache):
+    packs = make_packs(random.Random(7), 1, 3)
+    cache.add_index_file("a", packs)
+    ids = [e.id for e in packs[0].entries]
+    assert cache.has_all(ids) and cache.has_all([])
+    assert not cache.has_all(ids + [b"\0" * 32])

@@ -156,6 +156,12 @@ class IndexCache:
         with self._env.begin(buffers=True) as txn:
             return txn.get(blob_id, db=self._blobs) is not None
 
+    def has_all(self, blob_ids: Iterable[bytes]) -> bool:
+        """Whether every blob is present, in one read transaction."""
+        with self._env.begin(buffers=True) as txn:
+            get, db = txn.get, self._blobs
+            return all(get(i, db=db) is not None for i in blob_ids)
+
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         return self.lookup_many([blob_id])[0]
 

@@ -93,6 +93,11 @@ class BlobWriter:
     def known(self, blob_id: bytes) -> bool:
         return blob_id in self._pending or self._repo.index.has(blob_id)
 
+    def known_all(self, blob_ids: list[bytes]) -> bool:
+        """``all(known(i) for i in blob_ids)`` with one index transaction."""
+        pending = self._pending
+        return self._repo.index.has_all(i for i in blob_ids if i not in pending)
+
     def add(self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, text: bool = False
             ) -> tuple[bytes, bool]:
         """Queue a blob unless the repository already has it; return (id, whether it was new).

@@ -87,6 +87,8 @@ class _Backup:
         self._warn(message)
 
     def _tick(self, path: bytes, nbytes: int, file_done: bool) -> None:
+        if self.progress is ignore_progress:
+            return  # nobody listens (no terminal, --json): skip building events per file
         self._since_progress += nbytes
         if file_done or self._since_progress >= PROGRESS_EVERY_BYTES:
             self._since_progress = 0
@@ -124,8 +126,7 @@ class _Backup:
         if (previous is not None and not self.opts.force and previous.type == FILE
                 and previous.size == node.size and previous.mtime_ns == node.mtime_ns
                 and previous.ctime_ns == node.ctime_ns and previous.inode == node.inode
-                and all(self.writer.known(i) for i in previous.content)
-                and all(self.writer.known(i) for i in previous.content_lists)):
+                and self.writer.known_all(previous.content + previous.content_lists)):
             node.content, node.content_lists = previous.content, previous.content_lists
             node.content_hash = previous.content_hash
             self.summary.files_unchanged += 1
@@ -161,8 +162,7 @@ class _Backup:
             return False
         digest, size = hash_stream(f, self.buffer)
         if (digest != previous.content_hash or size != previous.size
-                or not all(self.writer.known(i) for i in previous.content)
-                or not all(self.writer.known(i) for i in previous.content_lists)):
+                or not self.writer.known_all(previous.content + previous.content_lists)):
             f.seek(0)
             return False
         node.content, node.content_lists, node.size = previous.content, previous.content_lists, size
