@@ -1,5 +1,6 @@
-"""The per-file content hash (spec "Trees", ``content_hash``: BLAKE3 of the whole file): a file whose metadata changed but
-whose bytes did not is not chunked again; a file whose bytes changed (even at the same size) is."""
+"""The per-file content hash (spec "Trees", ``content_hash``: BLAKE3 of the whole file): a file
+whose metadata changed but whose bytes did not is not chunked again; a file whose bytes changed
+(even at the same size) is."""
 
 from __future__ import annotations
 

@@ -66,7 +66,10 @@ def decode_index(payload: bytes, what: str) -> tuple[list[PackRecord], list[str]
     return packs, supersedes
 
 
-def decode_index_raw(payload: bytes, what: str) -> tuple[list[tuple[bytes, int, bytes, bytes]], list[str]]:
+RawPack = tuple[bytes, int, bytes, bytes]  # name, size, envelope, packed ENTRY records
+
+
+def decode_index_raw(payload: bytes, what: str) -> tuple[list[RawPack], list[str]]:
     """Like ``decode_index`` but without a Python object per blob: each pack is (name bytes, size,
     envelope, its entries as one block of packed ENTRY records) -- for bulk loading the cache."""
     try:
@@ -96,7 +99,7 @@ def decode_index_raw(payload: bytes, what: str) -> tuple[list[tuple[bytes, int, 
     return packs, supersedes
 
 
-def open_index_raw(master: MasterKey, data: bytes, what: str) -> tuple[list[tuple[bytes, int, bytes, bytes]], list[str]]:
+def open_index_raw(master: MasterKey, data: bytes, what: str) -> tuple[list[RawPack], list[str]]:
     magic = sealed.magic_of(data, (sealed.MAGIC_INDEX, sealed.MAGIC_INDEX_SHARED))
     return decode_index_raw(sealed.unseal(master, magic, data, what), what)
 
