@@ -5,8 +5,9 @@ of both with several FastCDC size settings, and for night D reports: chunks, how
 are in chunks night D-1 did not have (what a backup must store), that new data compressed per
 chunk with zstd (as strongroom stores blobs today), and compressed with a zstd dictionary
 trained on night D-1's chunks (the issue's proposal), plus the per-chunk metadata (AEAD tag,
-index entry, chunk id in the tree).  No repository is involved; this is a model of what the
-repository would add.
+index entry, chunk id in the tree).  Each setting is measured with plain FastCDC cuts and with
+cuts moved back to record boundaries (spec §7.4, ``--records both``).  No repository is involved;
+this is a model of what the repository would add.
 
     python bench/chunk_sizes.py --day 5 --scale 20 --profile text-heavy
 """
@@ -43,10 +44,10 @@ def text_files(root: Path):
                     yield path
 
 
-def chunks_of(root: Path, params: ChunkerParams):
+def chunks_of(root: Path, params: ChunkerParams, records: bool):
     for path in text_files(root):
         with open(path, "rb") as f:
-            yield from chunk_stream(f, params)
+            yield from chunk_stream(f, params, records=records)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="text-heavy")
     ap.add_argument("--level", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/srbench-chunks")
+    ap.add_argument("--records", choices=("no", "yes", "both"), default="both", help="record-boundary cuts (§7.4)")
+    ap.add_argument("--settings", default=",".join(f"{lo}:{avg}:{hi}" for lo, avg, hi in SETTINGS),
+                    help="comma-separated MIN:AVG:MAX text chunk sizes")
     a = ap.parse_args(argv)
     work = Path(a.workdir)
     shutil.rmtree(work, ignore_errors=True)
@@ -64,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     write_night(before, a.day - 1, params)
     write_night(after, a.day, params)
     print(f"night {a.day} vs {a.day - 1}, {a.profile}, scale {a.scale:g}, zstd level {a.level}")
-    print("| text chunks min/avg/max | chunks | mean chunk | new chunks | new bytes | stored, zstd per chunk "
+    print("| text chunks min/avg/max | cuts | chunks | mean chunk | new chunks | new bytes | stored, zstd per chunk "
           "| stored, zstd + dictionary | per-chunk metadata |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     plain = zstandard.ZstdCompressor(level=a.level)
-    for lo, avg, hi in SETTINGS:
+    variants = {"no": [False], "yes": [True], "both": [False, True]}[a.records]
+    settings = [tuple(int(x) for x in s.split(":")) for s in a.settings.split(",")]
+    for (lo, avg, hi), records in [(s, r) for s in settings for r in variants]:
         p = ChunkerParams(lo, avg, hi)
         seen, samples, rng = set(), [], random.Random(1)
-        for i, c in enumerate(chunks_of(before, p)):
+        for i, c in enumerate(chunks_of(before, p, records)):
             seen.add(blake3.blake3(c).digest())
             if len(samples) < 4000:  # reservoir sample for dictionary training
                 samples.append(c)
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 samples[j] = c
         dict_c = zstandard.ZstdCompressor(level=a.level, dict_data=zstandard.train_dictionary(DICT_SIZE, samples))
         n = total = new = new_bytes = z_plain = z_dict = 0
-        for c in chunks_of(after, p):
+        for c in chunks_of(after, p, records):
             n += 1
             total += len(c)
             h = blake3.blake3(c).digest()
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             new_bytes += len(c)
             z_plain += min(len(c), len(plain.compress(c)))
             z_dict += min(len(c), len(dict_c.compress(c)))
-        print(f"| {lo // 1024 or lo / 1024:g}K/{avg // 1024}K/{hi // 1024}K | {n:,} | {total / n / 1024:.1f} KiB "
+        print(f"| {lo // 1024 or lo / 1024:g}K/{avg // 1024}K/{hi // 1024}K | {'records' if records else 'FastCDC'} | {n:,} | {total / n / 1024:.1f} KiB "
               f"| {new:,} ({new / n:.0%}) | {new_bytes / 1e6:.1f} MB ({new_bytes / total:.0%}) "
               f"| {z_plain / 1e6:.2f} MB | {z_dict / 1e6:.2f} MB + {DICT_SIZE // 1024} KiB dict "
               f"| {new * PER_CHUNK / 1e6:.2f} MB |", flush=True)

@@ -1,13 +1,11 @@
-"""Unchanged re-backup of many small files (issue 7: "faster than restic"), side by side.
+"""Unchanged re-backup of many small files (the metadata skip), strongroom against restic.
 
-A tree of N small files (default 100 000, 100 B – 4 KiB, in folders of 100) is backed up once by
-each tool; then the same, untouched tree is backed up again ``--repeat`` times. That second backup
-is pure metadata work: walk, stat, compare with the parent snapshot, write the (unchanged) trees.
-Reports wall and CPU seconds (child user + system) of the first and of the median re-backup, peak
-RSS, and the strongroom/restic and strongroom/borg ratios. Uses bench/run.py's tool drivers, so
-the settings are the same as there.
+Creates ``--files`` small files (100 k by default; 200-4000 bytes of chat-like text each, 100 per
+directory), backs them up once with each tool, then backs the unchanged tree up again and reports
+wall and CPU time and peak RSS of that second backup (and, for reference, of the first). Each
+step is a CLI child process; each tool has its own repository and cache.
 
-    python bench/small_files.py [--files 100000] [--repeat 3] [--workdir DIR] [--tools ...]
+    python bench/small_files.py --files 100000 --workdir /tmp/srbench-small
 """
 
 from __future__ import annotations
@@ -16,82 +14,69 @@ import argparse
 import os
 import random
 import shutil
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from run import TOOLS, Borg, Restic, Step, Strongroom, ensure_tools, ratio, source_label, source_snapshot  # noqa: E402
+from run import PASSWORD, ensure_tools, run_step, source_label, source_snapshot  # noqa: E402
+
+WORDS = ("hello", "deploy", "review", "lunch", "merged", "the", "build", "is", "green", "你好", "会议", "明天")
 
 
-def make_tree(root: Path, files: int, seed: int = 7) -> int:
-    """``files`` files of 100 B to 4 KiB of text-like bytes, 100 per folder; returns total bytes."""
+def make_tree(root: Path, files: int, seed: int) -> int:
     rng = random.Random(seed)
-    words = [bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(2000)]
     total = 0
     for i in range(files):
-        folder = root / f"{i // 10000:02d}" / f"{i // 100:04d}"
+        d = root / f"d{i // 100:05d}"
         if i % 100 == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-        size = rng.randint(100, 4096)
-        text = b" ".join(rng.choices(words, k=size // 5 + 1))[:size]
-        (folder / f"note-{i:06d}.md").write_bytes(text)
-        total += size
+            d.mkdir(parents=True, exist_ok=True)
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(40, 800))).encode()[:4000]
+        (d / f"m{i:07d}.txt").write_bytes(text)
+        total += len(text)
     return total
 
 
-def median_step(steps: list[Step]) -> Step:
-    return sorted(steps, key=lambda s: s.cpu)[len(steps) // 2]
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=100_000)
-    ap.add_argument("--repeat", type=int, default=3, help="unchanged re-backups per tool (median reported)")
-    ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
-    ap.add_argument("--strongroom-src", default="HEAD",
-                    help="git revision of this checkout, or a directory holding strongroom/ (e.g. src)")
-    args = ap.parse_args(argv)
-
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="srbench-small-"))
-    if work.exists():
-        shutil.rmtree(work)
+    ap.add_argument("--workdir", default="/tmp/srbench-small")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--strongroom-src", default="HEAD")
+    a = ap.parse_args(argv)
+    work = Path(a.workdir).resolve()
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    ensure_tools(args.tools)
-    tree = work / "notes"
-    total = make_tree(tree, args.files)
-    print(f"{args.files} files, {total / 1e6:.1f} MB in {tree}; strongroom: {source_label(args.strongroom_src)}")
-
-    log = open(work / "log.txt", "w")
-    src = source_snapshot(work, args.strongroom_src)
-    drivers = {"strongroom": lambda: Strongroom(work, log, src), "restic": lambda: Restic(work, log),
-               "borg": lambda: Borg(work, log)}
-    rows: dict[str, tuple[Step, Step]] = {}
-    for name in args.tools:
-        tool = drivers[name]()
-        tool.init()
-        first = tool.backup(tree, 0)
-        again = median_step([tool.backup(tree, day) for day in range(1, args.repeat + 1)])
-        if first.rc or again.rc:
-            print(f"{name}: a backup failed (exit {first.rc or again.rc}); see {work / 'log.txt'}")
-        rows[name] = (first, again)
-
-    print()
-    print("| tool | first backup wall / CPU s | unchanged re-backup wall / CPU s | re-backup peak RSS MB |")
-    print("| --- | --- | --- | --- |")
-    for name, (first, again) in rows.items():
-        print(f"| {name} | {first.seconds:.2f} / {first.cpu:.2f} | {again.seconds:.2f} / {again.cpu:.2f} "
-              f"| {again.rss_mb:.0f} |")
-    if "strongroom" in rows:
-        mine = rows["strongroom"][1]
-        for other in ("restic", "borg"):
-            if other in rows:
-                theirs = rows[other][1]
-                print(f"strongroom/{other} unchanged re-backup: wall {ratio(mine.seconds, theirs.seconds)}, "
-                      f"CPU {ratio(mine.cpu, theirs.cpu)}")
+    ensure_tools(["restic"])
+    src = source_snapshot(work, a.strongroom_src)
+    tree = work / "tree"
+    size = make_tree(tree, a.files, a.seed)
+    print(f"strongroom: {source_label(a.strongroom_src)}; {a.files:,} files, {size / 1e6:.1f} MB", flush=True)
+    log = open(work / "commands.log", "a")  # noqa: SIM115
+    tools = {
+        "strongroom": (dict(os.environ, STRONGROOM_REPO=str(work / "sr-repo"), STRONGROOM_PASSWORD=PASSWORD,
+                            STRONGROOM_CACHE_DIR=str(work / "sr-cache"), PYTHONPATH=str(src)),
+                       [sys.executable, "-m", "strongroom"], ["init"], ["backup", str(tree), "--host", "bench"]),
+        "restic": (dict(os.environ, RESTIC_REPOSITORY=str(work / "restic-repo"), RESTIC_PASSWORD=PASSWORD,
+                        RESTIC_CACHE_DIR=str(work / "restic-cache")),
+                   ["restic"], ["init", "--repository-version", "2"], ["backup", str(tree), "--host", "bench"]),
+    }
+    rows = {}
+    for name, (env, cmd, init, backup) in tools.items():
+        run_step([*cmd, *init], env, log=log)
+        first = run_step([*cmd, *backup], env, log=log)
+        second = run_step([*cmd, *backup], env, log=log)
+        if first.rc or second.rc:
+            raise SystemExit(f"{name} failed; see {work / 'commands.log'}")
+        rows[name] = (first, second)
+        print(f"{name:10} first {first.seconds:6.1f} s cpu {first.cpu:6.1f} s | unchanged {second.seconds:6.2f} s "
+              f"cpu {second.cpu:6.2f} s rss {second.rss_mb:4.0f} MB", flush=True)
+    s, r = rows["strongroom"][1], rows["restic"][1]
+    print("\n| unchanged re-backup | strongroom | restic | strongroom/restic |\n| --- | --- | --- | --- |")
+    print(f"| wall (s) | {s.seconds:.2f} | {r.seconds:.2f} | {s.seconds / r.seconds:.2f} |")
+    print(f"| CPU (s) | {s.cpu:.2f} | {r.cpu:.2f} | {s.cpu / r.cpu:.2f} |")
+    print(f"| peak RSS (MB) | {s.rss_mb:.0f} | {r.rss_mb:.0f} | {s.rss_mb / r.rss_mb:.2f} |")
     return 0
 
 

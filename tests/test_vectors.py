@@ -232,6 +232,17 @@ def test_tree():
     assert [b["type"] for b in v["pack"]["blobs"]] == [1, 1, 1]
 
 
+def test_content_hash():
+    v = STORED["content_hash.json"]
+    assert blake3.blake3(X(v["content"])).hexdigest() == v["content_hash"]
+    assert v["empty_content_hash"] == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"  # b3sum
+    (node,) = decode_tree(v["tree"]["text"].encode(), "vector")
+    assert node.content_hash == X(v["content_hash"])
+    assert node.size == len(X(v["content"]))
+    assert f'"content_hash":"{v["content_hash"]}"' in v["tree"]["text"]
+    assert MASTER.blob_id(v["tree"]["text"].encode()).hex() == v["tree"]["id"]
+
+
 def test_index():
     v = STORED["index.json"]
     packs, supersedes = open_index(MASTER, X(v["sealed"]["bytes"]), "vector")
@@ -492,6 +503,74 @@ def test_spec_chunking_algorithm(index):
     case = STORED["chunking.json"]["cases"][index]
     p = case["params"]
     assert spec_chunk(_chunking_input(case), p["min_size"], p["avg_size"], p["max_size"]) == case["boundaries"]
+
+
+def spec_record_chunk(data: bytes, min_size: int, avg_size: int, max_size: int) -> list[int]:
+    """§7.4 exactly as worded: each chunk's §7.2 cut, moved back to a record boundary."""
+    ends, start = [], 0
+    while start < len(data):
+        window = data[start:start + max_size]
+        c = start + spec_chunk(window, min_size, avg_size, max_size)[0]
+        low, stop = start + min_size, c
+        if c > low:
+            found = False
+            for k in range(17):
+                opener = b"\n" + b" " * k + b"{"
+                hits = [i for i in range(low - 1, c) if i + k + 2 <= c and data[i:i + k + 2] == opener]
+                if hits:
+                    stop, found = hits[-1] + 1, True
+                    break
+            if not found:
+                hits = [i for i in range(low - 1, c) if data[i] == 0x0A]
+                stop = hits[-1] + 1 if hits else c
+        ends.append(stop)
+        start = stop
+    return ends
+
+
+def _record_input(case: dict) -> bytes:
+    data = gen.record_text(case["kind"], case["messages"])
+    assert len(data) == case["length"] and blake3.blake3(data).hexdigest() == case["input_blake3"]
+    return data
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_record_chunking_streams_like_a_backup(index):
+    case = STORED["record_chunking.json"]["cases"][index]
+    data, params = _record_input(case), ChunkerParams(**case["params"])
+    stream = io.BytesIO(data)
+    head = stream.read(8192)
+    ends, pos = [], 0
+    for chunk in chunk_stream(stream, params, buffer=bytearray(max(2 * params.max_size, len(head))), prefix=head,
+                              records=True):
+        assert len(chunk) <= params.max_size
+        pos += len(chunk)
+        ends.append(pos)
+    assert ends == case["boundaries"]
+    assert all(b - a >= params.min_size for a, b in zip([0] + ends, ends[:-1]))
+    # Every cut is at a line start, unless the chunk had no line feed from offset min - 1 on.
+    for start, end in zip([0] + ends, ends[:-1]):
+        assert data[end - 1] == 0x0A or data.find(b"\n", start + params.min_size - 1, end) == -1
+    plain = [c for c in chunk_stream(io.BytesIO(data), params)]
+    assert [sum(map(len, plain[:i + 1])) for i in range(len(plain))] == case["plain_boundaries"]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_spec_record_chunking_algorithm(index):
+    case = STORED["record_chunking.json"]["cases"][index]
+    p = case["params"]
+    assert spec_record_chunk(_record_input(case), p["min_size"], p["avg_size"], p["max_size"]) == case["boundaries"]
+
+
+def test_record_cuts_fall_before_the_shallowest_objects():
+    # Pretty JSON, messages at indent 4, reactions at 8; the default text profile's chunks always
+    # hold a message start beyond min_size, so every chunk after the first starts with a message.
+    case = STORED["record_chunking.json"]["cases"][3]
+    data = _record_input(case)
+    starts = case["boundaries"][:-1]
+    assert len(starts) == 55 and all(data.startswith(b"    {\n", s) for s in starts)
+    plain = case["plain_boundaries"][:-1]
+    assert sum(data.startswith(b"    {\n", s) for s in plain) < len(plain) // 4
 
 
 # -- (c) tampering -----------------------------------------------------------------------------------

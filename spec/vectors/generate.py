@@ -686,6 +686,61 @@ def archive_vector(master: MasterKey) -> dict:
     }
 
 
+def record_text(kind: str, n: int) -> bytes:
+    """Chat-export-like text for the record-boundary vectors: ``n`` messages whose texts are
+    letters(f"record {kind} {i}", 20 + (37 * i) % 300), as JSONL, as a pretty-printed JSON
+    document (messages at indent 4, reactions at indent 8) or as chat lines."""
+    out = []
+    for i in range(n):
+        text = letters(f"record {kind} {i}", 20 + (37 * i) % 300).replace(b"\n", b" ")
+        if kind == "jsonl":
+            out.append(b'{"id":%d,"text":"%s"}\n' % (i, text))
+        elif kind == "pretty":
+            reactions = b"".join(b'        {\n          "emoji": "%d"\n        },\n' % j for j in range(i % 3))
+            out.append(b'    {\n      "id": %d,\n      "reactions": [\n%s      ],\n      "text": "%s"\n    },\n'
+                       % (i, reactions, text))
+        else:
+            out.append(b"11/%02d/26, 9:%02d AM - user%d: %s\n" % (i % 28 + 1, i % 60, i % 7, text))
+    body = b"".join(out)
+    return b'{\n  "name": "vectors",\n  "messages": [\n' + body + b"  ]\n}\n" if kind == "pretty" else body
+
+
+def _record_case(kind: str, n: int, params: ChunkerParams) -> dict:
+    data = record_text(kind, n)
+    ends, pos = [], 0
+    for chunk in chunk_stream(io.BytesIO(data), params, records=True):
+        pos += len(chunk)
+        ends.append(pos)
+    plain = [0]
+    for chunk in chunk_stream(io.BytesIO(data), params):
+        plain.append(plain[-1] + len(chunk))
+    return {"kind": kind, "messages": n, "length": len(data), "input_blake3": blake3.blake3(data).hexdigest(),
+            "params": asdict(params), "boundaries": ends, "plain_boundaries": plain[1:]}
+
+
+def record_chunking_vector() -> dict:
+    small = ChunkerParams(256, 1024, 4096)
+    return {"about": ("Chunk boundaries with record boundaries on (§7.4; config chunking.records) for text made "
+                      "by record_text() in generate.py; plain_boundaries are the §7.2 cuts of the same input."),
+            "cases": [_record_case("jsonl", 400, small), _record_case("pretty", 300, small),
+                      _record_case("lines", 400, small), _record_case("pretty", 4000, ChunkingProfiles().text)]}
+
+
+def content_hash_vector(master: MasterKey) -> dict:
+    """§12 content_hash: the keyed hash of a file's whole content, on a file node of a tree."""
+    blobs = data_blobs()
+    content = b"".join(blobs)
+    digest = blake3.blake3(content).digest()
+    node = Node(name=b"hello.txt", type=FILE, mode=0o644, size=len(content),
+                content=[master.blob_id(b) for b in blobs], content_hash=digest)
+    tree = encode_tree([node])
+    return {"about": ("A file of the two blobs of pack.json: its content_hash (plain BLAKE3-256 of the whole "
+                      "content), the empty file's, and a tree holding the node (§12)."),
+            "master_secret": H(MASTER_SECRET), "content": H(content), "content_hash": H(digest),
+            "empty_content_hash": H(blake3.blake3(b"").digest()),
+            "tree": {"text": tree.decode(), "id": H(master.blob_id(tree))}}
+
+
 def generate(replay: dict | None = None) -> dict[str, dict]:
     """Every vector file's content, built with the code (zstd replayed from ``replay`` if given)."""
     master = MasterKey(MASTER_SECRET)
@@ -708,6 +763,8 @@ def generate(replay: dict | None = None) -> dict[str, dict]:
     out["access.json"] = access_vector(master, zstd)
     out["dictionary.json"] = dictionary_vector(master, zstd)
     out["archive.json"] = archive_vector(master)
+    out["content_hash.json"] = content_hash_vector(master)
+    out["record_chunking.json"] = record_chunking_vector()
     return out
 
 

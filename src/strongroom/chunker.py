@@ -9,7 +9,7 @@ and memory stays at one buffer whatever the file size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from fastcdc import fastcdc as _fastcdc
 
@@ -39,20 +39,28 @@ class ChunkerParams:
 
 @dataclass(frozen=True)
 class ChunkingProfiles:
-    """Chunk sizes per content class; stored in the repository config."""
+    """Chunk sizes per content class, and whether text chunks end at record boundaries (spec
+    §7.4); stored in the repository config."""
 
     text: ChunkerParams = ChunkerParams(4 * 1024, 16 * 1024, 64 * 1024)
     binary: ChunkerParams = ChunkerParams(256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
+    records: bool = False
 
     def for_class(self, content_class: str) -> ChunkerParams:
         return self.text if content_class == TEXT else self.binary
 
     def to_json(self) -> dict:
-        return {"text": asdict(self.text), "binary": asdict(self.binary)}
+        doc = {"text": asdict(self.text), "binary": asdict(self.binary)}
+        if self.records:  # absent when off: configs of repositories without it stay as they were
+            doc["records"] = True
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> ChunkingProfiles:
-        return cls(ChunkerParams(**doc["text"]), ChunkerParams(**doc["binary"]))
+        records = doc.get("records", False)
+        if type(records) is not bool:
+            raise ValueError("chunking.records must be true or false")
+        return cls(ChunkerParams(**doc["text"]), ChunkerParams(**doc["binary"]), records)
 
 
 def classify(head: bytes | memoryview) -> str:
@@ -78,18 +86,24 @@ def buffer_size_for(params: ChunkerParams) -> int:
 
 
 def chunk_stream(
-    stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b""
+    stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b"",
+    records: bool = False,
 ) -> Iterator[bytes]:
     """Yield the chunks of ``prefix`` followed by the rest of ``stream`` (which has ``readinto``)."""
-    for view in chunk_views(stream, params, buffer=buffer, prefix=prefix):
+    for view in chunk_views(stream, params, buffer=buffer, prefix=prefix, records=records):
         yield bytes(view)
 
 
 def chunk_views(
-    stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b""
+    stream: BinaryIO, params: ChunkerParams, *, buffer: bytearray | None = None, prefix: bytes = b"",
+    digest: Any = None, records: bool = False,
 ) -> Iterator[memoryview]:
     """Like ``chunk_stream`` but without copying: each memoryview is valid only until the next
-    one is requested (the buffer is then refilled). Copy what must outlive that."""
+    one is requested (the buffer is then refilled). Copy what must outlive that.
+
+    ``digest`` (an object with ``update``, e.g. a BLAKE3 hasher) is fed every byte yielded, in
+    order, once per buffer rather than once per chunk. ``records``: move each cut back to the last
+    record boundary the chunk holds (spec §7.4)."""
     buf = buffer if buffer is not None else bytearray(buffer_size_for(params))
     size = len(buf)
     if size < 2 * params.max_size:
@@ -109,16 +123,63 @@ def chunk_views(
             return
         data = view[:end]
         consumed = 0
-        for c in _fastcdc(data, params.min_size, params.avg_size, params.max_size):
-            stop = c.offset + c.length
+        if records:
+            cuts = _record_cuts(buf, data, end, eof, params)
+        else:
+            cuts = ((c.offset, c.offset + c.length) for c in
+                    _fastcdc(data, params.min_size, params.avg_size, params.max_size))
+        for start, stop in cuts:
             if stop == end and not eof:
                 break  # possibly cut short by the buffer: chunk it again after the next fill
-            chunk = data[c.offset:stop]
+            chunk = data[start:stop]
             yield chunk
             chunk.release()
             consumed = stop
+        if digest is not None and consumed:
+            digest.update(data[:consumed])
         data.release()
         if eof and consumed == end:
             return
         view[: end - consumed] = view[consumed:end]
         end -= consumed
+
+
+# -- record boundaries (spec §7.4) ------------------------------------------------------------------
+
+RECORD_MAX_INDENT = 16
+# A line that opens a JSON object, by its indentation: "\n{", "\n {", ... (JSONL records and the
+# elements of pretty-printed JSON arrays), tried shallowest first.
+_RECORD_OPENERS = tuple(b"\n" + b" " * k + b"{" for k in range(RECORD_MAX_INDENT + 1))
+
+
+def record_cut(data: bytes | bytearray, start: int, cut: int, min_size: int) -> int:
+    """Move the FastCDC cut ``cut`` of the chunk beginning at ``start`` back to the chunk's last
+    record boundary at or after ``start + min_size``: the start of the last line that opens a JSON
+    object with the smallest indentation, else the start of the last line; else keep ``cut``."""
+    low = start + min_size
+    if cut <= low:
+        return cut
+    for opener in _RECORD_OPENERS:
+        i = data.rfind(opener, low - 1, cut)
+        if i >= 0:
+            return i + 1
+    i = data.rfind(b"\n", low - 1, cut)
+    return i + 1 if i >= 0 else cut
+
+
+def _record_cuts(buf: bytearray, data: memoryview, end: int, eof: bool, params: ChunkerParams
+                 ) -> Iterator[tuple[int, int]]:
+    """(start, stop) of successive record-aligned chunks of ``buf[:end]``. Each cut needs
+    ``max_size`` bytes after its start (or the end of the stream), as §7.3 requires."""
+    lo, avg, hi = params.min_size, params.avg_size, params.max_size
+    start = 0
+    while start < end:
+        limit = min(end, start + hi)
+        if limit < start + hi and not eof:
+            return  # too few bytes buffered to place this cut: after the next fill
+        window = data[start:limit]
+        first = next(iter(_fastcdc(window, lo, avg, hi)))
+        window.release()
+        stop = record_cut(buf, start, start + first.length, lo)
+        yield start, stop
+        start = stop

@@ -23,7 +23,7 @@ _LOCATION = struct.Struct("<32s B B I Q I I")  # pack, type, compression, dictio
 _PACKINFO = struct.Struct("<Q")
 _ENTRY = struct.Struct("<32s B B I Q I I")  # a pack header entry, as in the index file
 TXN_ENTRIES = 4096  # blob entries per cache write transaction (bounds its dirty pages)
-SCHEMA = b"strongroom index cache 2"  # 2: adds the per-pack entry table
+SCHEMA = b"strongroom index cache 3"  # 2: adds the per-pack entry table; 3: one record per pack in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ class IndexCache:
         self._packs = self._env.open_db(b"packs")
         self._files = self._env.open_db(b"indexfiles")
         self._meta = self._env.open_db(b"meta")
-        self._pack_entries = self._env.open_db(b"packentries")  # pack || offset (BE) -> entry
+        self._pack_entries = self._env.open_db(b"packentries")  # pack -> its entries, packed, by offset
         self._missing = self._env.open_db(b"missingpacks")  # indexed packs gone from storage
         with self._env.begin(write=True) as txn:
             if txn.get(b"schema", db=self._meta) != SCHEMA:
@@ -108,41 +108,59 @@ class IndexCache:
             return {bytes(k).decode() for k in txn.cursor(db=self._files).iternext(values=False)}
 
     def add_index_file(self, name: str, packs: Iterable[PackRecord]) -> None:
-        """Record one index file's packs and blobs, then the file's name.
+        """Record one index file's packs and blobs, then the file's name."""
+        self.add_index_file_raw(name, ((bytes.fromhex(p.name), p.size, p.envelope, b"".join(
+            _ENTRY.pack(e.id, e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length)
+            for e in p.entries)) for p in packs))
 
-        Committed every TXN_ENTRIES entries: a write transaction keeps each page it dirties in
-        memory, and random blob ids dirty a page per insert, so one transaction per 100 000-entry
-        index file could hold hundreds of MiB. Re-adding after an interruption is harmless (the
-        name, written last, is what marks the file as read)."""
+    def add_index_file_raw(self, name: str, packs: Iterable[tuple[bytes, int, bytes, bytes]]) -> None:
+        """``add_index_file`` for packs as ``indexfile.decode_index_raw`` gives them (name bytes,
+        size, envelope, packed entries): no Python object per blob.
+
+        Committed every TXN_ENTRIES entries or so (after a whole pack): a write transaction keeps
+        each page it dirties in memory, and random blob ids dirty a page per insert, so one
+        transaction per 100 000-entry index file could hold hundreds of MiB. Re-adding after an
+        interruption is harmless (the name, written last, is what marks the file as read)."""
+        size = _ENTRY.size
         txn = self._env.begin(write=True)
         try:
             pending = 0
-            for p in packs:
-                pack = bytes.fromhex(p.name)
+            for pack, pack_size, envelope, block in packs:
                 if txn.get(pack, db=self._missing) is not None:
                     continue  # gone from storage: its blobs must not look present
-                txn.put(pack, _PACKINFO.pack(p.size) + p.envelope, db=self._packs)
-                for e in p.entries:
-                    if pending >= TXN_ENTRIES:
-                        txn.commit()
-                        txn = self._env.begin(write=True)
-                        pending = 0
-                    pending += 1
-                    txn.put(pack + e.offset.to_bytes(8, "big"), _ENTRY.pack(e.id, e.type, e.compression, e.dictionary,
-                                                                            e.offset, e.length, e.raw_length),
-                            db=self._pack_entries)
-                    # An existing location is kept: any complete copy of a blob serves.
-                    txn.put(e.id, _LOCATION.pack(pack, e.type, e.compression, e.dictionary, e.offset, e.length,
-                                                 e.raw_length), overwrite=False, db=self._blobs)
+                if pending >= TXN_ENTRIES:
+                    txn.commit()
+                    txn = self._env.begin(write=True)
+                    pending = 0
+                pending += len(block) // size
+                txn.put(pack, _PACKINFO.pack(pack_size) + envelope, db=self._packs)
+                known = txn.get(pack, db=self._pack_entries)
+                txn.put(pack, block if known is None else _merge_entries(known, block), db=self._pack_entries)
+                # The location value is the pack name and the entry without its id (same layout).
+                # An existing location is kept: any complete copy of a blob serves.
+                txn.cursor(db=self._blobs).putmulti(
+                    ((block[i:i + 32], pack + block[i + 32:i + size]) for i in range(0, len(block), size)),
+                    overwrite=False)
             txn.put(name.encode(), b"", db=self._files)
             txn.commit()
         except BaseException:
             txn.abort()
             raise
 
+    def bulk_loader(self) -> BulkLoader:
+        """For a rebuild from nothing: clears the cache; see ``BulkLoader``."""
+        self.clear()
+        return BulkLoader(self)
+
     def has(self, blob_id: bytes) -> bool:
         with self._env.begin(buffers=True) as txn:
             return txn.get(blob_id, db=self._blobs) is not None
+
+    def has_all(self, blob_ids: Iterable[bytes]) -> bool:
+        """Whether every blob is present, in one read transaction."""
+        with self._env.begin(buffers=True) as txn:
+            get, db = txn.get, self._blobs
+            return all(get(i, db=db) is not None for i in blob_ids)
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         return self.lookup_many([blob_id])[0]
@@ -186,16 +204,105 @@ class IndexCache:
     def pack_entries(self, name: str) -> list[BlobEntry]:
         """The entries the index files record for one pack, in offset order (a pack holds at most
         a few thousand blobs, so a list is fine)."""
-        prefix = bytes.fromhex(name)
-        out = []
         with self._env.begin() as txn:
-            cursor = txn.cursor(db=self._pack_entries)
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if key[:32] != prefix:
-                        break
-                    out.append(BlobEntry(*_ENTRY.unpack(value)))
-        return out
+            block = txn.get(bytes.fromhex(name), db=self._pack_entries)
+        if block is None:
+            return []
+        return sorted((BlobEntry(*e) for e in _ENTRY.iter_unpack(block)), key=lambda e: e.offset)
+
+
+class BulkLoader:
+    """Fills an empty cache from many index files at once, much faster than one at a time.
+
+    Inserting millions of random ids into a B-tree rewrites a page per insert; instead each index
+    file's blob records are sorted and written to a run file next to the cache, and at ``finish``
+    the runs are merged and appended to the blob table in id order (LMDB's append mode writes
+    each page once). Packs go in directly. The index file names are recorded last, so an
+    interrupted load leaves a cache that knows no file and is rebuilt on the next open. Memory:
+    one index file's records while sorting, then a read buffer per run."""
+
+    RECORD = 32 + 4 + _LOCATION.size  # id, run number (big-endian: ties go to the earlier file), location
+    COMMIT_EVERY = 200_000  # appends per transaction (append mode dirties only the rightmost pages)
+    READ_BUFFER = 64 * 1024
+
+    def __init__(self, cache: IndexCache) -> None:
+        import tempfile
+        self._cache = cache
+        self._dir = tempfile.TemporaryDirectory(prefix="strongroom-rebuild-", dir=cache.folder())
+        self._runs: list[str] = []
+        self._names: list[str] = []
+
+    def add(self, name: str, packs: Iterable[tuple[bytes, int, bytes, bytes]]) -> None:
+        cache, size = self._cache, _ENTRY.size
+        run = len(self._runs).to_bytes(4, "big")
+        records: list[bytes] = []
+        with cache._env.begin(write=True) as txn:
+            for pack, pack_size, envelope, block in packs:
+                if txn.get(pack, db=cache._missing) is not None:
+                    continue
+                txn.put(pack, _PACKINFO.pack(pack_size) + envelope, db=cache._packs)
+                known = txn.get(pack, db=cache._pack_entries)
+                txn.put(pack, block if known is None else _merge_entries(known, block), db=cache._pack_entries)
+                records += [block[i:i + 32] + run + pack + block[i + 32:i + size] for i in range(0, len(block), size)]
+        records.sort()  # by id, then run; the same id twice in one file: either location serves
+        path = os.path.join(self._dir.name, f"run{len(self._runs)}")
+        with open(path, "wb") as f:
+            f.write(b"".join(records))
+        self._runs.append(path)
+        self._names.append(name)
+
+    def _read_run(self, path: str) -> Iterator[bytes]:
+        n = self.RECORD
+        with open(path, "rb", buffering=0) as f:
+            while block := f.read(self.READ_BUFFER // n * n):
+                for i in range(0, len(block), n):
+                    yield block[i:i + n]
+
+    def finish(self) -> None:
+        import heapq
+        cache = self._cache
+        merged = heapq.merge(*(self._read_run(p) for p in self._runs))
+        last = None
+        txn = cache._env.begin(write=True)
+        try:
+            put = txn.cursor(db=cache._blobs).put
+            pending = 0
+            for record in merged:
+                key = record[:32]
+                if key == last:
+                    continue  # the same blob in two packs: the first listed wins
+                last = key
+                if not put(key, record[36:], append=True):
+                    # out of order only if another process added blobs meanwhile: insert normally
+                    put(key, record[36:], overwrite=False)
+                pending += 1
+                if pending >= self.COMMIT_EVERY:
+                    txn.commit()
+                    txn = cache._env.begin(write=True)
+                    put = txn.cursor(db=cache._blobs).put
+                    pending = 0
+            for name in self._names:
+                txn.put(name.encode(), b"", db=cache._files)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def _merge_entries(a: bytes, b: bytes) -> bytes:
+    """Two packed entry blocks of one pack (listed by two index files) as one, by offset; the
+    first listing of an offset wins."""
+    by_offset: dict[int, bytes] = {}
+    for block in (a, b):
+        for i in range(0, len(block), _ENTRY.size):
+            record = block[i:i + _ENTRY.size]
+            by_offset.setdefault(_ENTRY.unpack(record)[4], record)
+    return b"".join(by_offset[k] for k in sorted(by_offset))
 
 
 class ScratchSet:

@@ -66,6 +66,44 @@ def decode_index(payload: bytes, what: str) -> tuple[list[PackRecord], list[str]
     return packs, supersedes
 
 
+RawPack = tuple[bytes, int, bytes, bytes]  # name, size, envelope, packed ENTRY records
+
+
+def decode_index_raw(payload: bytes, what: str) -> tuple[list[RawPack], list[str]]:
+    """Like ``decode_index`` but without a Python object per blob: each pack is (name bytes, size,
+    envelope, its entries as one block of packed ENTRY records) -- for bulk loading the cache."""
+    try:
+        pos = 0
+        (n,) = _COUNT.unpack_from(payload, pos)
+        supersedes = [payload[4 + 32 * i: 4 + 32 * (i + 1)].hex() for i in range(n)]
+        pos = 4 + 32 * n
+        (npacks,) = _COUNT.unpack_from(payload, pos)
+        pos += 4
+        packs = []
+        for _ in range(npacks):
+            name, size, env_len = _PACK.unpack_from(payload, pos)
+            pos += _PACK.size
+            envelope = payload[pos:pos + env_len]
+            pos += env_len
+            (nblobs,) = _COUNT.unpack_from(payload, pos)
+            pos += 4
+            block = payload[pos:pos + nblobs * ENTRY.size]
+            pos += nblobs * ENTRY.size
+            if len(envelope) != env_len or len(block) != nblobs * ENTRY.size:
+                raise struct.error
+            packs.append((name, size, envelope, block))
+    except struct.error:
+        raise IntegrityError(f"{what}: truncated index payload") from None
+    if pos != len(payload) or any(len(s) != 64 for s in supersedes):
+        raise IntegrityError(f"{what}: malformed index payload")
+    return packs, supersedes
+
+
+def open_index_raw(master: MasterKey, data: bytes, what: str) -> tuple[list[RawPack], list[str]]:
+    magic = sealed.magic_of(data, (sealed.MAGIC_INDEX, sealed.MAGIC_INDEX_SHARED))
+    return decode_index_raw(sealed.unseal(master, magic, data, what), what)
+
+
 def seal_index(master: MasterKey, packs: list[PackRecord], supersedes: list[str] = (), *, salt: bytes | None = None,
                magic: bytes = sealed.MAGIC_INDEX_SHARED) -> bytes:
     """Seal an index file; by default as a shared object (SRIW), which write-only keys can read

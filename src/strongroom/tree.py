@@ -53,6 +53,9 @@ class Node:
     subtree: bytes | None = None
     target: bytes | None = None
     archive: ArchiveInfo | None = None  # archive nodes: how to rebuild the file; subtree = members
+    # BLAKE3 of the whole content (spec "Trees"): lets the next backup skip chunking a file
+    # whose metadata changed but whose bytes did not.
+    content_hash: bytes | None = None
 
     def to_json(self) -> dict:
         doc: dict = {"type": self.type}
@@ -75,6 +78,8 @@ class Node:
             _put_bytes(doc, "target", self.target)
         if self.archive is not None:
             doc["archive"] = self.archive.to_json()
+        if self.content_hash is not None:
+            doc["content_hash"] = self.content_hash.hex()
         return doc
 
     @classmethod
@@ -97,9 +102,11 @@ class Node:
             node.target = _get_bytes(doc, "target")
         if node.type == ARCHIVE:
             node.archive = ArchiveInfo.from_json(doc["archive"])
+        if "content_hash" in doc:
+            node.content_hash = _id(doc["content_hash"])
         if node.type in (DIR, ARCHIVE) and node.subtree is None:
             raise ValueError(f"{node.type} without subtree")
-        if node.type != FILE and (node.content or node.content_lists):
+        if node.type != FILE and (node.content or node.content_lists or node.content_hash is not None):
             raise ValueError("content on a node that is not a file")
         if node.type == SYMLINK and node.target is None:
             raise ValueError("symlink without target")

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from typing import BinaryIO
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
+
+import blake3
 
 from strongroom import dictionary
 from strongroom.compression import compress_blob_with
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
 
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 MAX_QUEUED_BLOBS = 4096
+# Blobs go to the compression workers in batches (one task per ~1 MiB, not one per blob: the
+# per-task overhead of the thread pool costs more than compressing a small text chunk).
+BATCH_BYTES = 1024 * 1024
+BATCH_BLOBS = 128
 MAX_UPLOADS = 2
 INDEX_FLUSH_BLOBS = 100_000
 DRY_RUN_MAX_PENDING = 1_000_000
@@ -52,8 +59,13 @@ class BlobWriter:
         self._pool = ThreadPoolExecutor(threads or max(2, os.cpu_count() or 2), thread_name_prefix="compress")
         self._max_uploads = max(1, int(getattr(repo.storage, "parallel_uploads", MAX_UPLOADS)))
         self._upload_pool = ThreadPoolExecutor(self._max_uploads, thread_name_prefix="upload")
-        self._queue: deque[tuple[bytes, int, int, Future]] = deque()
+        # batches in flight, in order: ([(id, type, raw length)], future of [(code, dict id, payload)])
+        self._queue: deque[tuple[list[tuple[bytes, int, int]], Future]] = deque()
+        self._queued_blobs = 0
         self._queued_bytes = 0
+        self._batch: list[tuple[bytes, int, int]] = []
+        self._batch_work: list[tuple[bytes, int, int, object]] = []
+        self._batch_bytes = 0
         self._pending: set[bytes] = set()
         self._packers: dict[int, PackWriter] = {}
         self._uploads: deque[tuple[Future, PackRecord]] = deque()
@@ -81,6 +93,11 @@ class BlobWriter:
     def known(self, blob_id: bytes) -> bool:
         return blob_id in self._pending or self._repo.index.has(blob_id)
 
+    def known_all(self, blob_ids: list[bytes]) -> bool:
+        """``all(known(i) for i in blob_ids)`` with one index transaction."""
+        pending = self._pending
+        return self._repo.index.has_all(i for i in blob_ids if i not in pending)
+
     def add(self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, text: bool = False
             ) -> tuple[bytes, bool]:
         """Queue a blob unless the repository already has it; return (id, whether it was new).
@@ -102,34 +119,45 @@ class BlobWriter:
         if use_dict and self._sampler is not None and self._sampler.offer(data):
             self._train()
         dict_id, zdict = (self._dict_id, self._zdict) if use_dict else (0, None)
-        self._queue.append((blob_id, blob_type, len(data),
-                            self._pool.submit(compress_blob_with, data, self._level, dict_id, zdict)))
+        self._batch.append((blob_id, blob_type, len(data)))
+        self._batch_work.append((data, self._level, dict_id, zdict))
+        self._batch_bytes += len(data)
         self._queued_bytes += len(data)
-        if self._queued_bytes > MAX_QUEUED_BYTES or len(self._queue) > MAX_QUEUED_BLOBS:
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
+            self._submit_batch()
+        if self._queued_bytes > MAX_QUEUED_BYTES or self._queued_blobs > MAX_QUEUED_BLOBS:
             self._drain(block_until=MAX_QUEUED_BYTES // 2)
         else:
             self._drain(block_until=None)
         return blob_id, True
 
+    def _submit_batch(self) -> None:
+        if self._batch:
+            self._queue.append((self._batch, self._pool.submit(_compress_batch, self._batch_work)))
+            self._queued_blobs += len(self._batch)
+            self._batch, self._batch_work, self._batch_bytes = [], [], 0
+
     def _drain(self, block_until: int | None) -> None:
         """Move compressed blobs, in order, into packs. With ``block_until``, wait until the queue
         holds at most that many bytes; otherwise take only what is already done."""
         while self._queue:
-            blob_id, blob_type, raw_length, future = self._queue[0]
+            batch, future = self._queue[0]
             if not future.done() and (block_until is None or self._queued_bytes <= block_until):
                 return
-            compression, dict_id, payload = future.result()
+            results = future.result()
             self._queue.popleft()
-            self._queued_bytes -= raw_length
-            packer = self._packers.get(blob_type)
-            if packer is None:
-                packer = self._packers[blob_type] = PackWriter(self._repo.master)
-            entry = packer.add(blob_id, blob_type, compression, payload, raw_length, dict_id)
-            self.blobs_added += 1
-            self.bytes_added += entry.length
-            self.raw_bytes_added += raw_length
-            if packer.size >= self._pack_size:
-                self._seal_pack(blob_type)
+            self._queued_blobs -= len(batch)
+            for (blob_id, blob_type, raw_length), (compression, dict_id, payload) in zip(batch, results):
+                self._queued_bytes -= raw_length
+                packer = self._packers.get(blob_type)
+                if packer is None:
+                    packer = self._packers[blob_type] = PackWriter(self._repo.master)
+                entry = packer.add(blob_id, blob_type, compression, payload, raw_length, dict_id)
+                self.blobs_added += 1
+                self.bytes_added += entry.length
+                self.raw_bytes_added += raw_length
+                if packer.size >= self._pack_size:
+                    self._seal_pack(blob_type)
 
     def _seal_pack(self, blob_type: int) -> None:
         packer = self._packers.pop(blob_type)
@@ -176,6 +204,7 @@ class BlobWriter:
         """Store every queued blob and write the index file(s) that list them."""
         if self._sampler is not None and self._sampler.size >= dictionary.MIN_SAMPLE_BYTES:
             self._train()  # a small first backup: the next ones use the dictionary
+        self._submit_batch()
         self._drain(block_until=0)
         for blob_type in (DATA, TREE):
             if blob_type in self._packers:
@@ -194,6 +223,10 @@ class BlobWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _compress_batch(work: list[tuple[bytes, int, int, object]]) -> list[tuple[int, int, bytes | memoryview]]:
+    return [compress_blob_with(data, level, dict_id, zdict) for data, level, dict_id, zdict in work]
 
 
 class FileContent:
@@ -219,3 +252,21 @@ class FileContent:
         if self.lists and self.ids:
             self._spill()
         return self.ids, self.lists
+
+
+def content_hasher() -> blake3.blake3:
+    """A hasher for a file's ``content_hash`` (spec "Trees"): plain BLAKE3 of the whole content
+    (what ``b3sum`` prints). Not keyed: it lives only inside encrypted trees, which only full-key
+    holders read, and it stays valid when ``copy`` moves a tree to another repository."""
+    return blake3.blake3()
+
+
+def hash_stream(stream: BinaryIO, buffer: bytearray) -> tuple[bytes, int]:
+    """(content hash, length) of the rest of ``stream``, read through ``buffer``."""
+    hasher = content_hasher()
+    view = memoryview(buffer)
+    total = 0
+    while n := stream.readinto(view):
+        hasher.update(view[:n])
+        total += n
+    return hasher.digest(), total

@@ -63,13 +63,16 @@ def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
               metavar="KIB", help="Argon2id memory for the key file, in KiB.")
 @click.option("--kdf-iterations", type=click.IntRange(1, 100),
               help="Argon2id passes for the key file (default: calibrated to take about 0.5 s here).")
+@click.option("--record-boundaries/--no-record-boundaries", default=None,
+              help="End text chunks at message/record boundaries (JSONL lines, JSON array elements, "
+                   "chat lines), spec 7.4. Default: off (or as the --copy-chunker-params-from repository).")
 @click.option("--copy-chunker-params-from", "chunker_source", metavar="URL",
               help="Chunk like this repository, so `copy` between the two deduplicates.")
 @from_password_options
 @json_option
 def init(location: Location, text_chunks: str | None, binary_chunks: str | None, compression_level: int,
-         kdf_memory: int, kdf_iterations: int | None, chunker_source: str | None, from_password_file: str | None,
-         from_password_command: str | None, as_json: bool) -> None:
+         kdf_memory: int, kdf_iterations: int | None, record_boundaries: bool | None, chunker_source: str | None,
+         from_password_file: str | None, from_password_command: str | None, as_json: bool) -> None:
     """Create a new repository."""
     defaults = ChunkingProfiles()
     if chunker_source:
@@ -78,7 +81,8 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
         with source_location(chunker_source, from_password_file, from_password_command, location).open() as src:
             defaults = src.config.chunking
     config = Config(chunking=ChunkingProfiles(_chunk_sizes(text_chunks, defaults.text),
-                                              _chunk_sizes(binary_chunks, defaults.binary)),
+                                              _chunk_sizes(binary_chunks, defaults.binary),
+                                              defaults.records if record_boundaries is None else record_boundaries),
                     compression_level=compression_level)
     from strongroom.cli.keys import DEFAULT_KDF_SECONDS, kdf_params
     kdf = kdf_params(kdf_memory, kdf_iterations, DEFAULT_KDF_SECONDS)

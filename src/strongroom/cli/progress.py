@@ -7,8 +7,6 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from tqdm import tqdm
-
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
 
 
@@ -31,6 +29,8 @@ def byte_progress(desc: str, enabled: bool, total: int | None = None,
     if not enabled:
         yield ignore_progress
         return
+    from tqdm import tqdm  # imported only for a terminal: it costs ~10 % of the start-up time
+
     # A terminal that reports no size (0x0: some `docker exec -t`, CI pseudo-terminals) would make
     # tqdm draw nothing at all (it takes the bar for off-screen); assume 80x24 there instead.
     sized = _terminal_columns() > 0

@@ -24,7 +24,7 @@ from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot, Summary
 from strongroom.tree import ARCHIVE, DIR, FILE, Node, encode_tree
 from strongroom.walker import describe_special, list_dir, node_from_stat, open_for_reading, total_size
-from strongroom.writer import BlobWriter, FileContent
+from strongroom.writer import BlobWriter, FileContent, content_hasher, hash_stream
 
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
 
@@ -93,6 +93,8 @@ class _Backup:
         self._warn(message)
 
     def _tick(self, path: bytes, nbytes: int, file_done: bool) -> None:
+        if self.progress is ignore_progress:
+            return  # nobody listens (no terminal, --json): skip building events per file
         self._since_progress += nbytes
         if file_done or self._since_progress >= PROGRESS_EVERY_BYTES:
             self._since_progress = 0
@@ -103,8 +105,9 @@ class _Backup:
 
     # -- files -------------------------------------------------------------------------------
 
-    def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int]:
-        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read)."""
+    def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int, bytes]:
+        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read, content hash)."""
+        hasher = content_hasher()
         head = _read_head(stream)
         content_class = classify(head)
         params = self.repo.config.chunking.for_class(content_class)
@@ -112,7 +115,8 @@ class _Backup:
         content = FileContent(self.writer)
         total = 0
         blob_id_of, known, add = self.repo.master.blob_id, self.writer.known, self.writer.add
-        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head):
+        records = text and self.repo.config.chunking.records
+        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher, records=records):
             blob_id = blob_id_of(chunk)
             if not known(blob_id):
                 # copied: the view's buffer is about to be reused
@@ -122,7 +126,7 @@ class _Backup:
             self.summary.bytes_read += len(chunk)
             self._tick(path, len(chunk), False)
         ids, lists = content.finish()
-        return ids, lists, total
+        return ids, lists, total, hasher.digest()
 
     def _reusable(self, node: Node, previous: Node | None) -> bool:
         """The metadata skip: an unchanged file keeps its previous node (plain, or archive when
@@ -130,19 +134,18 @@ class _Backup:
         if previous is None or self.opts.force or previous.size != node.size or previous.mtime_ns != node.mtime_ns \
                 or previous.ctime_ns != node.ctime_ns or previous.inode != node.inode:
             return False
-        known = self.writer.known
         if previous.type == FILE:
-            return all(known(i) for i in previous.content) and all(known(i) for i in previous.content_lists)
+            return self.writer.known_all(previous.content + previous.content_lists)
         if previous.type == ARCHIVE and self.opts.expand_archives:
             a = previous.archive
-            return known(previous.subtree) and all(known(i) for ids in (a.layout, a.skeleton, a.skeleton_lists)
-                                                   for i in ids)
+            return self.writer.known_all([previous.subtree, *a.layout, *a.skeleton, *a.skeleton_lists])
         return False
 
     def save_file(self, path: bytes, node: Node, previous: Node | None) -> Node | None:
         if self._reusable(node, previous):
             node.type, node.content, node.content_lists = previous.type, previous.content, previous.content_lists
             node.subtree, node.archive = previous.subtree, previous.archive
+            node.content_hash = previous.content_hash
             self.summary.files_unchanged += 1
             self.summary.bytes_total += node.size
             self._unchanged_bytes += node.size
@@ -155,8 +158,9 @@ class _Backup:
             return None
         try:
             with io.FileIO(fd, "rb", closefd=True) as f:
-                if not (self.opts.expand_archives and self.save_archive(fd, path, node)):
-                    node.content, node.content_lists, node.size = self.store_stream(f, path)
+                if not (self.opts.expand_archives and self.save_archive(fd, path, node)) \
+                        and not self._same_content(f, path, node, previous):
+                    node.content, node.content_lists, node.size, node.content_hash = self.store_stream(f, path)
         except OSError as e:
             self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
             return None
@@ -188,6 +192,23 @@ class _Backup:
         self.archives.append({"path": shown, "format": kind, "stored": "members", "members": a.members,
                               "fidelity": a.fidelity, "reencoded_members": stored.reencoded,
                               "verbatim_members": stored.verbatim})
+        return True
+
+    def _same_content(self, f: io.FileIO, path: bytes, node: Node, previous: Node | None) -> bool:
+        """Whether the file holds exactly the previous version's bytes (by their content hash), in
+        which case its chunk ids are reused and chunking is skipped; else ``f`` is rewound."""
+        if (previous is None or self.opts.force or previous.type != FILE or previous.content_hash is None
+                or previous.size != node.size):
+            return False
+        digest, size = hash_stream(f, self.buffer)
+        if (digest != previous.content_hash or size != previous.size
+                or not self.writer.known_all(previous.content + previous.content_lists)):
+            f.seek(0)
+            return False
+        node.content, node.content_lists, node.size = previous.content, previous.content_lists, size
+        node.content_hash = digest
+        self.summary.bytes_read += size
+        self._tick(path, size, False)
         return True
 
     # -- directories -------------------------------------------------------------------------
@@ -294,7 +315,7 @@ class _Backup:
     def save_stdin(self, stream: BinaryIO, name: bytes) -> bytes:
         now = time.time_ns()
         node = Node(name=name, type=FILE, mode=0o600, mtime_ns=now, ctime_ns=now, uid=os.getuid(), gid=os.getgid())
-        node.content, node.content_lists, node.size = self.store_stream(stream, name)
+        node.content, node.content_lists, node.size, node.content_hash = self.store_stream(stream, name)
         self.summary.files_new += 1
         self.summary.bytes_total += node.size
         return self.writer.add(TREE, encode_tree([node]))[0]
@@ -307,7 +328,8 @@ class _ArchiveSink:
         self.job, self.path = job, path
 
     def store(self, stream: BinaryIO, what: bytes) -> tuple[list[bytes], list[bytes], int]:
-        return self.job.store_stream(stream, self.path)
+        ids, lists, size, _content_hash = self.job.store_stream(stream, self.path)
+        return ids, lists, size
 
     def add_tree(self, data: bytes) -> bytes:
         return self.job.writer.add(TREE, data)[0]
