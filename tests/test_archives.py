@@ -340,12 +340,14 @@ def test_member_sha_is_checked_on_restore(repo, tmp_path, monkeypatch):
 
 
 def test_layout_blobs_are_cut_by_content_so_an_added_member_changes_few(repo, tmp_path):
-    members = {f"d/{i:04d}.json": member_bytes(f"s{i}", 300) for i in range(600)}
+    # Cuts follow the (keyed, so per-test random) chunk ids: one member in 64 after 8 KiB of layout.
+    # 1200 members give ~18 layout blobs on average; fewer than 4 is vanishingly unlikely.
+    members = {f"d/{i:04d}.json": member_bytes(f"s{i}", 300) for i in range(1200)}
     (tmp_path / "src").mkdir()
     path = tmp_path / "src" / "many.zip"
     write_zip(path, members)
     first, _ = backup(repo, path)
-    members["d/0300a.json"] = b'{"new": true}\n'
+    members["d/0600a.json"] = b'{"new": true}\n'
     write_zip(path, dict(sorted(members.items())))
     second, _ = backup(repo, path)
     before = node_of(repo, first.snapshot, path).archive.layout
