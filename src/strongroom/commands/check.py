@@ -349,6 +349,7 @@ def _check_snapshots(repo: Repository, result: CheckResult, lost: ScratchSet, sn
                 result.errors.append(f"snapshot {snapshot_id[:8]}: {e}")
                 continue
             result.snapshots += 1
-            walker.walk(snap.id, bytes.fromhex(snap.tree))
+            for root in snap.root_trees():  # the file tree, then the message catalogue (§23)
+                walker.walk(snap.id, root)
     finally:
         walker.close()

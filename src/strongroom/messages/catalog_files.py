@@ -1,0 +1,126 @@
+"""Export files read back from the repository: an :class:`ExportFiles` over a snapshot's tree.
+
+The catalogue reads what the snapshot holds, not the live files (which may have changed since
+they were backed up), so a snapshot's catalogue always describes exactly that snapshot.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import OrderedDict
+from typing import BinaryIO, Iterable, Iterator
+
+from strongroom.errors import IntegrityError
+from strongroom.fetcher import BlobFetcher
+from strongroom.repository import Repository
+from strongroom.tree import DIR, FILE, Node
+
+_TREE_CACHE = 16
+
+
+class _BlobStream(io.RawIOBase):
+    """A file's content as a readable stream of its chunks, fetched as they are needed."""
+
+    def __init__(self, fetcher: BlobFetcher, chunk_ids: Iterable[bytes]) -> None:
+        self._fetcher = fetcher
+        self._blobs = fetcher.fetch_all(chunk_ids)
+        self._current = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._current:
+            data = next(self._blobs, None)
+            if data is None:
+                return 0
+            self._current = memoryview(data)
+        n = min(len(buffer), len(self._current))
+        buffer[:n] = self._current[:n]
+        self._current = self._current[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._blobs.close()
+            self._fetcher.close()
+        super().close()
+
+
+class TreeFiles:
+    """The regular files of a snapshot tree, by POSIX path relative to the tree's root.
+
+    Only the paths and the id of each file's directory tree are kept in memory; nodes are read
+    again from their (small, cached) tree when a file is opened."""
+
+    def __init__(self, repo: Repository, root: bytes, *, prefix: str = "") -> None:
+        self.repo = repo
+        self._dirs: dict[str, bytes] = {}  # directory path -> tree id
+        self._paths: list[str] = []
+        self._trees: OrderedDict[bytes, dict[bytes, Node]] = OrderedDict()
+        self._walk(root, prefix)
+        self._paths.sort()
+
+    def _walk(self, root: bytes, prefix: str) -> None:
+        stack = [(prefix, root)]
+        while stack:
+            path, tree_id = stack.pop()
+            self._dirs[path] = tree_id
+            for node in self.repo.load_tree(tree_id):
+                child = f"{path}/{os.fsdecode(node.name)}" if path else os.fsdecode(node.name)
+                if node.type == DIR:
+                    stack.append((child, node.subtree))
+                elif node.type == FILE:
+                    self._paths.append(child)
+
+    def paths(self) -> Iterable[str]:
+        return self._paths
+
+    def node(self, path: str) -> Node:
+        folder, _, name = path.rpartition("/")
+        tree_id = self._dirs.get(folder)
+        nodes = self._trees.get(tree_id) if tree_id is not None else None
+        if nodes is None and tree_id is not None:
+            nodes = {n.name: n for n in self.repo.load_tree(tree_id)}
+            self._trees[tree_id] = nodes
+            if len(self._trees) > _TREE_CACHE:
+                self._trees.popitem(last=False)
+        node = nodes.get(os.fsencode(name)) if nodes is not None else None
+        if node is None or node.type != FILE:
+            raise IntegrityError(f"{path}: not a file in the snapshot")
+        return node
+
+    def size(self, path: str) -> int:
+        return self.node(path).size
+
+    def chunk_ids(self, path: str) -> Iterator[bytes]:
+        return self.repo.file_chunks(self.node(path))
+
+    def open(self, path: str) -> BinaryIO:
+        return io.BufferedReader(_BlobStream(BlobFetcher(self.repo, threads=2), list(self.chunk_ids(path))),
+                                 buffer_size=1 << 20)
+
+
+class SubsetFiles:
+    """A view of some of another tree's files (what a partial re-read of an export may see)."""
+
+    def __init__(self, files, allowed: Iterable[str]) -> None:
+        self._files = files
+        self._allowed = set(allowed)
+        self._paths = sorted(self._allowed)
+
+    def paths(self) -> Iterable[str]:
+        return self._paths
+
+    def size(self, path: str) -> int:
+        self._check(path)
+        return self._files.size(path)
+
+    def open(self, path: str) -> BinaryIO:
+        self._check(path)
+        return self._files.open(path)
+
+    def _check(self, path: str) -> None:
+        if path not in self._allowed:
+            raise FileNotFoundError(path)

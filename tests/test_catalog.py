@@ -1,0 +1,211 @@
+"""The message catalogue: built at backup time, stored in the repository, indexed in the cache,
+queried by search, diff, export and stats. Exports here are in a tiny test format (one JSON
+message per line, ``*.chat.jsonl``; a folder one with a users file) so the tests control every
+add, edit and delete exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from strongroom.commands.backup import BackupOptions, run_backup
+from strongroom.commands.check import run_check
+from strongroom.commands.forget import run_forget
+from strongroom.commands.prune import PruneOptions, run_prune
+from strongroom.messages import catalog_build
+from strongroom.messages.catalog_format import Record, text_hash
+from strongroom.messages.catalog_index import MessageIndex, cache_folder
+from strongroom.messages.catalog_query import Filters, conversation_records, diff, search, stats
+from strongroom.messages.model import Export, Message
+
+
+class LineReader:
+    """``<name>.chat.jsonl``: lines of {"c", "i", "a", "t", "e", "x"}; a one-file export."""
+
+    platform = "testchat"
+
+    def find(self, files):
+        return [Export(self.platform, p, (p,)) for p in files.paths() if p.endswith(".chat.jsonl")]
+
+    def messages(self, files, export):
+        for path in export.files:
+            with files.open(path) as f:
+                for line in f:
+                    d = json.loads(line)
+                    yield Message(self.platform, d["c"], d["i"], d["a"], d["t"], d["e"], d["x"], "")
+
+
+class FolderReader:
+    """``<root>/users.json`` ({"U1": "alice"}) and ``<root>/<conversation>/<day>.json`` lists."""
+
+    platform = "testfolder"
+
+    def find(self, files):
+        roots = [p[:-len("/users.json")] for p in files.paths() if p.endswith("/users.json")]
+        return [Export(self.platform, r, tuple(p for p in files.paths() if p.startswith(r + "/") and p.endswith(".json")))
+                for r in roots]
+
+    def messages(self, files, export):
+        with files.open(f"{export.root}/users.json") as f:
+            users = json.load(f)
+        for path in export.files:
+            if path.endswith("/users.json"):
+                continue
+            conversation = path.split("/")[-2]
+            with files.open(path) as f:
+                for d in json.load(f):
+                    yield Message(self.platform, conversation, d["i"], users.get(d["u"], d["u"]), d["t"], d["e"],
+                                  d["x"], path[len(export.root) + 1:])
+
+
+READERS = [LineReader(), FolderReader()]
+DAY = 86_400_000
+
+
+@pytest.fixture(autouse=True)
+def _test_readers(monkeypatch):
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", READERS)
+
+
+def write_lines(path, messages):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(m) + "\n" for m in messages))
+
+
+def msg(conv, i, author, t, text, edited=False):
+    return {"c": conv, "i": i, "a": author, "t": t, "e": edited, "x": text}
+
+
+def backup(repo, src, **kw):
+    result = run_backup(repo, BackupOptions(paths=[str(src)], **kw))
+    assert not result.warnings
+    return result.snapshot
+
+
+def rec(conv, i, author, t, text, edited=False, platform="testchat"):
+    return Record(platform, conv, i, author, t, edited, text_hash(text), text)
+
+
+@pytest.fixture
+def series(repo, tmp_path):
+    """Three nights: night 2 adds m4, edits m2; night 3 deletes m1, adds m5 in a new channel."""
+    src = tmp_path / "src"
+    night1 = [msg("general", "m1", "alice", DAY, "hello world"),
+              msg("general", "m2", "bob", DAY + 1000, "the deploy is broken"),
+              msg("random", "m3", "carol", DAY + 2000, "lunch?")]
+    write_lines(src / "chat" / "team.chat.jsonl", night1)
+    s1 = backup(repo, src)
+    night2 = [night1[0], msg("general", "m2", "bob", DAY + 1000, "the deploy is fixed", True), night1[2],
+              msg("general", "m4", "alice", 2 * DAY, "Great, thanks! ☕")]
+    write_lines(src / "chat" / "team.chat.jsonl", night2)
+    s2 = backup(repo, src)
+    night3 = night2[1:] + [msg("ops", "m5", "dave", 3 * DAY, "rotate the deploy keys")]
+    write_lines(src / "chat" / "team.chat.jsonl", night3)
+    s3 = backup(repo, src)
+    return s1, s2, s3
+
+
+def test_backup_stores_a_catalogue_and_search_finds_every_version(repo, series):
+    s1, s2, s3 = series
+    assert all(s.catalog for s in series)
+    with MessageIndex(repo) as index:
+        assert index.ensure(repo.snapshots()) == 3
+        ids = [s.id for s in series]
+        found = search(index, ids, Filters(query="DEPLOY"))
+        assert [(f.record, f.snapshots) for f in found] == [
+            (rec("general", "m2", "bob", DAY + 1000, "the deploy is broken"), [s1.id]),
+            (rec("general", "m2", "bob", DAY + 1000, "the deploy is fixed", True), [s2.id, s3.id]),
+            (rec("ops", "m5", "dave", 3 * DAY, "rotate the deploy keys"), [s3.id]),
+        ]
+        # a message deleted from the live chat is still found, in the snapshots that had it
+        found = search(index, ids, Filters(query="hello"))
+        assert [(f.record.message_id, f.snapshots) for f in found] == [("m1", [s1.id, s2.id])]
+        assert [f.record.message_id for f in search(index, ids, Filters(author="ALICE"))] == ["m1", "m4"]
+        assert [f.record.message_id for f in search(index, ids, Filters(query="☕"))] == ["m4"]
+        assert [f.record.message_id for f in search(index, ids, Filters(since_ms=2 * DAY, until_ms=3 * DAY))] == ["m4"]
+        assert [f.record.message_id for f in search(index, [s3.id], Filters(conversation="general"))] == ["m2", "m4"]
+
+
+def test_diff_lists_added_edited_and_deleted_per_conversation(repo, series):
+    s1, s2, s3 = series
+    with MessageIndex(repo) as index:
+        index.ensure(repo.snapshots())
+        d12 = diff(index, s1.id, s2.id)
+        assert [(d.platform, d.conversation) for d in d12] == [("testchat", "general")]
+        assert d12[0].added == [rec("general", "m4", "alice", 2 * DAY, "Great, thanks! ☕")]
+        assert d12[0].deleted == []
+        assert d12[0].edited == [(rec("general", "m2", "bob", DAY + 1000, "the deploy is broken"),
+                                  rec("general", "m2", "bob", DAY + 1000, "the deploy is fixed", True))]
+        d23 = diff(index, s2.id, s3.id)
+        assert [(d.conversation, [r.message_id for r in d.added], [r.message_id for r in d.deleted], d.edited)
+                for d in d23] == [("general", [], ["m1"], []), ("ops", ["m5"], [], [])]
+        assert diff(index, s3.id, s3.id) == []
+
+
+def test_export_and_stats(repo, series):
+    s1, s2, s3 = series
+    with MessageIndex(repo) as index:
+        index.ensure(repo.snapshots())
+        out = list(conversation_records(index, s2.id, Filters(conversation="general")))
+        assert [(r.message_id, r.text) for r in out] == [("m1", "hello world"), ("m2", "the deploy is fixed"),
+                                                         ("m4", "Great, thanks! ☕")]
+        out = list(conversation_records(index, s2.id, Filters(conversation="general", since_ms=DAY + 1,
+                                                               until_ms=2 * DAY)))
+        assert [r.message_id for r in out] == ["m2"]
+        [st] = stats(index, s3.id)
+        assert (st.platform, st.conversations, st.messages, st.authors, st.first_ms, st.last_ms) == \
+            ("testchat", 3, 4, 4, DAY + 1000, 3 * DAY)
+
+
+def test_catalogue_survives_forget_prune_and_check(repo, series):
+    s1, s2, s3 = series
+    run_forget(repo, snapshot_ids=[s1.id, s2.id])
+    run_prune(repo, PruneOptions())
+    assert run_check(repo).errors == []
+    shutil.rmtree(cache_folder(repo))  # the cache is rebuilt from the repository
+    with MessageIndex(repo) as index:
+        assert index.ensure(repo.snapshots()) == 1
+        assert [f.record.message_id for f in search(index, [s3.id], Filters(query="deploy"))] == ["m2", "m5"]
+
+
+def test_unchanged_parts_are_reused_without_reading(repo, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    users = {"U1": "alice", "U2": "bob"}
+    (src / "ws" / "general").mkdir(parents=True)
+    (src / "ws" / "users.json").write_text(json.dumps(users))
+    (src / "ws" / "general" / "d1.json").write_text(json.dumps([{"i": "1", "u": "U1", "t": DAY, "e": False,
+                                                                  "x": "first"}]))
+    s1 = backup(repo, src)
+    read = []
+    original = FolderReader.messages
+
+    def spy(self, files, export):
+        read.append(sorted(p for p in files.paths()))
+        return original(self, files, export)
+
+    monkeypatch.setattr(FolderReader, "messages", spy)
+    (src / "ws" / "general" / "d2.json").write_text(json.dumps([{"i": "2", "u": "U2", "t": 2 * DAY, "e": False,
+                                                                  "x": "second"}]))
+    s2 = backup(repo, src)
+    prefix = os.path.relpath(src, "/")
+    assert read == [[f"{prefix}/ws/general/d2.json", f"{prefix}/ws/users.json"]]
+    (src / "ws" / "users.json").write_text(json.dumps({"U1": "Alice A.", "U2": "bob"}))  # context changed
+    s3 = backup(repo, src)
+    assert len(read[1]) == 3
+    with MessageIndex(repo) as index:
+        index.ensure(repo.snapshots())
+        found = search(index, [s1.id, s2.id, s3.id], Filters(query="first"))
+        assert [(f.record.author, f.snapshots) for f in found] == [("alice", [s1.id, s2.id]), ("Alice A.", [s3.id])]
+
+
+def test_no_export_no_catalogue_and_no_catalog_option(repo, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("nothing to see")
+    assert backup(repo, src).catalog is None
+    write_lines(src / "a.chat.jsonl", [msg("c", "1", "a", 1, "x")])
+    assert backup(repo, src, catalog=False).catalog is None
+    assert backup(repo, src).catalog is not None
