@@ -21,6 +21,10 @@ class Message:
     edited: bool
     text: str
     source: str = ""  # path of the export file (relative to the export root) it was read from
+    # Optional context some formats carry (spec §22); readers fill what the export gives.
+    reply_to: str = ""  # message_id of the thread root / replied-to message, same conversation
+    topic: str = ""  # Zulip topic inside the stream (the conversation); "" elsewhere
+    attachments: tuple[str, ...] = ()  # attached files as the export references them (path/name)
 
 
 class ExportFiles(Protocol):

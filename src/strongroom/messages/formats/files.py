@@ -1,0 +1,230 @@
+"""File trees readers work on: a directory, a zip archive, and a tree with its zips opened.
+
+All three implement :class:`~strongroom.messages.model.ExportFiles`: sorted relative POSIX paths
+of regular files, their sizes, and binary streams.  Nothing here follows symlinks out of the
+tree or accepts a zip member name that escapes it."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections import OrderedDict
+from typing import BinaryIO, Iterable
+
+from ..model import ExportFiles
+from .common import FORMAT_ERRORS, HEAD_BYTES, Warn, log_warning, read_up_to
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive's end record
+#: Non-seekable zip streams are spooled to a temporary file; this much stays in memory.
+SPOOL_MEMORY = 8 * 1024 * 1024
+
+
+class LocalExportFiles:
+    """A directory on disk.  Symlinks are not followed (a backup stores them as links)."""
+
+    def __init__(self, root: str | bytes) -> None:
+        self.root = os.fsdecode(root)
+        self._sizes: dict[str, int] | None = None
+
+    def _scan(self) -> dict[str, int]:
+        if self._sizes is None:
+            sizes: dict[str, int] = {}
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                dirnames.sort()
+                rel_dir = os.path.relpath(dirpath, self.root)
+                for name in filenames:
+                    full = os.path.join(dirpath, name)
+                    st = os.lstat(full)
+                    if stat.S_ISREG(st.st_mode):
+                        rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                        sizes[rel.replace(os.sep, "/")] = st.st_size
+            self._sizes = dict(sorted(sizes.items()))
+        return self._sizes
+
+    def paths(self) -> Iterable[str]:
+        return list(self._scan())
+
+    def size(self, path: str) -> int:
+        return self._scan()[path]
+
+    def open(self, path: str) -> BinaryIO:
+        if path not in self._scan():
+            raise FileNotFoundError(path)
+        return open(os.path.join(self.root, *path.split("/")), "rb")
+
+
+def safe_member_name(name: str) -> str | None:
+    """The member's path inside the tree, or None when it is a directory or escapes it."""
+    n = name.replace("\\", "/")
+    if not n or n.endswith("/") or n.startswith("/") or (len(n) > 1 and n[1] == ":"):
+        return None
+    parts = n.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\x00" in n:
+        return None
+    return n
+
+
+class ZipExportFiles:
+    """A zip archive (a path or a seekable binary stream).  Members whose names escape the
+    archive (``..``, absolute, drive letters) are left out with a warning; for a name stored
+    twice, the last member wins (as unzip does)."""
+
+    def __init__(self, source, warn: Warn | None = None) -> None:
+        self._zip = zipfile.ZipFile(source)
+        warn = warn or log_warning
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in self._zip.infolist():
+            if info.is_dir():
+                continue
+            name = safe_member_name(info.filename)
+            if name is None:
+                warn(f"zip member {info.filename!r} escapes the archive: ignored")
+                continue
+            members[name] = info
+        self._members = dict(sorted(members.items()))
+
+    def paths(self) -> Iterable[str]:
+        return list(self._members)
+
+    def size(self, path: str) -> int:
+        return self._members[path].file_size
+
+    def open(self, path: str) -> BinaryIO:
+        return self._zip.open(self._members[path])  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self) -> ZipExportFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ExpandedFiles:
+    """``files`` with every zip archive (recognised by its magic bytes, one level deep) also
+    shown as a directory of its members: ``a/export.zip`` → ``a/export.zip/channels.json``…
+    The archive file itself stays listed.  Archives that cannot be opened are left as files
+    with a warning.  One archive is held open at a time."""
+
+    def __init__(self, files: ExportFiles, warn: Warn | None = None) -> None:
+        self.inner = files
+        self.warn = warn or log_warning
+        self._listing: dict[str, tuple[str | None, str]] | None = None  # path → (zip, member)
+        self._open_zip: tuple[str, ZipExportFiles, BinaryIO] | None = None
+
+    def _zip(self, zpath: str) -> ZipExportFiles:
+        if self._open_zip and self._open_zip[0] == zpath:
+            return self._open_zip[1]
+        self.close()
+        stream = self.inner.open(zpath)
+        try:
+            if not _seekable(stream):
+                spool = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)
+                shutil.copyfileobj(stream, spool, 1 << 20)
+                stream.close()
+                stream = spool  # type: ignore[assignment]
+                spool.seek(0)
+            z = ZipExportFiles(stream, self.warn)
+        except BaseException:
+            stream.close()
+            raise
+        self._open_zip = (zpath, z, stream)
+        return z
+
+    def _scan(self) -> dict[str, tuple[str | None, str]]:
+        if self._listing is None:
+            listing: dict[str, tuple[str | None, str]] = {}
+            for p in self.inner.paths():
+                listing[p] = (None, p)
+                if not _looks_like_zip(self.inner, p):
+                    continue
+                try:
+                    members = list(self._zip(p).paths())
+                except FORMAT_ERRORS + (NotImplementedError,) as exc:
+                    self.warn(f"{p}: not a readable zip archive, read as a plain file: {exc}")
+                    continue
+                for m in members:
+                    listing[f"{p}/{m}"] = (p, m)
+            self._listing = dict(sorted(listing.items()))
+        return self._listing
+
+    def paths(self) -> Iterable[str]:
+        return list(self._scan())
+
+    def size(self, path: str) -> int:
+        zpath, member = self._scan()[path]
+        return self.inner.size(member) if zpath is None else self._zip(zpath).size(member)
+
+    def open(self, path: str) -> BinaryIO:
+        zpath, member = self._scan()[path]
+        return self.inner.open(member) if zpath is None else self._zip(zpath).open(member)
+
+    def close(self) -> None:
+        if self._open_zip:
+            self._open_zip[1].close()
+            self._open_zip[2].close()
+            self._open_zip = None
+
+
+def expand_zips(files: ExportFiles, warn: Warn | None = None) -> ExpandedFiles:
+    """``files`` with its zip archives opened as directories (see :class:`ExpandedFiles`)."""
+    return ExpandedFiles(files, warn)
+
+
+def _looks_like_zip(files: ExportFiles, path: str) -> bool:
+    if not path.lower().endswith(".zip"):
+        return False
+    with files.open(path) as f:
+        return read_up_to(f, 4) in ZIP_MAGIC
+
+
+def _seekable(stream) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError):
+        return False
+
+
+class HeadCache:
+    """Wraps a tree for recognition: recently read first bytes are shared between readers.
+
+    Bounded (``HEAD_CACHE_ENTRIES`` heads), so recognising a tree of a million files reads each
+    candidate's head at most once per reader but never holds more than a few MB."""
+
+    def __init__(self, files: ExportFiles, hidden: set[str] | None = None) -> None:
+        self.inner = files
+        self.hidden = hidden if hidden is not None else set()
+        self._heads: OrderedDict[str, bytes] = OrderedDict()
+        self._paths: list[str] | None = None
+
+    def paths(self) -> Iterable[str]:
+        if self._paths is None:
+            self._paths = list(self.inner.paths())
+        return [p for p in self._paths if p not in self.hidden] if self.hidden else self._paths
+
+    def size(self, path: str) -> int:
+        return self.inner.size(path)
+
+    def open(self, path: str) -> BinaryIO:
+        return self.inner.open(path)
+
+    def head(self, path: str) -> bytes:
+        b = self._heads.get(path)
+        if b is None:
+            with self.inner.open(path) as f:
+                b = read_up_to(f, HEAD_BYTES)
+            self._heads[path] = b
+            if len(self._heads) > HEAD_CACHE_ENTRIES:
+                self._heads.popitem(last=False)
+        else:
+            self._heads.move_to_end(path)
+        return b
+
+
+HEAD_CACHE_ENTRIES = 256

@@ -1,0 +1,200 @@
+"""File trees, zips, recognition of the generated sample exports, malformed input, native output."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from strongroom.messages.formats import (
+    READERS, LocalExportFiles, ZipExportFiles, expand_zips, find_exports, write_native)
+from strongroom.samples import ExportParams, write_day
+
+FIXTURES = Path(__file__).parent / "fixtures" / "exports"
+
+
+def all_messages(files, warn=None):
+    out = []
+    for reader, export in find_exports(files, warn=warn):
+        out.extend(reader.messages(files, export, warn=warn))
+    return out
+
+
+def zip_dir(src: Path, dst: Path, prefix: str = "") -> None:
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                z.write(p, prefix + p.relative_to(src).as_posix())
+
+
+# ---- trees
+
+
+def test_local_files_lists_regular_files_sorted_and_skips_symlinks(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.json").write_bytes(b"[]")
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    (tmp_path / "link").symlink_to(tmp_path / "a.txt")
+    files = LocalExportFiles(str(tmp_path))
+    assert list(files.paths()) == ["a.txt", "b/x.json"]
+    assert files.size("a.txt") == 5
+    with files.open("b/x.json") as f:
+        assert f.read() == b"[]"
+    with pytest.raises(FileNotFoundError):
+        files.open("link")
+
+
+def test_zip_rejects_escaping_member_names(tmp_path):
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("ok/channels.json", "[]")
+        z.writestr("../escape.json", "[]")
+        z.writestr("/abs.json", "[]")
+        z.writestr("a/../../b.json", "[]")
+        z.writestr("C:/win.json", "[]")
+        z.writestr("dir/", "")
+    warnings: list[str] = []
+    with ZipExportFiles(str(path), warn=warnings.append) as files:
+        assert list(files.paths()) == ["ok/channels.json"]
+    assert len(warnings) == 4 and all("escapes the archive" in w for w in warnings)
+
+
+def test_slack_zip_inside_a_directory_is_found(tmp_path):
+    zip_dir(FIXTURES / "slack" / "workspace", tmp_path / "slack-export.zip")
+    (tmp_path / "notes.zip").write_bytes(b"PK\x03\x04 but not really a zip")
+    warnings: list[str] = []
+    files = expand_zips(LocalExportFiles(tmp_path), warn=warnings.append)
+    found = find_exports(files, warn=warnings.append)
+    assert [(r.platform, e.root) for r, e in found] == [("slack", "slack-export.zip")]
+    msgs = [m for r, e in found for m in r.messages(files, e)]
+    direct = all_messages(LocalExportFiles(FIXTURES / "slack"))
+    assert msgs == direct and len(msgs) == 8
+    assert len(warnings) == 1 and warnings[0].startswith("notes.zip: not a readable zip archive")
+    files.close()
+
+
+def test_zip_from_a_non_seekable_stream_is_spooled(tmp_path):
+    zip_dir(FIXTURES / "mattermost", tmp_path / "mm.zip")
+
+    class Pipe(io.RawIOBase):  # a snapshot tree's stream: read-only, not seekable
+        def __init__(self, data):
+            self._b = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            return self._b.readinto(b)
+
+    class Tree:
+        def paths(self):
+            return ["mm.zip"]
+
+        def size(self, p):
+            return (tmp_path / p).stat().st_size
+
+        def open(self, p):
+            return Pipe((tmp_path / p).read_bytes())
+
+    files = expand_zips(Tree())
+    assert list(files.paths()) == ["mm.zip", "mm.zip/export.jsonl"]
+    assert len(all_messages(files)) == 6
+    files.close()
+
+
+# ---- the generated sample exports (strongroom.samples)
+
+
+def sample_counts(day: int, params: ExportParams, root: Path) -> tuple[Counter, int]:
+    stats = write_day(root, day, params)
+    files = LocalExportFiles(root)
+    warnings: list[str] = []
+    per = Counter(m.platform for m in all_messages(files, warnings.append))
+    assert warnings == []
+    return per, stats.messages
+
+
+def test_samples_are_recognised_with_exact_counts(tmp_path):
+    params = ExportParams(messages_per_day=120)
+    per, live = sample_counts(1, params, tmp_path)
+    assert set(per) <= {r.platform for r in READERS}
+    implemented = {r.platform for r in READERS}
+    generated = {"slack", "mattermost", "telegram", "discord", "whatsapp"} & implemented
+    assert set(per) == generated
+    # every live message of the generator is read, once (WhatsApp's deleted-message
+    # placeholders are not messages, spec §22.7)
+    if generated == {"slack", "mattermost", "telegram", "discord", "whatsapp"}:
+        assert sum(per.values()) == live
+
+
+# ---- malformed input never raises
+
+
+def test_truncated_and_wrong_typed_slack_files_are_skipped_with_warnings(tmp_path):
+    root = tmp_path / "ws"
+    shutil.copytree(FIXTURES / "slack" / "workspace", root)
+    day = root / "general" / "2025-03-01.json"
+    day.write_bytes(day.read_bytes()[:900])  # truncated mid-record
+    (root / "general" / "2025-03-02.json").write_text(
+        json.dumps([{"ts": 5, "text": ["not", "a", "string"]}, "oops", {"ts": "1.5", "user": "U0G9QF9C6", "text": "ok"}]))
+    warnings: list[str] = []
+    msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
+    texts = [m.text for m in msgs]
+    assert "ok" in texts and "<@U0G9QF9C6> has joined the channel" in texts
+    assert [w.split(":")[0] for w in warnings] == [
+        "ws/general/2025-03-01.json", "ws/general/2025-03-02.json", "ws/general/2025-03-02.json"]
+    assert "unreadable from here on" in warnings[0]
+
+
+def test_mattermost_bad_lines_and_huge_line(tmp_path, monkeypatch):
+    import strongroom.messages.formats.common as common
+    monkeypatch.setattr(common, "MAX_LINE", 1000)
+    lines = (FIXTURES / "mattermost" / "export.jsonl").read_bytes().splitlines(keepends=True)
+    huge = b'{"type":"post","post":{"message":"' + b"x" * 5000 + b'"}}\n'
+    broken = b'{"type":"post","post":{"team":"acme",\n'
+    wrong = b'{"type":"post","post":{"team":"acme","channel":"c","user":"u","create_at":"soon"}}\n'
+    (tmp_path / "export.jsonl").write_bytes(lines[0] + huge + broken + wrong + b"".join(lines[1:]))
+    warnings: list[str] = []
+    msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
+    assert len(msgs) == 6
+    assert [w.split(": ")[1] for w in warnings] == ["line 2 skipped", "line 3 skipped", "line 4 skipped"]
+
+
+def test_unrecognised_files_are_not_exports(tmp_path):
+    (tmp_path / "channels.json").write_text('{"not": "a list"}')
+    (tmp_path / "x.jsonl").write_text('{"type": "post"}\n')
+    (tmp_path / "empty.json").write_bytes(b"")
+    (tmp_path / "bin.json").write_bytes(bytes(range(256)))
+    assert find_exports(LocalExportFiles(tmp_path)) == []
+
+
+# ---- native output reads back
+
+
+@pytest.mark.parametrize("platform", ["slack", "mattermost"])
+def test_native_output_reads_back_as_the_same_messages(tmp_path, platform):
+    msgs = all_messages(LocalExportFiles(FIXTURES / platform))
+    conv = msgs[1].conversation
+    one = sorted((m for m in msgs if m.conversation == conv), key=lambda m: m.time_ms)
+    buf = io.BytesIO()
+    write_native(platform, one, buf)
+    name = {"slack": "export.zip", "mattermost": "export.jsonl"}[platform]
+    (tmp_path / name).write_bytes(buf.getvalue())
+    files = expand_zips(LocalExportFiles(tmp_path))
+    back = all_messages(files)
+    # Mattermost's native output writes replies as posts of their own (spec §22.10)
+    thread = (lambda m: "") if platform == "mattermost" else (lambda m: m.reply_to)
+    key = lambda m: (m.message_id, m.author, m.time_ms, m.edited, m.text, thread(m), m.attachments)
+    assert sorted(map(key, back)) == sorted(map(key, one))
+    assert {m.conversation for m in back} == {conv}
+    files.close()
+
+
+def test_write_native_unknown_platform():
+    with pytest.raises(ValueError, match="no native format"):
+        write_native("irc", [], io.BytesIO())
