@@ -14,6 +14,7 @@ table, checked against the index so a reused part's blobs all exist).
 from __future__ import annotations
 
 import heapq
+import inspect
 import itertools
 import os
 import pickle
@@ -21,6 +22,8 @@ import posixpath
 import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
+
+import blake3
 
 from strongroom.commands import WarningCallback, ignore_warning
 from strongroom.errors import StrongroomError
@@ -53,12 +56,13 @@ class CatalogStats:
 DEFAULT_READERS: list[ExportReader] | None = None  # None: the formats package's readers (tests set others)
 
 
-def find_exports(files, readers: Iterable[ExportReader] | None = None) -> list[tuple[ExportReader, Export]]:
+def find_exports(files, readers: Iterable[ExportReader] | None = None,
+                 warn: WarningCallback = ignore_warning) -> list[tuple[ExportReader, Export]]:
     if readers is None:
         readers = DEFAULT_READERS
     if readers is None:
         from strongroom.messages.formats import find_exports as find_all  # the formats' own rules
-        return find_all(files)
+        return find_all(files, warn)
     return [(r, e) for r in readers for e in r.find(files)]
 
 
@@ -105,6 +109,15 @@ class _Sorter:
         self._runs = []
 
 
+def _messages(reader: ExportReader, files, export: Export, warn: WarningCallback) -> Iterator[Message]:
+    """The reader's messages, with its warnings (skipped records) routed to ``warn`` if it takes one."""
+    try:
+        takes_warn = "warn" in inspect.signature(reader.messages).parameters
+    except (TypeError, ValueError):
+        takes_warn = False
+    return reader.messages(files, export, warn=warn) if takes_warn else reader.messages(files, export)
+
+
 class _Monolithic(Exception):
     """A reader named a source that is not one of the export's files: catalogue it as a whole."""
 
@@ -124,8 +137,12 @@ class CatalogBuilder:
     def build(self, tree_id: bytes) -> bytes | None:
         """Catalogue the exports in a snapshot tree; return the catalogue's root tree id, or None
         when the tree holds no recognised export with messages."""
-        files = TreeFiles(self.repo, tree_id)
-        for reader, export in find_exports(files, self.readers):
+        self.tree = TreeFiles(self.repo, tree_id)
+        files = self.tree
+        if any(p.lower().endswith(".zip") for p in self.tree.paths()):
+            from strongroom.messages.formats import expand_zips
+            files = expand_zips(self.tree, self.warn)  # zipped exports are read member by member
+        for reader, export in find_exports(files, self.readers, self.warn):
             self.stats.exports += 1
             if export.platform not in self.stats.platforms:
                 self.stats.platforms.append(export.platform)
@@ -142,7 +159,7 @@ class CatalogBuilder:
     # -- one export --------------------------------------------------------------------------
 
     def _export(self, files: TreeFiles, reader: ExportReader, export: Export) -> None:
-        content = {path: content_key(self.keyed, files.chunk_ids(path)) for path in export.files}
+        content = {path: self._content_key(files, path) for path in export.files}
         context_files = sorted(p for p in export.files if posixpath.basename(p) in CONTEXT_NAMES)
         context = self.keyed(b"strongroom catalogue context\0" + b"".join(
             p.encode("utf-8", "surrogateescape") + b"\0" + content[p] for p in context_files))
@@ -176,6 +193,15 @@ class CatalogBuilder:
             key = part_key(self.keyed, export.platform, export.root, first, everything, context)
             self._read(reader, files, export, {first: key}, {first}, monolithic=first)
 
+    def _content_key(self, files, path: str) -> bytes:
+        if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds
+            return content_key(self.keyed, self.tree.chunk_ids(path))
+        digest = blake3.blake3()  # a zip member: hash what it holds
+        with files.open(path) as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return self.keyed(b"strongroom catalogue member\0" + digest.digest())
+
     def _source(self, export: Export, message: Message, wanted: set[str]) -> str:
         if export.root in wanted and len(export.files) == 1:
             return export.root  # a one-file export
@@ -190,7 +216,7 @@ class CatalogBuilder:
         sorter = _Sorter(self.repo.scratch_folder())
         try:
             self.stats.files_read += len(wanted)
-            for message in reader.messages(files, export):
+            for message in _messages(reader, files, export, self.warn):
                 source = monolithic or self._source(export, message, wanted)
                 sorter.add((source, record_sort_key(message), encode_record(message)))
             self._write_parts(export, sorter.sorted(), keys)

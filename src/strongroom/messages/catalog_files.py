@@ -6,6 +6,7 @@ they were backed up), so a snapshot's catalogue always describes exactly that sn
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 from collections import OrderedDict
@@ -22,17 +23,31 @@ _TREE_CACHE = 16
 class _BlobStream(io.RawIOBase):
     """A file's content as a readable stream of its chunks, fetched as they are needed."""
 
-    def __init__(self, fetcher: BlobFetcher, chunk_ids: Iterable[bytes]) -> None:
-        self._fetcher = fetcher
-        self._blobs = fetcher.fetch_all(chunk_ids)
+    def __init__(self, repo: Repository, chunk_ids: list[bytes]) -> None:
+        self._repo = repo
+        self._ids = chunk_ids
+        self._fetcher: BlobFetcher | None = None
+        self._blobs: Iterator[bytes] | None = None
         self._current = memoryview(b"")
+
+    def _next_blob(self) -> bytes | None:
+        # The first chunk alone (recognition reads only a file's head); the rest through a
+        # fetcher, which reads runs of adjacent blobs ahead in the background.
+        if self._blobs is None:
+            if not self._ids:
+                return None
+            first = self._repo.load_blob(self._ids[0])
+            self._fetcher = BlobFetcher(self._repo, threads=2, max_bytes=8 * 1024 * 1024)
+            self._blobs = self._fetcher.fetch_all(self._ids[1:])
+            return first
+        return next(self._blobs, None)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while not self._current:
-            data = next(self._blobs, None)
+            data = self._next_blob()
             if data is None:
                 return 0
             self._current = memoryview(data)
@@ -42,7 +57,7 @@ class _BlobStream(io.RawIOBase):
         return n
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._fetcher is not None:
             self._blobs.close()
             self._fetcher.close()
         super().close()
@@ -98,8 +113,11 @@ class TreeFiles:
         return self.repo.file_chunks(self.node(path))
 
     def open(self, path: str) -> BinaryIO:
-        return io.BufferedReader(_BlobStream(BlobFetcher(self.repo, threads=2), list(self.chunk_ids(path))),
-                                 buffer_size=1 << 20)
+        return io.BufferedReader(_BlobStream(self.repo, list(self.chunk_ids(path))), buffer_size=1 << 20)
+
+    def has(self, path: str) -> bool:
+        i = bisect.bisect_left(self._paths, path)
+        return i < len(self._paths) and self._paths[i] == path
 
 
 class SubsetFiles:

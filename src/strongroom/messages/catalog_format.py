@@ -26,6 +26,7 @@ CUT_MODULUS = 48
 MIN_CHUNK = 4 * 1024
 MAX_CHUNK = 64 * 1024
 _RECORD_KEYS = ("a", "c", "e", "h", "i", "p", "t", "x")
+_OPTIONAL_KEYS = ("f", "o", "r")  # attachments, topic, reply_to: present only when not empty
 
 
 def text_hash(text: str) -> str:
@@ -49,6 +50,9 @@ class Record:
     edited: bool
     text_hash: str
     text: str
+    reply_to: str = ""
+    topic: str = ""
+    attachments: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -61,20 +65,35 @@ class Record:
 
     def to_message(self, source: str = "") -> Message:
         return Message(self.platform, self.conversation, self.message_id, self.author, self.time_ms, self.edited,
-                       self.text, source)
+                       self.text, source, reply_to=self.reply_to, topic=self.topic, attachments=self.attachments)
 
     def to_json(self) -> dict:
-        return {"platform": self.platform, "conversation": self.conversation, "id": self.message_id,
-                "author": self.author, "time_ms": self.time_ms, "edited": self.edited,
-                "text_hash": self.text_hash, "text": self.text}
+        doc = {"platform": self.platform, "conversation": self.conversation, "id": self.message_id,
+               "author": self.author, "time_ms": self.time_ms, "edited": self.edited,
+               "text_hash": self.text_hash, "text": self.text}
+        if self.reply_to:
+            doc["reply_to"] = self.reply_to
+        if self.topic:
+            doc["topic"] = self.topic
+        if self.attachments:
+            doc["attachments"] = list(self.attachments)
+        return doc
 
 
 def encode_record(m: Message) -> bytes:
     """The canonical record line of a message (no trailing newline)."""
     if not isinstance(m.time_ms, int) or isinstance(m.time_ms, bool):
         raise ValueError(f"message {m.message_id!r}: time_ms is not an integer")
-    return _dumps({"a": m.author, "c": m.conversation, "e": bool(m.edited), "h": text_hash(m.text),
-                   "i": m.message_id, "p": m.platform, "t": m.time_ms, "x": m.text})
+    doc = {"a": m.author, "c": m.conversation, "e": bool(m.edited), "h": text_hash(m.text),
+           "i": m.message_id, "p": m.platform, "t": m.time_ms, "x": m.text}
+    reply_to, topic, attachments = getattr(m, "reply_to", ""), getattr(m, "topic", ""), getattr(m, "attachments", ())
+    if reply_to:
+        doc["r"] = reply_to
+    if topic:
+        doc["o"] = topic
+    if attachments:
+        doc["f"] = list(attachments)
+    return _dumps(doc)
 
 
 def record_sort_key(m: Message) -> tuple:
@@ -84,11 +103,15 @@ def record_sort_key(m: Message) -> tuple:
 def decode_record(line: bytes | str, what: str) -> Record:
     try:
         d = json.loads(line)
-        if tuple(sorted(d)) != _RECORD_KEYS:
+        if tuple(k for k in sorted(d) if k not in _OPTIONAL_KEYS) != _RECORD_KEYS:
             raise ValueError(f"keys {sorted(d)}")
-        rec = Record(d["p"], d["c"], d["i"], d["a"], d["t"], d["e"], d["h"], d["x"])
+        attachments = d.get("f", [])
+        if not isinstance(attachments, list) or not all(isinstance(a, str) for a in attachments):
+            raise ValueError("attachments is not a list of strings")
+        rec = Record(d["p"], d["c"], d["i"], d["a"], d["t"], d["e"], d["h"], d["x"], d.get("r", ""), d.get("o", ""),
+                     tuple(attachments))
         if not all(isinstance(v, str) for v in (rec.platform, rec.conversation, rec.message_id, rec.author,
-                                                rec.text_hash, rec.text)):
+                                                rec.text_hash, rec.text, rec.reply_to, rec.topic)):
             raise ValueError("a text field is not a string")
         if type(rec.time_ms) is not int or type(rec.edited) is not bool or len(rec.text_hash) != 2 * TEXT_HASH_SIZE:
             raise ValueError("bad time, edited flag or text hash")

@@ -85,10 +85,11 @@ def search(index: MessageIndex, snapshot_ids: list[str], filters: Filters) -> li
         for record in iter_records(data, f"catalogue chunk {chunk_id.hex()[:16]}"):
             if filters.matches(record):
                 found[record] = found.get(record, 0) | mask
-    out = [Found(r, [s for i, s in enumerate(snapshot_ids) if mask >> i & 1]) for r, mask in found.items()]
-    out.sort(key=lambda f: (f.record.time_ms, f.record.platform, f.record.conversation, f.record.message_id,
-                            f.snapshots[0] if f.snapshots else "", f.record.text_hash))
-    return out
+    # Versions of one message in the order they first appeared (lowest snapshot position).
+    ordered = sorted(found.items(), key=lambda item: (item[0].time_ms, item[0].platform, item[0].conversation,
+                                                      item[0].message_id, (item[1] & -item[1]).bit_length(),
+                                                      item[0].text_hash))
+    return [Found(r, [s for i, s in enumerate(snapshot_ids) if mask >> i & 1]) for r, mask in ordered]
 
 
 @dataclass
