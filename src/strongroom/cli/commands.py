@@ -103,10 +103,13 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
 @click.option("--stdin-filename", default="stdin", show_default=True, help="File name for --stdin data.")
 @click.option("--stdin-from-command", is_flag=True,
               help="Back up the output of the command given after `--`; it must exit 0.")
+@click.option("--catalog/--no-catalog", default=True, show_default=True,
+              help="Catalogue the messages of recognised chat exports (see `strongroom messages`).")
 @json_option
 def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], host: str | None,
            excludes: tuple[str, ...], exclude_files: tuple[str, ...], parent: str | None, force: bool,
-           dry_run: bool, use_stdin: bool, stdin_filename: str, stdin_from_command: bool, as_json: bool) -> None:
+           dry_run: bool, use_stdin: bool, stdin_filename: str, stdin_from_command: bool, catalog: bool,
+           as_json: bool) -> None:
     """Back up PATHS (or standard input, or a command's output) into a new snapshot.
 
     Exits 3 when the snapshot was written but some files could not be read."""
@@ -123,7 +126,7 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
     opts = BackupOptions(
         paths=[] if stdin_from_command else list(paths), tags=list(tags), hostname=host, excludes=patterns,
         parent=parent, force=force, dry_run=dry_run, stdin=sys.stdin.buffer if use_stdin else None,
-        stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None)
+        stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None, catalog=catalog)
     if use_stdin and paths:
         raise UsageError("--stdin takes no paths")
     with location.open() as repo, byte_progress("backup", progress_enabled(as_json)) as progress:
@@ -140,7 +143,8 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
         click.echo(f"read {human_bytes(s.bytes_read)} of {human_bytes(s.bytes_total)}, "
                    f"added {human_bytes(s.bytes_added)} in {s.blobs_added} blobs, {s.duration_s:.2f} s")
         if result.snapshot:
-            click.echo(f"snapshot {result.snapshot.short_id} saved")
+            click.echo(f"snapshot {result.snapshot.short_id} saved"
+                       + (" with a message catalogue" if result.snapshot.catalog else ""))
         else:
             click.echo("dry run: nothing written")
     if result.partial:
