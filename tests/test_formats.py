@@ -110,26 +110,26 @@ def test_zip_from_a_non_seekable_stream_is_spooled(tmp_path):
 # ---- the generated sample exports (strongroom.samples)
 
 
-def sample_counts(day: int, params: ExportParams, root: Path) -> tuple[Counter, int]:
-    stats = write_day(root, day, params)
-    files = LocalExportFiles(root)
-    warnings: list[str] = []
-    per = Counter(m.platform for m in all_messages(files, warnings.append))
-    assert warnings == []
-    return per, stats.messages
-
-
 def test_samples_are_recognised_with_exact_counts(tmp_path):
+    """Every live message of the generator is read exactly once, on a first and a later night
+    (WhatsApp's deleted-message placeholders are not messages, spec §22.7)."""
     params = ExportParams(messages_per_day=120)
-    per, live = sample_counts(1, params, tmp_path)
-    assert set(per) <= {r.platform for r in READERS}
-    implemented = {r.platform for r in READERS}
-    generated = {"slack", "mattermost", "telegram", "discord", "whatsapp"} & implemented
-    assert set(per) == generated
-    # every live message of the generator is read, once (WhatsApp's deleted-message
-    # placeholders are not messages, spec §22.7)
-    if generated == {"slack", "mattermost", "telegram", "discord", "whatsapp"}:
-        assert sum(per.values()) == live
+    for day in (0, 3):
+        stats = write_day(tmp_path, day, params)
+        files = LocalExportFiles(tmp_path)
+        warnings: list[str] = []
+        found = find_exports(files, warnings.append)
+        exports = Counter(r.platform for r, e in found)
+        assert exports == {"slack": 1, "mattermost": 1, "telegram": 1, "discord": 6, "whatsapp": 3}
+        msgs = [m for r, e in found for m in r.messages(files, e, warn=warnings.append)]
+        assert warnings == []
+        assert len(msgs) == stats.messages
+        assert len({(m.platform, m.conversation, m.message_id) for m in msgs}) == stats.messages
+        # the generator's conversations, as each format names them
+        convs = {(m.platform, m.conversation) for m in msgs}
+        assert len([c for c in convs if c[0] == "slack"]) == 6
+        assert ("discord", "Acme Community 社区/general") in convs
+        assert ("mattermost", "acme/town-square") in convs
 
 
 # ---- malformed input never raises
@@ -162,7 +162,59 @@ def test_mattermost_bad_lines_and_huge_line(tmp_path, monkeypatch):
     warnings: list[str] = []
     msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
     assert len(msgs) == 6
-    assert [w.split(": ")[1] for w in warnings] == ["line 2 skipped", "line 3 skipped", "line 4 skipped"]
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "line 2 skipped: ValueError: longer than 1000 bytes",
+        "line 3 skipped: JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 38 (char 37)",
+        "line 4 skipped: ValueError: invalid literal for int() with base 10: 'soon'"]
+
+
+def test_single_document_formats_truncated_or_wrong_typed(tmp_path):
+    """Telegram, Discord and Matrix files cut mid-message keep what came before and warn once;
+    records of the wrong type are skipped one by one."""
+    expected = {}
+    for platform in ("telegram", "discord", "matrix"):
+        src = FIXTURES / platform
+        shutil.copytree(src, tmp_path / platform)
+        expected[platform] = all_messages(LocalExportFiles(src))
+    tg = tmp_path / "telegram" / "full" / "result.json"
+    data = tg.read_bytes()
+    tg.write_bytes(data[: data.index(b'"note to self"')])  # cut inside the second chat
+    dc = next((tmp_path / "discord").glob("*.json"))
+    doc = json.loads(dc.read_text())
+    doc["messages"][1]["timestamp"] = 12
+    doc["messages"][2] = "not a message"
+    doc["messages"][3]["author"] = ["x"]
+    dc.write_text(json.dumps(doc, ensure_ascii=False))
+    mx = next((tmp_path / "matrix").glob("*.json"))
+    mx.write_bytes(mx.read_bytes()[:-40])  # the last event is cut
+    warnings: list[str] = []
+    got = all_messages(LocalExportFiles(tmp_path), warnings.append)
+    by = lambda p: [m for m in got if m.platform == p]
+    tg_expected = [m for m in expected["telegram"] if m.conversation not in ("chat 1001", "Old Team")]
+    assert by("telegram") == tg_expected
+    assert by("discord") == expected["discord"][:1]
+    assert by("matrix") == expected["matrix"][:-1]
+    assert [w.split(":")[0] for w in warnings] == ["telegram/full/result.json"] + [dc.relative_to(tmp_path).as_posix()] * 3 + [
+        mx.relative_to(tmp_path).as_posix()]
+    assert "unreadable from here on" in warnings[0] and "unreadable from here on" in warnings[-1]
+    assert "message 1 skipped: TypeError" in warnings[1]
+
+
+def test_whatsapp_huge_line_and_undecodable_bytes(tmp_path, monkeypatch):
+    import strongroom.messages.formats.common as common
+    monkeypatch.setattr(common, "MAX_LINE", 200)
+    (tmp_path / "WhatsApp Chat with Dan.txt").write_bytes(
+        b"01/03/2025, 21:05 - Dan: hi\n"
+        b"01/03/2025, 21:06 - Dan: " + b"y" * 1000 + b"\n"
+        b"01/03/2025, 21:07 - Dan: caf\xe9 \xff\n"
+        b"31/02/2025, 21:08 - Dan: no such day\n")
+    warnings: list[str] = []
+    msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
+    assert [m.text for m in msgs] == ["hi", "caf\ufffd \ufffd\n31/02/2025, 21:08 - Dan: no such day"]
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "line 2 skipped: ValueError: longer than 200 bytes",
+        "line 2 skipped: ValueError: longer than 200 bytes",  # pass 1 (date order) sees it too
+        "line 4 skipped: ValueError: not a valid date and time"]
 
 
 def test_unrecognised_files_are_not_exports(tmp_path):
@@ -176,23 +228,36 @@ def test_unrecognised_files_are_not_exports(tmp_path):
 # ---- native output reads back
 
 
-@pytest.mark.parametrize("platform", ["slack", "mattermost"])
+NATIVE_NAMES = {"slack": "export.zip", "mattermost": "export.jsonl", "telegram": "result.json",
+                "discord": "channel.json", "whatsapp": "WhatsApp Chat with X.txt", "zulip": "realm.zip",
+                "matrix": "room.json"}
+
+
+@pytest.mark.parametrize("platform", sorted(NATIVE_NAMES))
 def test_native_output_reads_back_as_the_same_messages(tmp_path, platform):
     msgs = all_messages(LocalExportFiles(FIXTURES / platform))
-    conv = msgs[1].conversation
+    conv = Counter(m.conversation for m in msgs).most_common(1)[0][0]
     one = sorted((m for m in msgs if m.conversation == conv), key=lambda m: m.time_ms)
+    assert len(one) >= 2
     buf = io.BytesIO()
     write_native(platform, one, buf)
-    name = {"slack": "export.zip", "mattermost": "export.jsonl"}[platform]
-    (tmp_path / name).write_bytes(buf.getvalue())
+    (tmp_path / NATIVE_NAMES[platform]).write_bytes(buf.getvalue())
     files = expand_zips(LocalExportFiles(tmp_path))
-    back = all_messages(files)
-    # Mattermost's native output writes replies as posts of their own (spec §22.10)
-    thread = (lambda m: "") if platform == "mattermost" else (lambda m: m.reply_to)
-    key = lambda m: (m.message_id, m.author, m.time_ms, m.edited, m.text, thread(m), m.attachments)
-    assert sorted(map(key, back)) == sorted(map(key, one))
-    assert {m.conversation for m in back} == {conv}
+    warnings: list[str] = []
+    back = all_messages(files, warnings.append)
     files.close()
+    assert warnings == []
+    # what each native form keeps (spec §22.10): Mattermost writes replies as posts of their
+    # own; WhatsApp has no ids, threads or attachment lists of its own
+    if platform == "whatsapp":
+        key = lambda m: (m.author, m.time_ms, m.edited, m.text)
+    else:
+        thread = (lambda m: "") if platform == "mattermost" else (lambda m: m.reply_to)
+        key = lambda m: (m.message_id, m.author, m.time_ms, m.edited, m.text, thread(m),
+                         m.attachments[:1] if platform in ("telegram", "matrix") else m.attachments, m.topic)
+    assert sorted(map(key, back)) == sorted(map(key, one))
+    if platform != "whatsapp":  # its conversation is the file name
+        assert {m.conversation for m in back} == {conv}
 
 
 def test_write_native_unknown_platform():

@@ -11,10 +11,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 
 
 def read(platform: str, warnings: list[str] | None = None) -> tuple[list, list[Message]]:
+    sink = warnings if warnings is not None else []
     files = LocalExportFiles(FIXTURES / platform)
-    found = find_exports(files, warn=(warnings or []).append)
+    found = find_exports(files, warn=sink.append)
     exports = [e for r, e in found]
-    msgs = [m for r, e in found for m in r.messages(files, e, warn=(warnings if warnings is not None else []).append)]
+    msgs = [m for r, e in found for m in r.messages(files, e, warn=sink.append)]
     return exports, msgs
 
 
@@ -73,5 +74,142 @@ def test_mattermost_bulk_export():
                 "post with an id", "export.jsonl"),
         Message("mattermost", "@alice,wei.zhang", derived_id(1740830000000, "wei.zhang"), "wei.zhang",
                 1740830000000, False, "私聊：周五见", "export.jsonl"),
+    ]
+    assert warnings == []
+
+
+def utc(*fields) -> int:
+    import calendar
+    return calendar.timegm(fields + (0,) * (6 - len(fields))) * 1000
+
+
+def test_telegram_single_chat_and_full_export():
+    warnings: list[str] = []
+    exports, msgs = read("telegram", warnings)
+    assert [(e.platform, e.root, e.files) for e in exports] == [
+        ("telegram", "chat/result.json", ("chat/result.json",)),
+        ("telegram", "full/result.json", ("full/result.json",))]
+    P, src = "Project Phoenix 凤凰", "result.json"
+    assert msgs == [
+        # a service message: the actor is the author, its (empty) text is kept
+        Message("telegram", P, "1", "Alice Martin", utc(2025, 3, 1, 9), False, "", src),
+        Message("telegram", P, "2", "Alice Martin", utc(2025, 3, 1, 9, 1), False,
+                "Kickoff notes are in the doc", src),
+        # text as an array of strings and entities; date_unixtime wins over the local "date"
+        Message("telegram", P, "3", "张伟", utc(2025, 3, 1, 9, 2, 30), True,
+                "收到 @alice_m，链接：https://example.com/doc", src, reply_to="2"),
+        Message("telegram", P, "4", "Alice Martin", utc(2025, 3, 1, 9, 3, 20), False,
+                "Line one\nLine two", src, attachments=("photos/photo_1@01-03-2025_10-03-20.jpg",)),
+        # a deleted account (from: null) and no date_unixtime: "date" is read as UTC
+        Message("telegram", P, "5", "user1003", utc(2025, 3, 1, 10, 4), False, "", src,
+                attachments=("files/report.pdf",)),
+        Message("telegram", "张伟", "101", "张伟", utc(2025, 3, 2, 8), False, "早上好", src),
+        Message("telegram", "张伟", "102", "Alice Martin", utc(2025, 3, 2, 8, 0, 5), False, "Morning!", src),
+        Message("telegram", "chat 1001", "7", "Alice Martin", utc(2025, 3, 2, 9), False, "note to self", src),
+        Message("telegram", "Old Team", "9", "Bob", utc(2024, 12, 31, 23, 59, 59), False, "bye 👋", src),
+    ]
+    assert warnings == []
+
+
+def test_discord_chat_exporter():
+    warnings: list[str] = []
+    exports, msgs = read("discord", warnings)
+    name = "Acme Community - Text Channels - general [1085].json"
+    assert [(e.platform, e.root, e.files) for e in exports] == [("discord", name, (name,))]
+    C = "Acme Community/general"
+    assert msgs == [
+        Message("discord", C, "1345000000000000001", "wei_zhang", utc(2025, 3, 1, 9), False,
+                "Joined the server.", name),
+        Message("discord", C, "1345000000000000002", "alice", utc(2025, 3, 1, 9, 1) + 123, True,
+                "Welcome! Rules are in #rules", name),
+        # +08:00 offset → UTC
+        Message("discord", C, "1345000000000000003", "wei_zhang", utc(2025, 3, 1, 9, 2), False,
+                "谢谢！\n我先看看规则", name, reply_to="1345000000000000002"),
+        Message("discord", C, "1345000000000000004", "alice", utc(2025, 3, 1, 9, 5), False, "", name,
+                attachments=(name + "_Files/diagram-3F2A1.png",)),
+    ]
+    assert warnings == []
+
+
+def test_whatsapp_ios_and_android():
+    warnings: list[str] = []
+    exports, msgs = read("whatsapp", warnings)
+    ios, android = "WhatsApp Chat - 家人群/_chat.txt", "android/WhatsApp Chat with Bob Lee.txt"
+    assert [(e.platform, e.root) for e in exports] == [("whatsapp", ios), ("whatsapp", android)]
+    from strongroom.messages.formats.whatsapp import _author_hash as h
+    wei, alice, bob = h("张伟"), h("Alice Martin"), h("Bob Lee")
+    t1, t2 = utc(2025, 3, 1, 9, 15, 2), utc(2025, 3, 13, 20, 1, 9)
+    a1, a2 = utc(2025, 3, 1, 21, 5), utc(2025, 3, 1, 21, 6)
+    assert msgs == [
+        # iOS, day-first (13/03 decides); notices (U+200E) are not messages
+        Message("whatsapp", "家人群", f"{t1}-{wei}-0", "张伟", t1, False, "周末一起吃饭吗？", "_chat.txt"),
+        Message("whatsapp", "家人群", f"{t1}-{wei}-1", "张伟", t1, False, "地点：\n老地方\n12 点", "_chat.txt"),
+        Message("whatsapp", "家人群", f"{utc(2025, 3, 1, 9, 16, 40)}-{alice}-0", "Alice Martin",
+                utc(2025, 3, 1, 9, 16, 40), False, "<attached: 00000007-PHOTO-2025-03-01-09-16-40.jpg>",
+                "_chat.txt", attachments=("00000007-PHOTO-2025-03-01-09-16-40.jpg",)),
+        Message("whatsapp", "家人群", f"{utc(2025, 3, 1, 9, 17)}-{alice}-0", "Alice Martin",
+                utc(2025, 3, 1, 9, 17), True, "Sounds good", "_chat.txt"),
+        # the deleted message before it keeps occurrence 0
+        Message("whatsapp", "家人群", f"{t2}-{wei}-1", "张伟", t2, False, "好的", "_chat.txt"),
+        # Android, US locale: only ambiguous dates and a 12-hour clock → month-first
+        Message("whatsapp", "Bob Lee", f"{a1}-{bob}-0", "Bob Lee", a1, False,
+                "Are we still on for Friday?", "WhatsApp Chat with Bob Lee.txt"),
+        Message("whatsapp", "Bob Lee", f"{a1}-{alice}-0", "Alice Martin", a1, False,
+                "Yes: 7pm, usual place", "WhatsApp Chat with Bob Lee.txt"),
+        Message("whatsapp", "Bob Lee", f"{a2}-{bob}-1", "Bob Lee", a2, False,
+                "IMG-20250301-WA0001.jpg (file attached)\nmenu for the evening",
+                "WhatsApp Chat with Bob Lee.txt", attachments=("IMG-20250301-WA0001.jpg",)),
+        Message("whatsapp", "Bob Lee", f"{utc(2025, 3, 2, 0, 30)}-{alice}-0", "Alice Martin",
+                utc(2025, 3, 2, 0, 30), True, "👍", "WhatsApp Chat with Bob Lee.txt"),
+    ]
+    assert warnings == []
+
+
+def test_whatsapp_date_order_without_evidence_and_24_hours(tmp_path):
+    from strongroom.messages.formats import LocalExportFiles as L
+    (tmp_path / "WhatsApp Chat with Carol.txt").write_text(
+        "01/03/2025, 21:05 - Carol: ciao\n02/03/2025, 07:00 - Carol: buongiorno\n", encoding="utf-8")
+    files = L(tmp_path)
+    (r, e), = find_exports(files)
+    assert [(m.time_ms, m.text) for m in r.messages(files, e)] == [
+        (utc(2025, 3, 1, 21, 5), "ciao"), (utc(2025, 3, 2, 7), "buongiorno")]
+
+
+def test_zulip_realm_export():
+    warnings: list[str] = []
+    exports, msgs = read("zulip", warnings)
+    assert [(e.platform, e.root, e.files) for e in exports] == [
+        ("zulip", "export", ("export/realm.json", "export/messages-000001.json", "export/messages-000002.json"))]
+    m1, m2 = "messages-000001.json", "messages-000002.json"
+    assert msgs == [
+        Message("zulip", "engineering", "1001", "Iago García", utc(2025, 3, 1, 9), False,
+                "Release branch is cut.", m1, topic="release 2.4"),
+        Message("zulip", "engineering", "1002", "张伟", utc(2025, 3, 1, 9, 1) + 125, True,
+                "测试通过了 ✅\n[report.pdf](/user_uploads/2/ab/report.pdf)", m1, topic="release 2.4"),
+        Message("zulip", "@Iago García,张伟", "1003", "Iago García", utc(2025, 3, 1, 10), False,
+                "Can you review my PR?", m1),
+        Message("zulip", "@group 3", "1004", "张伟", utc(2025, 3, 1, 10, 1, 40), False, "group hello", m2),
+        Message("zulip", "设计", "1005", "张伟", utc(2025, 3, 1, 10, 3, 20), False, "新草稿", m2, topic="图标"),
+    ]
+    assert warnings == []
+
+
+def test_matrix_element_export():
+    warnings: list[str] = []
+    exports, msgs = read("matrix", warnings)
+    name = "matrix - Ops Room - Chat Export - 2025-03-03.json"
+    assert [(e.platform, e.root, e.files) for e in exports] == [("matrix", name, (name,))]
+    R = "Ops Room 运维"
+    assert msgs == [
+        # two m.replace edits follow it: the latest text, edited; the edits are not messages
+        Message("matrix", R, "$m1:example.org", "@alice:example.org", utc(2025, 3, 1, 9), True,
+                "Deploy at 11:00", name),
+        Message("matrix", R, "$m2:example.org", "@wei:example.org", utc(2025, 3, 1, 9, 1), False,
+                "> <@alice:example.org> Deploy at 10:00\n\n收到，我来盯监控", name, reply_to="$m1:example.org"),
+        Message("matrix", R, "$m3:example.org", "@wei:example.org", utc(2025, 3, 1, 9, 5), False,
+                "dashboard.png", name, attachments=("mxc://example.org/AbCdEf123",)),
+        # $m4 is redacted (empty content): gone; state events and reactions are not messages
+        Message("matrix", R, "$m5:example.org", "@wei:example.org", utc(2025, 3, 1, 9, 8, 20), False,
+                "Rollback done\nAll green", name, reply_to="$m1:example.org"),
     ]
     assert warnings == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import BinaryIO, Callable, Iterable
 
 from ..model import Export, ExportFiles, ExportReader, Message
-from . import mattermost, slack
+from . import discord, matrix, mattermost, slack, telegram, whatsapp, zulip
 from .common import FORMAT_ERRORS, Warn, log_warning
 from .files import ExpandedFiles, HeadCache, LocalExportFiles, ZipExportFiles, expand_zips
 
@@ -26,13 +26,23 @@ __all__ = ["READERS", "find_exports", "LocalExportFiles", "ZipExportFiles", "Exp
 #: folder-shaped formats come first so their many small JSON files are not sniffed again.
 READERS: list[ExportReader] = [
     slack.SlackReader(),
+    zulip.ZulipReader(),
     mattermost.MattermostReader(),
+    whatsapp.WhatsAppReader(),
+    telegram.TelegramReader(),
+    discord.DiscordReader(),
+    matrix.MatrixReader(),
 ]
 
 #: platform → writer(messages, out) of its native single-stream form (spec §22.10).
 NATIVE_WRITERS: dict[str, Callable[[Iterable[Message], BinaryIO], None]] = {
     "slack": slack.write,
     "mattermost": mattermost.write,
+    "telegram": telegram.write,
+    "discord": discord.write,
+    "whatsapp": whatsapp.write,
+    "zulip": zulip.write,
+    "matrix": matrix.write,
 }
 
 

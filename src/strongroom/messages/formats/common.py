@@ -154,8 +154,9 @@ def json_items(f, prefix: str):
     return ijson.items(BomSkipping(f), prefix, use_float=True)
 
 
-def lines(f, report: FileReport, limit: int = MAX_LINE) -> Iterator[tuple[int, bytes]]:
+def lines(f, report: FileReport, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(line number, line without its end) for each line; over-long lines are skipped."""
+    limit = MAX_LINE if limit is None else limit
     n = 0
     while True:
         line = f.readline(limit + 1)

@@ -1,0 +1,207 @@
+"""WhatsApp "Export chat" text files (spec §22.7).
+
+Line formats (the date and time follow the phone's locale)::
+
+    iOS       [31/12/2024, 23:59:07] Name: text       ([12/31/24, 11:59:07 PM] …)
+    Android   31/12/2024, 23:59 - Name: text          (12/31/24, 11:59 PM - …)
+
+A line that does not start with a timestamp continues the previous message (multi-line
+messages).  Lines without ``Name: `` are system notices and are not messages, nor are iOS
+notices, whose text starts with U+200E (left-to-right mark); a leading U+200E is dropped from
+the text of attachment messages.
+
+Date order: the file is scanned until a day or month field above 12 decides it; a file that
+never decides is month-first when it uses a 12-hour clock (AM/PM: US-style locales) and
+day-first otherwise.  Times have no zone: the wall-clock time is read as UTC.
+
+WhatsApp has no message ids.  The id is ``<time_ms>-<author hash>-<k>``: the message's time,
+the first 8 hex digits of BLAKE2s-32 of the author, and k = how many earlier messages of the
+same author carry the same timestamp in the file.  Deleted messages keep their line (a
+placeholder), so ids of later messages stay stable across nights; the placeholders themselves
+are not messages (the message disappears, which is what a deletion is)."""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import hashlib
+import re
+from typing import BinaryIO, Iterable, Iterator
+
+from ..model import Export, ExportFiles, Message
+from .common import RECORD_ERRORS, Warn, guarded, head, lines, log_warning
+
+PLATFORM = "whatsapp"
+
+_SP = "[ \u00a0\u202f]"
+_STAMP = (r"(\d{1,4})[./-](\d{1,2})[./-](\d{1,4}),?" + _SP + r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?"
+          r"(?:" + _SP + r"?([AaPp])\.?" + _SP + r"?[Mm]\.?)?")
+_IOS = re.compile(r"^\u200e?\[" + _STAMP + r"\]" + _SP + r"(.*)$", re.S)
+_ANDROID = re.compile(r"^\u200e?" + _STAMP + _SP + r"-" + _SP + r"(.*)$", re.S)
+_EDITED = ("<This message was edited>", "\u200e<This message was edited>")
+_ATTACHED = re.compile(r"^\u200e?(?:<attached: (.+)>|(.+) \(file attached\))$")
+_DELETED = frozenset({"This message was deleted", "You deleted this message",
+                      "This message was deleted.", "You deleted this message."})
+
+
+def match(line: str):
+    return _IOS.match(line) or _ANDROID.match(line)
+
+
+class WhatsAppReader:
+    platform = PLATFORM
+
+    def find(self, files: ExportFiles) -> list[Export]:
+        found = []
+        for p in files.paths():
+            if not p.endswith(".txt"):
+                continue
+            first = head(files, p).split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").rstrip(b"\r")
+            try:
+                text = first.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if match(text):
+                found.append(Export(PLATFORM, p, (p,)))
+        return found
+
+    def messages(self, files: ExportFiles, export: Export, warn: Warn | None = None) -> Iterator[Message]:
+        path = export.files[0]
+        yield from guarded(path, warn or log_warning, lambda report: _read(files, path, report))
+
+
+def conversation(path: str) -> str:
+    """The chat's name, which only the file name holds: "WhatsApp Chat with X.txt" → "X";
+    iOS's "_chat.txt" takes its folder's (or zip's) name, "WhatsApp Chat - X.zip" → "X"."""
+    parts = path.split("/")
+    name = parts[-1][:-4]
+    if name == "_chat" and len(parts) > 1:
+        name = parts[-2]
+        if name.lower().endswith(".zip"):
+            name = name[:-4]
+    for prefix in ("WhatsApp Chat with ", "WhatsApp Chat - "):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _day_first(files, path, report) -> bool:
+    twelve_hour = False
+    with files.open(path) as f:
+        for _, raw in lines(f, report):
+            m = match(raw.decode("utf-8", "replace"))
+            if not m:
+                continue
+            a, b = int(m.group(1)), int(m.group(2))
+            if len(m.group(1)) == 4:  # year first (yyyy-mm-dd): never day-first
+                return False
+            if a > 12:
+                return True
+            if b > 12:
+                return False
+            twelve_hour = twelve_hour or m.group(7) is not None
+    return not twelve_hour
+
+
+def _read(files, path, report) -> Iterator[Message]:
+    day_first = _day_first(files, path, report)
+    conv = conversation(path)
+    source = path.rpartition("/")[2]
+    counts: dict[tuple[int, str], int] = {}
+    last_time = None
+    last_stamp = None
+    pending: list | None = None  # [time_ms, author, [text lines]] of the message being read
+
+    def finish(p) -> Message | None:
+        time_ms, author, parts = p
+        key = (time_ms, author)
+        k = counts.get(key, 0)
+        counts[key] = k + 1
+        text = "\n".join(parts)
+        edited = False
+        for suffix in _EDITED:
+            if text.endswith(suffix):
+                text, edited = text[: -len(suffix)].rstrip(" "), True
+                break
+        if text.startswith("\u200e"):
+            # iOS marks notices ("X created group", the encryption notice, written under the
+            # group's name) with a left-to-right mark; attachments and placeholders carry one too
+            text = text[1:]
+            if not (edited or _ATTACHED.match(parts[0]) or text in _DELETED):
+                return None
+        if text in _DELETED:
+            return None
+        atts = tuple(a.group(1) or a.group(2) for a in map(_ATTACHED.match, parts) if a)
+        return Message(PLATFORM, conv, f"{time_ms}-{_author_hash(author)}-{k}", author, time_ms,
+                       edited, text, source, attachments=atts)
+
+    with files.open(path) as f:
+        for n, raw in lines(f, report):
+            line = raw.decode("utf-8", "replace")
+            m = match(line)
+            if m is None:
+                if pending is not None:
+                    pending[2].append(line)
+                continue
+            stamp = m.group(1, 2, 3, 4, 5, 6, 7)
+            try:
+                time_ms = last_time if stamp == last_stamp else _time(m, day_first)
+                last_stamp = stamp
+            except RECORD_ERRORS as exc:
+                report.bad_record(f"line {n}", exc)
+                if pending is not None:
+                    pending[2].append(line)
+                continue
+            if pending is not None:
+                msg = finish(pending)
+                if msg is not None:
+                    yield msg
+                pending = None
+            if time_ms != last_time:
+                counts.clear()  # the occurrence counter only spans one timestamp
+                last_time = time_ms
+            author, sep, text = m.group(8).partition(": ")
+            if sep and author.strip():
+                pending = [time_ms, author.lstrip("\u200e"), [text]]
+    if pending is not None:
+        msg = finish(pending)
+        if msg is not None:
+            yield msg
+
+
+@functools.lru_cache(maxsize=4096)
+def _author_hash(author: str) -> str:
+    return hashlib.blake2s(author.encode(), digest_size=4).hexdigest()
+
+
+def _time(m, day_first: bool) -> int:
+    a, b, y = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if len(m.group(1)) == 4:
+        y, month, day = a, b, y
+    else:
+        day, month = (a, b) if day_first else (b, a)
+    if y < 100:
+        y += 2000
+    hour, minute, sec = int(m.group(4)), int(m.group(5)), int(m.group(6) or 0)
+    ampm = m.group(7)
+    if ampm:
+        if not 1 <= hour <= 12:
+            raise ValueError(f"hour {hour} with AM/PM")
+        hour = hour % 12 + (12 if ampm in "Pp" else 0)
+    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(y, month)[1] and hour < 24
+            and minute < 60 and sec < 60):
+        raise ValueError("not a valid date and time")
+    return calendar.timegm((y, month, day, hour, minute, sec)) * 1000
+
+
+# ---- native output
+
+
+def write(messages: Iterable[Message], out: BinaryIO) -> None:
+    """iOS-style lines ``[dd/mm/yyyy, hh:mm:ss] Name: text`` (UTC, unambiguous: 4-digit year
+    and a day-first order that any line with day > 12 confirms), edited marker kept."""
+    import datetime as dt
+    for m in messages:
+        d = dt.datetime.fromtimestamp(m.time_ms // 1000, dt.timezone.utc)
+        text = m.text + (" <This message was edited>" if m.edited else "")
+        out.write(f"[{d:%d/%m/%Y, %H:%M:%S}] {m.author}: {text}\n".encode())
