@@ -1,4 +1,4 @@
-"""`strongroom messages ...` end to end: four generated nights of Slack and Mattermost exports
+"""`strongroom messages ...` end to end: four generated nights of five platforms' exports
 (strongroom.samples: messages are added, edited and deleted every night), backed up with the
 CLI, then search, diff, export and stats compared with what the export readers give for each
 night read straight from disk (the oracle)."""
@@ -19,6 +19,7 @@ from strongroom.samples import ExportParams, write_day
 from test_cli import ok, run, run_main
 
 NIGHTS = 4
+ALL = ["discord", "mattermost", "slack", "telegram", "whatsapp"]  # what strongroom.samples writes
 PARAMS = ExportParams(seed=5, messages_per_day=300, attachment_share=0.05, edit_rate=0.05)
 
 
@@ -70,7 +71,7 @@ def ident_m(m) -> tuple:
 def test_search_diff_export_stats_match_the_exports(nights, tmp_path):
     env, snaps, oracle = nights
     platforms = {k[0] for k in oracle[-1]}
-    assert platforms == {"slack", "mattermost"}
+    assert platforms == set(ALL)
 
     # search: every version, with the snapshots holding it; deleted messages included
     query = "deploy"
@@ -131,7 +132,7 @@ def test_search_diff_export_stats_match_the_exports(nights, tmp_path):
         assert (p["messages"], p["conversations"], p["authors"]) == \
             (len(ms), len({m.conversation for m in ms}), len({m.author for m in ms}))
         assert p["first"] == _iso(min(m.time_ms for m in ms)) and p["last"] == _iso(max(m.time_ms for m in ms))
-    assert sorted(p["platform"] for p in doc["platforms"]) == ["mattermost", "slack"]
+    assert [p["platform"] for p in doc["platforms"]] == ALL
 
     # a native export reads back as the same messages
     platform, conversation, _ = sorted(k for k in oracle[1] if k[0] == "slack")[0]
@@ -178,7 +179,7 @@ def test_errors_index_and_cache_rebuild(cli, cli_env, tmp_path):
     doc = json.loads(cli(["messages", "index", plain["id"], "--json"])[0])
     [indexed] = doc["indexed"]
     assert indexed["snapshot"] == plain["id"] and indexed["new_id"] != plain["id"]
-    assert sorted(indexed["platforms"]) == ["mattermost", "slack"]
+    assert sorted(indexed["platforms"]) == ALL
     night = read_night(src)
     assert indexed["messages_read"] == len(night)
     snaps = json.loads(cli(["snapshots", "--json"])[0])
