@@ -28,8 +28,7 @@ import blake3
 from strongroom.commands import WarningCallback, ignore_warning
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
-from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
-                                                 part_key, record_sort_key)
+from strongroom.messages.catalog_format import PartHeader, chunk_records, content_key, encode_record, part_key
 from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
 from strongroom.repository import Repository
@@ -214,11 +213,15 @@ class CatalogBuilder:
     def _read(self, reader: ExportReader, files, export: Export, keys: dict[str, bytes], wanted: set[str],
               monolithic: str | None = None) -> None:
         sorter = _Sorter(self.repo.scratch_folder())
+        sources: dict[str, str] = {}  # a message's source as the reader gives it -> the part's path
         try:
             self.stats.files_read += len(wanted)
             for message in _messages(reader, files, export, self.warn):
-                source = monolithic or self._source(export, message, wanted)
-                sorter.add((source, record_sort_key(message), encode_record(message)))
+                source = monolithic or sources.get(message.source)
+                if source is None:
+                    source = sources[message.source] = self._source(export, message, wanted)
+                sorter.add((source, (message.conversation, message.time_ms, message.message_id),
+                            encode_record(message)))
             self._write_parts(export, sorter.sorted(), keys)
         finally:
             sorter.close()
