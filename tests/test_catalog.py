@@ -209,3 +209,73 @@ def test_no_export_no_catalogue_and_no_catalog_option(repo, tmp_path):
     write_lines(src / "a.chat.jsonl", [msg("c", "1", "a", 1, "x")])
     assert backup(repo, src, catalog=False).catalog is None
     assert backup(repo, src).catalog is not None
+
+
+def _catalogue_blobs(repo, snap) -> list[bytes]:
+    """The data blobs of a snapshot's catalogue (headers and record chunks)."""
+    out, stack = [], [bytes.fromhex(snap.catalog)]
+    while stack:
+        for node in repo.load_tree(stack.pop()):
+            if node.type == "dir":
+                stack.append(node.subtree)
+            else:
+                out += list(repo.file_chunks(node))
+    return out
+
+
+def test_write_only_backup_has_no_catalogue_until_indexed(repo, repo_path, tmp_path):
+    from conftest import PASSWORD, WEAK_KDF
+    from strongroom.commands.keys import add_key
+    from strongroom.commands.messages import run_index
+    from strongroom.storage import LocalStorage
+    add_key(repo, b"writer passphrase", WEAK_KDF, write_only=True)
+    src = tmp_path / "src"
+    write_lines(src / "a.chat.jsonl", [msg("c", "1", "a", DAY, "written by a backup host")])
+    with type(repo).open(LocalStorage(repo_path), b"writer passphrase") as writer:
+        result = run_backup(writer, BackupOptions(paths=[str(src)]))
+    assert result.snapshot.catalog is None and result.warnings == []
+    done = run_index(repo, result.snapshot.id)
+    [indexed] = done.indexed
+    assert indexed.new_id and indexed.stats.messages == 1
+    [snap] = repo.snapshots()
+    assert snap.id == indexed.new_id and snap.catalog and snap.tree == result.snapshot.tree
+    with MessageIndex(repo) as index:
+        index.ensure([snap])
+        assert [f.record.text for f in search(index, [snap.id], Filters())] == ["written by a backup host"]
+    del PASSWORD
+
+
+def test_copy_carries_the_catalogue(repo, series, tmp_path):
+    from conftest import PASSWORD, WEAK_KDF
+    from strongroom.commands.copy import CopySelection, run_copy
+    from strongroom.repository import Repository
+    from strongroom.storage import LocalStorage
+    with Repository.init(LocalStorage(tmp_path / "dst"), PASSWORD, kdf=WEAK_KDF) as dst:
+        run_copy(repo, dst, CopySelection())
+        copies = dst.snapshots()
+        assert len(copies) == 3 and all(c.catalog for c in copies)
+        assert {c.catalog for c in copies}.isdisjoint({s.catalog for s in series})  # re-keyed ids
+        assert run_check(dst).errors == []
+        with MessageIndex(dst) as index:
+            index.ensure(copies)
+            found = search(index, [c.id for c in copies], Filters(query="deploy"))
+            assert [(f.record.text, len(f.snapshots)) for f in found] == [
+                ("the deploy is broken", 1), ("the deploy is fixed", 2), ("rotate the deploy keys", 1)]
+
+
+def test_check_reports_a_damaged_catalogue_and_repair_drops_it(repo, repo_path, series):
+    from strongroom.commands.repair import repair_snapshots
+    s1, s2, s3 = series
+    blob = _catalogue_blobs(repo, s3)[-1]  # the newest record chunk, only in the third snapshot
+    pack = repo.index.lookup(blob).pack
+    os.remove(repo_path / "data" / pack[:2] / pack)
+    result = run_check(repo)
+    assert result.affected_snapshots == {s3.id}
+    damaged = [e for e in result.errors if e.startswith(f"snapshot {s3.id[:8]} ")]
+    assert damaged and all(e.startswith(f"snapshot {s3.id[:8]} message catalogue:/") for e in damaged), damaged
+    fixed = repair_snapshots(repo)
+    assert list(fixed.rewritten) == [s3.id]
+    assert any("message catalogue" in line for line in fixed.removed_paths)
+    assert run_check(repo).affected_snapshots == {s3.id}  # the original is still there, damaged ...
+    new = repo.find_snapshot(fixed.rewritten[s3.id][:12])
+    assert new.catalog != s3.catalog and new.tree == s3.tree  # ... its repaired copy is not
