@@ -273,9 +273,45 @@ def test_check_reports_a_damaged_catalogue_and_repair_drops_it(repo, repo_path, 
     assert result.affected_snapshots == {s3.id}
     damaged = [e for e in result.errors if e.startswith(f"snapshot {s3.id[:8]} ")]
     assert damaged and all(e.startswith(f"snapshot {s3.id[:8]} message catalogue:/") for e in damaged), damaged
+    from strongroom.commands.messages import run_search
+    found = run_search(repo, Filters(query="deploy"))  # the damaged catalogue is reported, the rest searched
+    assert [s.id for s in found.snapshots] == [s1.id, s2.id] and found.unreadable[0].startswith(s3.id + ": ")
+    assert [f.record.text for f in found.matches] == ["the deploy is broken", "the deploy is fixed"]
     fixed = repair_snapshots(repo)
     assert list(fixed.rewritten) == [s3.id]
     assert any("message catalogue" in line for line in fixed.removed_paths)
     assert run_check(repo).affected_snapshots == {s3.id}  # the original is still there, damaged ...
     new = repo.find_snapshot(fixed.rewritten[s3.id][:12])
     assert new.catalog != s3.catalog and new.tree == s3.tree  # ... its repaired copy is not
+
+
+def test_every_format_fixture_is_catalogued_and_reused(repo, tmp_path, monkeypatch):
+    """The real readers on the formats' fixtures: the catalogue holds exactly what they read, and
+    a second catalogue of the same tree reads no file again."""
+    from pathlib import Path
+    from strongroom.index import MessageCache
+    from strongroom.messages.catalog_build import build_catalog
+    from strongroom.messages.catalog_index import PartNodes
+    from strongroom.messages.formats import LocalExportFiles, expand_zips, find_exports
+    from strongroom.writer import BlobWriter
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", None)
+    src = tmp_path / "exports"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "exports", src)
+    files = expand_zips(LocalExportFiles(str(src)))
+    direct = {(m.platform, m.conversation, m.message_id, m.text)
+              for reader, export in find_exports(files) for m in reader.messages(files, export)}
+    snap = backup(repo, src)
+    with MessageIndex(repo) as index:
+        index.ensure([snap])
+        found = search(index, [snap.id], Filters())
+        assert {(f.record.platform, f.record.conversation, f.record.message_id, f.record.text) for f in found} == direct
+        assert {p.platform for p in stats(index, snap.id)} == {"slack", "mattermost", "telegram", "discord",
+                                                               "whatsapp", "zulip", "matrix"}
+    cache = MessageCache(cache_folder(repo))
+    try:
+        with BlobWriter(repo) as writer:
+            root, again = build_catalog(repo, writer, bytes.fromhex(snap.tree), reuse=PartNodes(cache))
+        assert root.hex() == snap.catalog
+        assert (again.files_read, again.parts) == (0, 0) and again.parts_reused > 8
+    finally:
+        cache.close()

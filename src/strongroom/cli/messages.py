@@ -68,6 +68,8 @@ def search_cmd(location: Location, query: str, author: str | None, conversation:
         ids = [i[:8] for i in found.snapshots]
         click.echo(f"    in {len(ids)} of {total} snapshot(s): {', '.join(ids[:8])}" + (" …" if len(ids) > 8 else ""))
     click.echo(f"{len(result.matches)} message(s) in {total} catalogued snapshot(s)")
+    for line in result.unreadable:
+        warn(f"snapshot {line[:8]}{line[64:]} (not searched; see `strongroom check`)")
     if result.uncatalogued:
         warn(f"{len(result.uncatalogued)} snapshot(s) have no message catalogue and were not searched "
              f"(`strongroom messages index --all` builds them)")

@@ -51,11 +51,11 @@ def format_time(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _open_index(repo: Repository, snaps: list[Snapshot]) -> MessageIndex:
+def _open_index(repo: Repository, snaps: list[Snapshot], on_error=None) -> MessageIndex:
     index = MessageIndex(repo)
     try:
         index.forget_missing(set(repo.snapshot_ids()))
-        index.ensure(snaps)
+        index.ensure(snaps, on_error=on_error)
     except BaseException:
         index.close()
         raise
@@ -77,10 +77,12 @@ class SearchResult:
     matches: list[Found]
     snapshots: list[Snapshot]  # searched (catalogued), oldest first
     uncatalogued: list[str]  # ids of snapshots in scope without a catalogue
+    unreadable: list[str] = field(default_factory=list)  # "<id>: why" for catalogues that could not be read
 
     def to_json(self) -> dict:
         short = {s.id: s for s in self.snapshots}
         return {"query_snapshots": [s.id for s in self.snapshots], "uncatalogued_snapshots": self.uncatalogued,
+                "unreadable_snapshots": self.unreadable,
                 "matches": [{**f.record.to_json(), "time": format_time(f.record.time_ms),
                              "snapshots": [{"id": i, "time": short[i].time} for i in f.snapshots]}
                             for f in self.matches]}
@@ -96,9 +98,13 @@ def run_search(repo: Repository, filters: Filters, *, snapshot: str | None = Non
         if snapshot is not None and scope[0].catalog is None:
             _catalogued(repo, snapshot)  # raises: say how to fix it
         snaps = [s for s in scope if s.catalog is not None]
-        with _open_index(repo, snaps) as index:
+        unreadable: dict[str, str] = {}
+        # One damaged catalogue must not hide the others' messages: report it, search the rest.
+        with _open_index(repo, snaps, lambda s, e: unreadable.__setitem__(s.id, str(e))) as index:
+            snaps = [s for s in snaps if s.id not in unreadable]
             matches = search(index, [s.id for s in snaps], filters)
-    return SearchResult(matches, snaps, [s.id for s in scope if s.catalog is None])
+    return SearchResult(matches, snaps, [s.id for s in scope if s.catalog is None],
+                        [f"{i}: {why}" for i, why in unreadable.items()])
 
 
 # -- diff ------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ class CatalogBuilder:
         context_files = sorted(p for p in export.files if posixpath.basename(p) in CONTEXT_NAMES)
         context = self.keyed(b"strongroom catalogue context\0" + b"".join(
             p.encode("utf-8", "surrogateescape") + b"\0" + content[p] for p in context_files))
-        data_files = [p for p in export.files if p not in set(context_files)]
+        data_files = [p for p in export.files if p not in context_files]
         keys = {p: part_key(self.keyed, export.platform, export.root, p, content[p], context) for p in data_files}
         reused = {}
         if self.reuse is not None:

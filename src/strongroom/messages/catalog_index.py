@@ -30,7 +30,7 @@ import blake3
 
 from strongroom.compression import compress_frame, decompress_frame
 from strongroom.crypto.aead import NONCE_SIZE, Cipher
-from strongroom.errors import IntegrityError
+from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.fetcher import BlobFetcher
 from strongroom.index import MESSAGE_SCHEMA, MessageCache
 from strongroom.messages.catalog_format import PartHeader, Record, iter_records
@@ -179,14 +179,22 @@ class MessageIndex:
 
     # -- filling it from the repository ------------------------------------------------------
 
-    def ensure(self, snapshots: Iterable[Snapshot], progress: Callable[[Snapshot], None] = lambda s: None) -> int:
-        """Index every catalogued snapshot the cache lacks; return how many were read."""
+    def ensure(self, snapshots: Iterable[Snapshot], progress: Callable[[Snapshot], None] = lambda s: None,
+               on_error: Callable[[Snapshot, StrongroomError], None] | None = None) -> int:
+        """Index every catalogued snapshot the cache lacks; return how many were read. A catalogue
+        that cannot be read raises, or with ``on_error`` is reported there and left out."""
         added = 0
         for snap in snapshots:
             if snap.catalog is None or self.cache.has("snaps", snap.id.encode()):
                 continue
             progress(snap)
-            self._ingest(snap)
+            try:
+                self._ingest(snap)
+            except StrongroomError as e:
+                if on_error is None:
+                    raise
+                on_error(snap, e)
+                continue
             added += 1
         return added
 
