@@ -315,3 +315,24 @@ def test_every_format_fixture_is_catalogued_and_reused(repo, tmp_path, monkeypat
         assert (again.files_read, again.parts) == (0, 0) and again.parts_reused > 8
     finally:
         cache.close()
+
+
+def test_index_all_catalogues_old_snapshots_reusing_unchanged_files(repo, tmp_path):
+    from strongroom.commands.messages import run_index
+    src = tmp_path / "src"
+    write_lines(src / "a.chat.jsonl", [msg("c", "1", "ann", DAY, "kept")])
+    write_lines(src / "b.chat.jsonl", [msg("d", "2", "ben", DAY, "first")])
+    old1 = backup(repo, src, catalog=False)
+    write_lines(src / "b.chat.jsonl", [msg("d", "2", "ben", DAY, "second")])
+    old2 = backup(repo, src, catalog=False)
+    result = run_index(repo, all_snapshots=True)
+    assert [(i.old_id, i.stats.parts, i.stats.parts_reused) for i in result.indexed] == [(old1.id, 2, 0),
+                                                                                         (old2.id, 1, 1)]
+    new = {s.id: s for s in repo.snapshots()}
+    assert set(new) == {i.new_id for i in result.indexed} and all(s.catalog for s in new.values())
+    with MessageIndex(repo) as index:
+        ids = [i.new_id for i in result.indexed]
+        index.ensure(new.values())
+        assert [(f.record.text, f.snapshots) for f in search(index, ids, Filters())] == [
+            ("kept", ids), ("first", ids[:1]), ("second", ids[1:])]
+    assert run_index(repo, all_snapshots=True).already == sorted(ids, key=lambda i: new[i].datetime)

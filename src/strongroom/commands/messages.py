@@ -261,7 +261,7 @@ def run_index(repo: Repository, selector: str | None = None, *, all_snapshots: b
         raise UsageError("give a snapshot or --all")
     repo.require_full_key("catalogue snapshots")
     result = IndexResult()
-    with repo.lock(exclusive=True):
+    with repo.lock(exclusive=True), MessageIndex(repo) as index:
         holds = load_holds(repo)
         snaps = [repo.find_snapshot(selector)] if selector is not None else repo.snapshots()
         added, removed = [], []
@@ -269,9 +269,11 @@ def run_index(repo: Repository, selector: str | None = None, *, all_snapshots: b
             if snap.catalog is not None:
                 result.already.append(snap.id)
                 continue
-            with BlobWriter(repo) as writer:
-                root, stats = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=readers, warn=warn)
+            with BlobWriter(repo) as writer:  # files unchanged since an older snapshot are not read again
+                root, stats = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=readers,
+                                            reuse=index.part_nodes, warn=warn)
                 writer.flush()
+                index.part_nodes.flush()
             if root is None:
                 result.indexed.append(Indexed(snap.id, None, stats))
                 continue

@@ -296,17 +296,13 @@ def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, war
     build it later."""
     if repo.write_only:
         return None  # it cannot read the export back; `messages index` with a full key can
-    from strongroom.index import MessageCache
-    from strongroom.messages.catalog_index import PartNodes, cache_folder
-    cache = MessageCache(cache_folder(repo))
+    from strongroom.messages.catalog_index import MessageIndex
     try:
-        reuse = PartNodes(cache)
-        root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=reuse, warn=warn)
-        writer.flush()
-        reuse.flush()
-        return root
+        with MessageIndex(repo) as index:  # its part table says which parts can be reused
+            root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes, warn=warn)
+            writer.flush()
+            index.part_nodes.flush()
+            return root
     except StrongroomError as e:
         warn(f"message catalogue not written: {e} (run `strongroom messages index` later)")
         return None
-    finally:
-        cache.close()
