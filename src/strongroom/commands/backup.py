@@ -341,7 +341,7 @@ def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallb
             catalog = None
             if opts.catalog and not opts.dry_run:
                 from strongroom.messages.catalog_build import catalog_for_backup
-                catalog = catalog_for_backup(repo, writer, tree, lambda m: job.warn(m, error=False))
+                catalog = catalog_for_backup(repo, writer, tree, lambda m: job.warn(m, error=False), parent)
             summary = job.summary
             summary.bytes_added = writer.bytes_added
             summary.blobs_added = writer.blobs_added

@@ -290,12 +290,15 @@ def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, reade
 
 
 def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, warn: WarningCallback,
-                       readers: Iterable[ExportReader] | None = None) -> bytes | None:
+                       parent=None, readers: Iterable[ExportReader] | None = None) -> bytes | None:
     """The backup's hook: catalogue the new snapshot's exports and store the catalogue (flushed).
     A failure costs the catalogue, never the backup: it is reported and `messages index` can
     build it later."""
     if repo.write_only:
         return None  # it cannot read the export back; `messages index` with a full key can
+    if (parent is not None and parent.catalog and parent.tree == tree_id.hex()
+            and writer.known(bytes.fromhex(parent.catalog))):
+        return bytes.fromhex(parent.catalog)  # nothing changed: the same files, the same catalogue
     from strongroom.messages.catalog_index import MessageIndex
     try:
         with MessageIndex(repo) as index:  # its part table says which parts can be reused

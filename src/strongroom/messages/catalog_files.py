@@ -18,6 +18,10 @@ from strongroom.repository import Repository
 from strongroom.tree import DIR, FILE, Node
 
 _TREE_CACHE = 16
+# The name endings any export reader (strongroom.messages.formats) looks at, zips included. Only
+# such files are listed, so a snapshot of millions of other files costs a tree walk, not memory;
+# a reader for another kind of file must be added here too.
+CANDIDATE_SUFFIXES = (".json", ".jsonl", ".txt", ".zip")
 
 
 class _BlobStream(io.RawIOBase):
@@ -66,10 +70,13 @@ class _BlobStream(io.RawIOBase):
 class TreeFiles:
     """The regular files of a snapshot tree, by POSIX path relative to the tree's root.
 
-    Only the paths and the id of each file's directory tree are kept in memory; nodes are read
-    again from their (small, cached) tree when a file is opened."""
+    Only the paths (of candidate export files, see CANDIDATE_SUFFIXES) and the id of each
+    directory's tree are kept in memory; nodes are read again from their (small, cached) tree
+    when a file is opened."""
 
-    def __init__(self, repo: Repository, root: bytes, *, prefix: str = "") -> None:
+    def __init__(self, repo: Repository, root: bytes, *, prefix: str = "",
+                 suffixes: tuple[str, ...] | None = CANDIDATE_SUFFIXES) -> None:
+        self._suffixes = suffixes
         self.repo = repo
         self._dirs: dict[str, bytes] = {}  # directory path -> tree id
         self._paths: list[str] = []
@@ -86,7 +93,7 @@ class TreeFiles:
                 child = f"{path}/{os.fsdecode(node.name)}" if path else os.fsdecode(node.name)
                 if node.type == DIR:
                     stack.append((child, node.subtree))
-                elif node.type == FILE:
+                elif node.type == FILE and (self._suffixes is None or child.lower().endswith(self._suffixes)):
                     self._paths.append(child)
 
     def paths(self) -> Iterable[str]:
