@@ -75,17 +75,16 @@ def test_keys():
     context = MASTER.blob_id(b"strongroom catalogue context\0" + k["context_file"]["path"].encode() + b"\0"
                              + bytes.fromhex(k["context_file"]["content_key"]))
     assert context.hex() == k["context_key"]
-    doc = canonical({"content": k["content_key"], "context": k["context_key"], "export": k["export"],
-                     "platform": k["platform"], "source": k["source"]})
+    doc = canonical({"content": k["content_key"], "context": k["context_key"], "platform": k["platform"],
+                     "source": k["source"]})
     assert MASTER.blob_id(b"strongroom catalogue part\0" + doc.encode()).hex() == k["part_key"]
 
 
 def test_part_header_node_and_trees():
     part = VECTOR["part"]
     k = VECTOR["keys"]
-    assert part["header"] == canonical({"catalog": 1, "export": k["export"], "key": k["part_key"],
-                                        "messages": len(VECTOR["record_lines"]), "platform": k["platform"],
-                                        "source": k["source"]}) + "\n"
+    assert part["header"] == canonical({"catalog": 1, "key": k["part_key"], "messages": len(VECTOR["record_lines"]),
+                                        "platform": k["platform"], "source": k["source"]}) + "\n"
     header = PartHeader.decode(part["header"].encode(), "vector")
     assert (header.platform, header.source, header.key.hex(), header.messages) == \
         ("slack", k["source"], k["part_key"], len(VECTOR["record_lines"]))
@@ -97,8 +96,10 @@ def test_part_header_node_and_trees():
     [node] = decode_tree(trees["general"]["json"].encode(), "vector")
     assert (node.name, node.type, node.mode, node.size) == (b"2023-11-14.json", "file", 0o600,
                                                             len(part["header"].encode()) + sum(c["bytes"] for c in VECTOR["chunks"]))
-    assert json.loads(trees["root"]["json"]) == {"nodes": [{"mode": 0o700, "name": "export", "subtree": trees["export"]["id"],
-                                                            "type": "dir"}]}
+    assert json.loads(trees["root"]["json"]) == {"nodes": [{"mode": 0o700, "name": "backups",
+                                                            "subtree": trees["backups"]["id"], "type": "dir"}]}
+    assert json.loads(trees["backups"]["json"]) == {"nodes": [{"mode": 0o700, "name": "export",
+                                                               "subtree": trees["export"]["id"], "type": "dir"}]}
     snap = Snapshot.decode(json.dumps(VECTOR["snapshot_json"]).encode(), "00" * 32, "vector")
     assert snap.catalog == trees["root"]["id"] and snap.root_trees()[1].hex() == trees["root"]["id"]
 

@@ -649,19 +649,21 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
     content = content_key(master.blob_id, file_ids)
     users_content = content_key(master.blob_id, [users_id])
     context = master.blob_id(b"strongroom catalogue context\0" + b"export/users.json\0" + users_content)
-    key = part_key(master.blob_id, "slack", "export", "export/general/2023-11-14.json", content, context)
-    header = PartHeader("slack", "export", "export/general/2023-11-14.json", key, len(lines)).encode()
+    key = part_key(master.blob_id, "slack", "export/general/2023-11-14.json", content, context)
+    header = PartHeader("slack", "export/general/2023-11-14.json", key, len(lines)).encode()
     ids = [master.blob_id(header)] + [master.blob_id(c) for c in chunks]
     part = Node(name=b"2023-11-14.json", type=FILE, mode=0o600, size=len(header) + sum(map(len, chunks)),
                 content=ids)
     general = encode_tree([part])
     export = encode_tree([Node(name=b"general", type=DIR, mode=0o700, subtree=master.blob_id(general))])
-    root = encode_tree([Node(name=b"export", type=DIR, mode=0o700, subtree=master.blob_id(export))])
+    backups = encode_tree([Node(name=b"export", type=DIR, mode=0o700, subtree=master.blob_id(export))])
+    root = encode_tree([Node(name=b"backups", type=DIR, mode=0o700, subtree=master.blob_id(backups))])
     return {
         "about": ("Message catalogue (spec §23). 'messages' are read into 'record_lines' (sorted, duplicates "
                   "once), cut into 'chunks' (line counts and blob ids); 'keys' shows the content, context and "
-                  "part keys for an export file with the given chunk ids and one context file users.json; "
-                  "'part' is the header line and the file node; 'trees' the catalogue from its root."),
+                  "part keys for an export file with the given chunk ids and one context file users.json, of "
+                  "an export backed up at /backups/export ('source' and the context path are relative to "
+                  "/backups); 'part' is the header line and the file node; 'trees' the catalogue from its root."),
         "master_secret": H(MASTER_SECRET),
         "messages": [{"platform": m.platform, "conversation": m.conversation, "message_id": m.message_id,
                       "author": m.author, "time_ms": m.time_ms, "edited": m.edited, "text": m.text,
@@ -672,14 +674,15 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
         "keys": {"file_chunk_ids": [H(i) for i in file_ids], "content_key": H(content),
                  "context_file": {"path": "export/users.json", "chunk_ids": [H(users_id)],
                                   "content_key": H(users_content)},
-                 "context_key": H(context), "platform": "slack", "export": "export",
+                 "context_key": H(context), "platform": "slack", "export_root": "backups/export",
                  "source": "export/general/2023-11-14.json", "part_key": H(key)},
         "part": {"header": header.decode(), "header_id": H(ids[0]), "node": _node_json(part)},
         "trees": {"root": {"json": root.decode(), "id": H(master.blob_id(root))},
+                  "backups": {"json": backups.decode(), "id": H(master.blob_id(backups))},
                   "export": {"json": export.decode(), "id": H(master.blob_id(export))},
                   "general": {"json": general.decode(), "id": H(master.blob_id(general))}},
         "snapshot_json": json.loads(Snapshot(time="2026-11-22T10:00:00+00:00", hostname="host", username="user",
-                                             paths=["/export"], tree="11" * 32,
+                                             paths=["/backups/export"], tree="11" * 32,
                                              catalog=H(master.blob_id(root))).encode()),
     }
 

@@ -28,7 +28,8 @@ import blake3
 from strongroom.commands import WarningCallback, ignore_warning
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
-from strongroom.messages.catalog_format import PartHeader, chunk_records, content_key, encode_record, part_key
+from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
+                                                 export_relative, part_key)
 from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
 from strongroom.repository import Repository
@@ -160,10 +161,11 @@ class CatalogBuilder:
     def _export(self, files: TreeFiles, reader: ExportReader, export: Export) -> None:
         content = {path: self._content_key(files, path) for path in export.files}
         context_files = sorted(p for p in export.files if posixpath.basename(p) in CONTEXT_NAMES)
+        rel = {p: export_relative(export.root, p) for p in export.files}
         context = self.keyed(b"strongroom catalogue context\0" + b"".join(
-            p.encode("utf-8", "surrogateescape") + b"\0" + content[p] for p in context_files))
+            rel[p].encode("utf-8", "surrogateescape") + b"\0" + content[p] for p in sorted(context_files, key=rel.get)))
         data_files = [p for p in export.files if p not in context_files]
-        keys = {p: part_key(self.keyed, export.platform, export.root, p, content[p], context) for p in data_files}
+        keys = {p: part_key(self.keyed, export.platform, rel[p], content[p], context) for p in data_files}
         reused = {}
         if self.reuse is not None:
             for path in data_files:
@@ -189,7 +191,7 @@ class CatalogBuilder:
             self.stats.parts_reused -= len(reused)
             everything = content_key(self.keyed, [content[p] for p in sorted(export.files)])
             first = data_files[0] if data_files else export.files[0]
-            key = part_key(self.keyed, export.platform, export.root, first, everything, context)
+            key = part_key(self.keyed, export.platform, export_relative(export.root, first), everything, context)
             self._read(reader, files, export, {first: key}, {first}, monolithic=first)
 
     def _content_key(self, files, path: str) -> bytes:
@@ -245,7 +247,7 @@ class CatalogBuilder:
                 chunk_ids.append(self.writer.add(DATA, chunk, text=True)[0])
                 size += len(chunk)
             key = keys[source]
-            header = PartHeader(export.platform, export.root, source, key, count).encode()
+            header = PartHeader(export.platform, export_relative(export.root, source), key, count).encode()
             content = FileContent(self.writer)
             content.append(self.writer.add(DATA, header, text=True)[0])
             for chunk_id in chunk_ids:

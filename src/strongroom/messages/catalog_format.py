@@ -142,14 +142,13 @@ class PartHeader:
     """The first chunk of a part: where its messages were read from and the key it is reused by."""
 
     platform: str
-    export: str  # the export's root, relative to the snapshot root
-    source: str  # the export file, relative to the snapshot root
+    source: str  # the export file, relative to the folder holding the export (see export_relative)
     key: bytes  # 32 bytes: see part_key
     messages: int
 
     def encode(self) -> bytes:
-        return _dumps({"catalog": CATALOG_VERSION, "export": self.export, "key": self.key.hex(),
-                       "messages": self.messages, "platform": self.platform, "source": self.source}) + b"\n"
+        return _dumps({"catalog": CATALOG_VERSION, "key": self.key.hex(), "messages": self.messages,
+                       "platform": self.platform, "source": self.source}) + b"\n"
 
     @classmethod
     def decode(cls, data: bytes, what: str) -> PartHeader:
@@ -157,10 +156,10 @@ class PartHeader:
             d = json.loads(data)
             if d.pop("catalog") != CATALOG_VERSION:
                 raise ValueError("unknown catalogue version")
-            header = cls(d["platform"], d["export"], d["source"], bytes.fromhex(d["key"]), d["messages"])
+            header = cls(d["platform"], d["source"], bytes.fromhex(d["key"]), d["messages"])
             if len(header.key) != 32 or type(header.messages) is not int or header.messages < 0:
                 raise ValueError("bad key or message count")
-            if not all(isinstance(v, str) for v in (header.platform, header.export, header.source)):
+            if not all(isinstance(v, str) for v in (header.platform, header.source)):
                 raise ValueError("a name is not a string")
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise IntegrityError(f"{what}: malformed catalogue part header ({e})") from None
@@ -175,12 +174,19 @@ def content_key(keyed_hash: Callable[[bytes], bytes], chunk_ids: Iterable[bytes]
     return keyed_hash(b"strongroom catalogue content\0" + h.digest())
 
 
-def part_key(keyed_hash: Callable[[bytes], bytes], platform: str, export: str, source: str, content: bytes,
+def export_relative(root: str, path: str) -> str:
+    """``path`` (relative to the snapshot root) relative to the folder that holds the export
+    ``root``: what a reader can see of a file's place (its channel folder, its own name), and
+    nothing of where the export was backed up from, so a moved export keeps its part keys."""
+    base = root.rpartition("/")[0]
+    return path[len(base) + 1:] if base and path.startswith(base + "/") else path
+
+
+def part_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, content: bytes,
              context: bytes) -> bytes:
-    """What a part depends on: the platform, where the export and file are, the file's content
-    and the content of the export's context files (user and channel lists)."""
-    doc = _dumps({"context": context.hex(), "content": content.hex(), "export": export, "platform": platform,
-                  "source": source})
+    """What a part depends on: the platform, the file's place in the export (export_relative),
+    its content and the content of the export's context files (user and channel lists)."""
+    doc = _dumps({"context": context.hex(), "content": content.hex(), "platform": platform, "source": source})
     return keyed_hash(b"strongroom catalogue part\0" + doc)
 
 

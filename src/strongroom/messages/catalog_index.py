@@ -83,7 +83,6 @@ class PartNodes:
 @dataclass
 class PartInfo:
     platform: str
-    export: str
     source: str
     messages: int
     chunks: list[bytes]
@@ -163,7 +162,7 @@ class MessageIndex:
         n = _U32.unpack_from(plain)[0]
         doc = json.loads(plain[4:4 + n])
         body = plain[4 + n:]
-        return PartInfo(doc["platform"], doc["export"], doc["source"], doc["messages"],
+        return PartInfo(doc["platform"], doc["source"], doc["messages"],
                         [body[i:i + 32] for i in range(0, len(body), 32)])
 
     def chunk(self, chunk_id: bytes) -> tuple[ChunkStats, bytes]:
@@ -249,8 +248,7 @@ class MessageIndex:
                         self.cache.put_many("chunks", batch)
                         batch = []
                 self.cache.put_many("chunks", batch)
-        doc = json.dumps({"platform": header.platform, "export": header.export, "source": header.source,
-                          "messages": header.messages}, sort_keys=True, separators=(",", ":")).encode()
+        doc = json.dumps({"platform": header.platform, "source": header.source, "messages": header.messages}, sort_keys=True, separators=(",", ":")).encode()
         self.cache.put_many("parts", [(header_id, self._seal("parts", header_id,
                                                              _U32.pack(len(doc)) + doc + b"".join(chunk_ids)))])
         self.part_nodes.remember(header.key, node.content, node.content_lists, node.size)
