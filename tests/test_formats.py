@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from strongroom.messages.formats import (
-    READERS, LocalExportFiles, ZipExportFiles, expand_zips, find_exports, write_native)
+    LocalExportFiles, ZipExportFiles, expand_zips, find_exports, write_native)
 from strongroom.samples import ExportParams, write_day
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
@@ -112,7 +112,7 @@ def test_zip_from_a_non_seekable_stream_is_spooled(tmp_path):
 
 def test_samples_are_recognised_with_exact_counts(tmp_path):
     """Every live message of the generator is read exactly once, on a first and a later night
-    (WhatsApp's deleted-message placeholders are not messages, spec §22.7)."""
+    (WhatsApp's deleted-message placeholders are not messages, spec §22.1)."""
     params = ExportParams(messages_per_day=120)
     for day in (0, 3):
         stats = write_day(tmp_path, day, params)
@@ -207,14 +207,19 @@ def test_whatsapp_huge_line_and_undecodable_bytes(tmp_path, monkeypatch):
         b"01/03/2025, 21:05 - Dan: hi\n"
         b"01/03/2025, 21:06 - Dan: " + b"y" * 1000 + b"\n"
         b"01/03/2025, 21:07 - Dan: caf\xe9 \xff\n"
+        b"01/03/2025, 21:07 - Dan: runaway\n" + b"z" * 150 + b"\n" + b"z" * 150 + b"\n"
+        b"01/03/2025, 21:07 - Dan: after\n"
         b"31/02/2025, 21:08 - Dan: no such day\n")
     warnings: list[str] = []
     msgs = all_messages(LocalExportFiles(tmp_path), warnings.append)
-    assert [m.text for m in msgs] == ["hi", "caf\ufffd \ufffd\n31/02/2025, 21:08 - Dan: no such day"]
+    assert [(m.text, m.message_id[-2:]) for m in msgs] == [
+        ("hi", "-0"), ("caf\ufffd \ufffd", "-0"),
+        ("after\n31/02/2025, 21:08 - Dan: no such day", "-2")]  # the runaway one keeps its -1
     assert [w.split(": ", 1)[1] for w in warnings] == [
         "line 2 skipped: ValueError: longer than 200 bytes",
         "line 2 skipped: ValueError: longer than 200 bytes",  # pass 1 (date order) sees it too
-        "line 4 skipped: ValueError: not a valid date and time"]
+        "message ending at line 6 skipped: ValueError: longer than 200 bytes",
+        "line 8 skipped: ValueError: not a valid date and time"]
 
 
 def test_unrecognised_files_are_not_exports(tmp_path):
@@ -222,6 +227,13 @@ def test_unrecognised_files_are_not_exports(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"type": "post"}\n')
     (tmp_path / "empty.json").write_bytes(b"")
     (tmp_path / "bin.json").write_bytes(bytes(range(256)))
+    (tmp_path / "geo.json").write_text('{"type": "FeatureCollection", "id": 1, "features": []}')
+    (tmp_path / "chat.json").write_text('{"type": "x", "id": 1, "messages": [{"id": 1, "body": "no date"}]}')
+    (tmp_path / "dc.json").write_text('{"channel": {}, "guild": {}, "messages": []}')  # wrong order
+    (tmp_path / "room.json").write_text('{"room_name": "r"}')
+    (tmp_path / "realm.json").write_text('{"realm": []}')
+    (tmp_path / "log.txt").write_text("2025-03-01 09:00:00 INFO started\n")
+    (tmp_path / "users.json").write_text('[{"id": 5, "name": "not a slack user id"}]')
     assert find_exports(LocalExportFiles(tmp_path)) == []
 
 
@@ -247,7 +259,7 @@ def test_native_output_reads_back_as_the_same_messages(tmp_path, platform):
     back = all_messages(files, warnings.append)
     files.close()
     assert warnings == []
-    # what each native form keeps (spec §22.10): Mattermost writes replies as posts of their
+    # what each native form keeps (spec §22.9): Mattermost writes replies as posts of their
     # own; WhatsApp has no ids, threads or attachment lists of its own
     if platform == "whatsapp":
         key = lambda m: (m.author, m.time_ms, m.edited, m.text)
@@ -263,3 +275,43 @@ def test_native_output_reads_back_as_the_same_messages(tmp_path, platform):
 def test_write_native_unknown_platform():
     with pytest.raises(ValueError, match="no native format"):
         write_native("irc", [], io.BytesIO())
+
+
+# ---- memory is bounded by a message, not the file
+
+
+@pytest.mark.parametrize("shape", ["single", "full"])
+def test_large_telegram_export_streams_in_bounded_memory(tmp_path, shape):
+    import tracemalloc
+    n, body = 5_000, "x" * 800
+    msg = ('{"id": %d, "type": "message", "date": "2025-03-01T10:00:00", "date_unixtime": "%d", '
+           '"from": "Alice", "from_id": "user1", "text": "%s %d"}')
+    path = tmp_path / "result.json"
+    with open(path, "w") as f:
+        if shape == "full":
+            f.write('{"about": "x", "personal_information": {"user_id": 1}, "chats": {"list": [')
+        f.write('{"name": "big", "type": "private_group", "id": 5, "messages": [')
+        f.write(",".join(msg % (i, 1740819600 + i, body, i) for i in range(n)))
+        f.write("]}" + ("]}}" if shape == "full" else ""))
+    assert path.stat().st_size > 4_000_000
+    files = LocalExportFiles(tmp_path)
+    (reader, export), = find_exports(files)
+    tracemalloc.start()
+    count = last = 0
+    for m in reader.messages(files, export):
+        count += 1
+        last = m.time_ms
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (count, last) == (n, (1740819600 + n - 1) * 1000)
+    assert peak < 1_000_000, peak  # a quarter of the file would be > 1 MB
+
+
+def test_slack_channels_json_with_a_first_channel_larger_than_the_head(tmp_path):
+    members = [f"U{i:08d}" for i in range(5000)]  # ~60 KB: the head holds only its start
+    (tmp_path / "channels.json").write_text(json.dumps([{"id": "C1", "name": "general", "members": members}]))
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "2025-03-01.json").write_text('[{"type": "message", "ts": "1.000001", "text": "hi"}]')
+    found = find_exports(LocalExportFiles(tmp_path))
+    assert [(r.platform, e.root) for r, e in found] == [("slack", "")]
+    assert [m.text for r, e in found for m in r.messages(LocalExportFiles(tmp_path), e)] == ["hi"]

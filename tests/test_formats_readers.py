@@ -213,3 +213,27 @@ def test_matrix_element_export():
                 "Rollback done\nAll green", name, reply_to="$m1:example.org"),
     ]
     assert warnings == []
+
+
+def test_readers_take_file_roles_by_name_and_read_a_subset():
+    """The catalogue re-reads only changed files: it passes an Export whose files are sorted
+    and a subset (context files + the changed data files)."""
+    from strongroom.messages.model import Export
+    for platform, keep in (("zulip", "export/messages-000002.json"), ("slack", "workspace/general/2025-03-02.json")):
+        files = LocalExportFiles(FIXTURES / platform)
+        (reader, export), = find_exports(files)
+        context = [p for p in export.files if p.rpartition("/")[2] in ("realm.json", "users.json", "channels.json")]
+        part = Export(export.platform, export.root, tuple(sorted(context + [keep])))
+        every = [m for m in reader.messages(files, export) if m.source == keep.partition("/")[2]]
+        assert every and list(reader.messages(files, part)) == every
+
+
+def test_derived_ids_are_pinned():
+    """Derived ids are catalogue keys across nights and versions: these literals follow spec
+    §22.3 and §22.6 (BLAKE2s-32 of the UTF-8 author), computed independently of the readers."""
+    _, wa = read("whatsapp")
+    assert [m.message_id for m in wa if m.author in ("张伟", "Bob Lee")] == [
+        "1740820502000-281f9156-0", "1740820502000-281f9156-1", "1741896069000-281f9156-1",
+        "1740863100000-3a6284d2-0", "1740863160000-3a6284d2-1"]
+    _, mm = read("mattermost")
+    assert mm[0].message_id == "1740823200000-97363a6f"

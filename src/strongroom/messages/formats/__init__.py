@@ -17,10 +17,10 @@ from typing import BinaryIO, Callable, Iterable
 from ..model import Export, ExportFiles, ExportReader, Message
 from . import discord, matrix, mattermost, slack, telegram, whatsapp, zulip
 from .common import FORMAT_ERRORS, Warn, log_warning
-from .files import ExpandedFiles, HeadCache, LocalExportFiles, ZipExportFiles, expand_zips
+from .files import HeadCache, LocalExportFiles, ZipExportFiles, expand_zips
 
-__all__ = ["READERS", "find_exports", "LocalExportFiles", "ZipExportFiles", "ExpandedFiles",
-           "expand_zips", "write_native", "NATIVE_WRITERS"]
+__all__ = ["READERS", "find_exports", "LocalExportFiles", "ZipExportFiles", "expand_zips",
+           "write_native"]
 
 #: Order matters: a file claimed by an earlier reader is not offered to later ones, and the
 #: folder-shaped formats come first so their many small JSON files are not sniffed again.
@@ -34,7 +34,7 @@ READERS: list[ExportReader] = [
     matrix.MatrixReader(),
 ]
 
-#: platform → writer(messages, out) of its native single-stream form (spec §22.10).
+#: platform → writer(messages, out) of its native single-stream form (spec §22.9).
 NATIVE_WRITERS: dict[str, Callable[[Iterable[Message], BinaryIO], None]] = {
     "slack": slack.write,
     "mattermost": mattermost.write,

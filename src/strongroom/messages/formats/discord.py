@@ -1,4 +1,4 @@
-"""DiscordChatExporter JSON: one channel per file (spec §22.6).
+"""DiscordChatExporter JSON: one channel per file (spec §22.5).
 
     {"guild": {"id", "name", ...}, "channel": {"id", "type", "name", ...}, "dateRange": ...,
      "exportedAt": ..., "messages": [{"id", "type", "timestamp", "timestampEdited", "content",

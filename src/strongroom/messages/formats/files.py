@@ -7,7 +7,6 @@ tree or accepts a zip member name that escapes it."""
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import stat
 import tempfile
@@ -21,6 +20,7 @@ from .common import FORMAT_ERRORS, HEAD_BYTES, Warn, log_warning, read_up_to
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive's end record
 #: Non-seekable zip streams are spooled to a temporary file; this much stays in memory.
 SPOOL_MEMORY = 8 * 1024 * 1024
+OPEN_ARCHIVES = 4
 
 
 class LocalExportFiles:
@@ -110,18 +110,21 @@ class ExpandedFiles:
     """``files`` with every zip archive (recognised by its magic bytes, one level deep) also
     shown as a directory of its members: ``a/export.zip`` → ``a/export.zip/channels.json``…
     The archive file itself stays listed.  Archives that cannot be opened are left as files
-    with a warning.  One archive is held open at a time."""
+    with a warning.  Up to ``OPEN_ARCHIVES`` archives are held open (least recently used is
+    closed first, so keep at most that many member streams of different archives open at
+    once); a non-seekable archive stream is spooled to a temporary file.  ``close()`` them."""
 
     def __init__(self, files: ExportFiles, warn: Warn | None = None) -> None:
         self.inner = files
         self.warn = warn or log_warning
         self._listing: dict[str, tuple[str | None, str]] | None = None  # path → (zip, member)
-        self._open_zip: tuple[str, ZipExportFiles, BinaryIO] | None = None
+        self._open: OrderedDict[str, tuple[ZipExportFiles, BinaryIO]] = OrderedDict()
 
     def _zip(self, zpath: str) -> ZipExportFiles:
-        if self._open_zip and self._open_zip[0] == zpath:
-            return self._open_zip[1]
-        self.close()
+        held = self._open.get(zpath)
+        if held is not None:
+            self._open.move_to_end(zpath)
+            return held[0]
         stream = self.inner.open(zpath)
         try:
             if not _seekable(stream):
@@ -134,7 +137,11 @@ class ExpandedFiles:
         except BaseException:
             stream.close()
             raise
-        self._open_zip = (zpath, z, stream)
+        self._open[zpath] = (z, stream)
+        if len(self._open) > OPEN_ARCHIVES:
+            _, (old, old_stream) = self._open.popitem(last=False)
+            old.close()
+            old_stream.close()
         return z
 
     def _scan(self) -> dict[str, tuple[str | None, str]]:
@@ -166,10 +173,16 @@ class ExpandedFiles:
         return self.inner.open(member) if zpath is None else self._zip(zpath).open(member)
 
     def close(self) -> None:
-        if self._open_zip:
-            self._open_zip[1].close()
-            self._open_zip[2].close()
-            self._open_zip = None
+        while self._open:
+            _, (z, stream) = self._open.popitem()
+            z.close()
+            stream.close()
+
+    def __enter__(self) -> ExpandedFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def expand_zips(files: ExportFiles, warn: Warn | None = None) -> ExpandedFiles:

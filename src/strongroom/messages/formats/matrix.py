@@ -1,4 +1,4 @@
-"""Element's "Export chat" JSON of a Matrix room (spec §22.9).
+"""Element's "Export chat" JSON of a Matrix room (spec §22.8).
 
     {"room_name", "room_creator", "topic", "export_date", "exported_by",
      "messages": [{"event_id", "type", "sender", "origin_server_ts", "content": {"msgtype",

@@ -3,7 +3,7 @@
 The first record is ``{"type": "version", "version": 1, ...}``; then team, channel, user …
 records; messages are ``post`` records (``team``, ``channel``, ``user``, ``message``,
 ``create_at``, ``edit_at``, ``replies``: the thread's replies nested in their root) and
-``direct_post`` records (``channel_members`` instead of team/channel).  Spec §22.4."""
+``direct_post`` records (``channel_members`` instead of team/channel).  Spec §22.3."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
-from .common import RECORD_ERRORS, Warn, guarded, head, int_ms, lines, log_warning, rel, s
+from .common import RECORD_ERRORS, Warn, guarded, head, int_ms, lines, log_warning, s
 
 PLATFORM = "mattermost"
 
@@ -76,7 +76,7 @@ def _read(files, path, report) -> Iterator[Message]:
 
 
 def derived_id(create_at: int, user: str) -> str:
-    """The id of a post that has none (real bulk exports carry no post ids): spec §22.4."""
+    """The id of a post that has none (real bulk exports carry no post ids): spec §22.3."""
     return f"{create_at}-{hashlib.blake2s(user.encode(), digest_size=4).hexdigest()}"
 
 

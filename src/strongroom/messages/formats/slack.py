@@ -6,7 +6,7 @@ Shape (Slack's "Export data" and the samples generator)::
     users.json                                          array of {"id", "name", "real_name", ...}
     <conversation>/<YYYY-MM-DD>.json                    array of message objects
 
-The folder name is the conversation (channel/group name; a DM's id).  Spec §22.3."""
+The folder name is the conversation (channel/group name; a DM's id).  Spec §22.2."""
 
 from __future__ import annotations
 
@@ -17,21 +17,31 @@ import zipfile
 from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
-from .common import RECORD_ERRORS, Warn, first_item, guarded, head, json_items, log_warning, rel, s
+from .common import RECORD_ERRORS, Warn, guarded, head, head_events, json_items, log_warning, rel, s
 
 PLATFORM = "slack"
 META = ("channels.json", "groups.json", "dms.json", "mpims.json")
 _DAY = re.compile(r"^(?:(.*)/)?([^/]+)/(\d{4}-\d{2}-\d{2})\.json$")
-#: Placeholders Slack leaves for deleted thread roots: not messages (spec §22.2).
+#: Placeholders Slack leaves for deleted thread roots: not messages (spec §22.1).
 _SKIP_SUBTYPES = frozenset({"tombstone"})
 
 
 def _is_meta(data: bytes) -> bool:
-    item = first_item(data, "item")
-    if item is None:  # an empty list is a valid (empty) channels.json
-        return data.strip(b"\xef\xbb\xbf \t\r\n").replace(b" ", b"") in (b"[]",)
-    return isinstance(item, dict) and isinstance(item.get("id"), str) and (
-        "name" in item or "members" in item)
+    """An array whose first element is an object with a string ``id`` and a ``name`` or
+    ``members`` key (or an empty array), judged from events: the first channel of a large
+    workspace (thousands of members) does not fit in the head."""
+    events = head_events(data)
+    if not events or events[0][:2] != ("", "start_array"):
+        return False
+    if len(events) > 1 and events[1][:2] == ("", "end_array"):
+        return True
+    if len(events) < 2 or events[1][:2] != ("item", "start_map"):
+        return False
+    keys: dict[str, str] = {}
+    for (p, e, v), nxt in zip(events, events[1:]):
+        if p == "item" and e == "map_key":
+            keys[v] = nxt[1]  # type: ignore[index]
+    return keys.get("id") == "string" and ("name" in keys or "members" in keys)
 
 
 class SlackReader:

@@ -1,6 +1,6 @@
 """Telegram Desktop "Export chat history" / "Export Telegram data" in JSON (``result.json``).
 
-Two shapes (spec §22.5): a single chat ``{"name", "type", "id", "messages": [...]}`` and the
+Two shapes (spec §22.4): a single chat ``{"name", "type", "id", "messages": [...]}`` and the
 full-account export ``{"about", "personal_information", ..., "chats": {"list": [chat...]},
 "left_chats": {"list": [...]}}``.  ``text`` is a string or an array of strings and entity
 objects ``{"type", "text"}``."""
@@ -30,11 +30,10 @@ def shape(data: bytes) -> str | None:
     if keys[:1] == ["about"] and _FULL_KEYS & set(keys):
         return "full"
     kinds = {p: e for p, e, v in events if p in ("type", "id")}
-    if kinds.get("type") == "string" and kinds.get("id") == "number":
-        if "messages" in keys:
-            first = [(p, v) for p, e, v in events if p.startswith("messages.item.") and e != "map_key"]
-            if first and not any(p in ("messages.item.date", "messages.item.date_unixtime") for p, _ in first):
-                return None  # messages that are not Telegram's
+    if kinds.get("type") == "string" and kinds.get("id") == "number" and "messages" in keys:
+        first = [p for p, e, v in events if p.startswith("messages.item.") and e != "map_key"]
+        if first and not any(p in ("messages.item.date", "messages.item.date_unixtime") for p in first):
+            return None  # messages that are not Telegram's
         return "chat"
     return None
 
@@ -77,23 +76,28 @@ def _conv(chat: dict) -> str:
 
 def _full(f) -> Iterator[tuple[dict, object]]:
     """(chat, message) for every chat of a full export.  The chat's name and id come before its
-    messages in Telegram's output; the events are watched on their way to ijson's C builder."""
+    messages in Telegram's output; the events are watched on their way to ijson's C builder
+    (kept to a length test per event: this loop is the reader's hot path)."""
     chat: dict = {}
 
     def events():
         nonlocal chat
+        left = False  # inside "left_chats": its events are renamed to read like "chats"
         for ev in ijson.parse(BomSkipping(f), use_float=True):
             p = ev[0]
-            if p[:1] == "l":  # left_chats.list… reads like chats.list…
-                if not p.startswith("left_chats.list"):
-                    continue
+            if len(p) <= 25:
+                if p == "" and ev[1] == "map_key":
+                    left = ev[2] == "left_chats"
+                if left and p.startswith("left_"):
+                    ev = (p[5:], ev[1], ev[2])
+                    p = ev[0]
+                if p == "chats.list.item":
+                    if ev[1] == "start_map":
+                        chat = {}
+                elif (p == "chats.list.item.name" or p == "chats.list.item.id") and ev[1] != "map_key":
+                    chat[p[16:]] = ev[2]
+            elif left:
                 ev = (p[5:], ev[1], ev[2])
-                p = ev[0]
-            if p == "chats.list.item":
-                if ev[1] == "start_map":
-                    chat = {}
-            elif p in ("chats.list.item.name", "chats.list.item.id") and ev[1] != "map_key":
-                chat[p[16:]] = ev[2]
             yield ev
 
     for m in ijson.items(events(), "chats.list.item.messages.item"):

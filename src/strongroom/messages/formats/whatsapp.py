@@ -1,4 +1,4 @@
-"""WhatsApp "Export chat" text files (spec §22.7).
+"""WhatsApp "Export chat" text files (spec §22.6).
 
 Line formats (the date and time follow the phone's locale)::
 
@@ -29,6 +29,7 @@ import re
 from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
+from . import common
 from .common import RECORD_ERRORS, Warn, guarded, head, lines, log_warning
 
 PLATFORM = "whatsapp"
@@ -110,13 +111,25 @@ def _read(files, path, report) -> Iterator[Message]:
     counts: dict[tuple[int, str], int] = {}
     last_time = None
     last_stamp = None
-    pending: list | None = None  # [time_ms, author, [text lines]] of the message being read
+    pending: list | None = None  # [time_ms, author, [text lines], size] of the message being read
+
+    def extend(line: str, n: int) -> None:
+        if pending is None or pending[3] < 0:
+            return
+        pending[3] += len(line) + 1
+        if pending[3] > common.MAX_LINE:  # a runaway "message": memory stays bounded
+            report.bad_record(f"message ending at line {n}", ValueError(f"longer than {common.MAX_LINE} bytes"))
+            pending[2], pending[3] = [], -1
+        else:
+            pending[2].append(line)
 
     def finish(p) -> Message | None:
-        time_ms, author, parts = p
+        time_ms, author, parts, size = p
         key = (time_ms, author)
         k = counts.get(key, 0)
         counts[key] = k + 1
+        if size < 0:  # too long, reported: skipped, but it keeps its occurrence number
+            return None
         text = "\n".join(parts)
         edited = False
         for suffix in _EDITED:
@@ -140,8 +153,7 @@ def _read(files, path, report) -> Iterator[Message]:
             line = raw.decode("utf-8", "replace")
             m = match(line)
             if m is None:
-                if pending is not None:
-                    pending[2].append(line)
+                extend(line, n)
                 continue
             stamp = m.group(1, 2, 3, 4, 5, 6, 7)
             try:
@@ -149,8 +161,7 @@ def _read(files, path, report) -> Iterator[Message]:
                 last_stamp = stamp
             except RECORD_ERRORS as exc:
                 report.bad_record(f"line {n}", exc)
-                if pending is not None:
-                    pending[2].append(line)
+                extend(line, n)
                 continue
             if pending is not None:
                 msg = finish(pending)
@@ -162,7 +173,7 @@ def _read(files, path, report) -> Iterator[Message]:
                 last_time = time_ms
             author, sep, text = m.group(8).partition(": ")
             if sep and author.strip():
-                pending = [time_ms, author.lstrip("\u200e"), [text]]
+                pending = [time_ms, author.lstrip("\u200e"), [text], len(text)]
     if pending is not None:
         msg = finish(pending)
         if msg is not None:

@@ -1,4 +1,4 @@
-"""Zulip realm exports (``manage.py export`` / the organisation export), unpacked (spec §22.8).
+"""Zulip realm exports (``manage.py export`` / the organisation export), unpacked (spec §22.7).
 
     realm.json             {"zerver_realm": [...], "zerver_userprofile": [...],
                             "zerver_stream": [...], "zerver_recipient": [...], ...}
@@ -53,11 +53,15 @@ class ZulipReader:
         return found
 
     def messages(self, files: ExportFiles, export: Export, warn: Warn | None = None) -> Iterator[Message]:
+        # roles by name, not position: a caller may pass the files re-sorted or a subset
         warn = warn or log_warning
         realm = _Realm()
-        yield from guarded(export.files[0], warn, lambda report: realm.read(files, export.files[0], report))
-        for p in export.files[1:]:
-            yield from guarded(p, warn, lambda report, p=p: _read(files, p, realm, report))
+        for p in export.files:
+            if p.rpartition("/")[2] == "realm.json":
+                yield from guarded(p, warn, lambda report, p=p: realm.read(files, p, report))
+        for p in export.files:
+            if _MESSAGES.match(p.rpartition("/")[2]):
+                yield from guarded(p, warn, lambda report, p=p: _read(files, p, realm, report))
 
 
 class _Realm:
