@@ -336,3 +336,26 @@ def test_index_all_catalogues_old_snapshots_reusing_unchanged_files(repo, tmp_pa
         assert [(f.record.text, f.snapshots) for f in search(index, ids, Filters())] == [
             ("kept", ids), ("first", ids[:1]), ("second", ids[1:])]
     assert run_index(repo, all_snapshots=True).already == sorted(ids, key=lambda i: new[i].datetime)
+
+
+@pytest.mark.parametrize("filters", [Filters(query="strasse"), Filters(query="STRASSE"), Filters(query="kelvin"),
+                                     Filters(query="file"), Filters(query="deploy"), Filters(query="中文"),
+                                     Filters(query='said "HI"'), Filters(author="ALICE"), Filters(author="Émile"),
+                                     Filters(conversation="général"), Filters(conversation="ops", query="DEPLOY"),
+                                     Filters(query="")])
+def test_fast_chunk_filter_agrees_with_case_folding_every_record(filters):
+    from strongroom.messages.catalog_format import decode_record, encode_record
+    from strongroom.messages.catalog_query import _candidate_lines
+    texts = ["Die Straße ist gesperrt", "the \u212aelvin scale", "a \ufb01le was deployed", "deploy now",
+             "plain ascii", "中文 text", 'she said "hi"', "KEYS rotated", "ascii only"]
+    messages = [Message("x", conv, str(i), author, i, False, text)
+                for i, (text, author, conv) in enumerate(zip(texts * 3, ["alice", "émile", "ÉMILE", "Alice"] * 7,
+                                                             ["ops", "général", "GÉNÉRAL"] * 9))]
+    for chunk_messages in (messages[:9], messages[9:18], messages[18:], [m for m in messages if m.text.isascii()]):
+        chunk = b"".join(encode_record(m) + b"\n" for m in chunk_messages)
+        want = [m.message_id for m in chunk_messages if filters.matches(decode_record(encode_record(m), "t"))]
+        lines = _candidate_lines(chunk, filters, filters.needles())
+        got = [] if lines is None else [r.message_id for r in (decode_record(line, "t") for line in lines if line)
+                                        if filters.matches(r)]
+        assert got == want
+    assert any(filters.matches(decode_record(encode_record(m), "t")) for m in messages)

@@ -95,17 +95,31 @@ class ChunkStats:
     per_platform: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, records: Iterable[Record]) -> ChunkStats:
+    def of_chunk(cls, data: bytes, what: str) -> ChunkStats:
+        """The statistics of a chunk's record lines (only the fields they need are decoded; the
+        records are checked in full when a query reads them)."""
         out: dict[str, dict] = {}
-        for r in records:
-            s = out.get(r.platform)
-            if s is None:
-                s = out[r.platform] = {"n": 0, "c": set(), "a": set(), "t0": r.time_ms, "t1": r.time_ms}
-            s["n"] += 1
-            s["c"].add(r.conversation)
-            s["a"].add(r.author)
-            s["t0"] = min(s["t0"], r.time_ms)
-            s["t1"] = max(s["t1"], r.time_ms)
+        loads = json.loads
+        try:
+            for line in data.splitlines():
+                if not line:
+                    continue
+                d = loads(line)
+                platform, time_ms = d["p"], d["t"]
+                if type(time_ms) is not int:
+                    raise ValueError("time is not an integer")
+                s = out.get(platform)
+                if s is None:
+                    s = out[platform] = {"n": 0, "c": set(), "a": set(), "t0": time_ms, "t1": time_ms}
+                s["n"] += 1
+                s["c"].add(d["c"])
+                s["a"].add(d["a"])
+                if time_ms < s["t0"]:
+                    s["t0"] = time_ms
+                elif time_ms > s["t1"]:
+                    s["t1"] = time_ms
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"{what}: malformed catalogue record ({e})") from None
         for s in out.values():
             s["c"], s["a"] = sorted(s["c"]), sorted(s["a"])
         return cls(out)
@@ -166,12 +180,17 @@ class MessageIndex:
                         [body[i:i + 32] for i in range(0, len(body), 32)])
 
     def chunk(self, chunk_id: bytes) -> tuple[ChunkStats, bytes]:
+        stats, data = self.chunk_raw(chunk_id)
+        return ChunkStats(json.loads(stats)), data
+
+    def chunk_raw(self, chunk_id: bytes) -> tuple[bytes, bytes]:
+        """(statistics JSON, record lines) of a chunk, the statistics left unparsed."""
         raw = self.cache.get("chunks", chunk_id)
         if raw is None:
             raise IntegrityError(f"messages cache: chunk {chunk_id.hex()[:16]} missing (delete the cache to rebuild it)")
         plain = self._open("chunks", chunk_id, raw)
         n = _U32.unpack_from(plain)[0]
-        return ChunkStats(json.loads(plain[4:4 + n])), plain[4 + n:]
+        return plain[4:4 + n], plain[4 + n:]
 
     def chunk_records(self, chunk_id: bytes) -> Iterator[Record]:
         return iter_records(self.chunk(chunk_id)[1], f"catalogue chunk {chunk_id.hex()[:16]}")
@@ -241,7 +260,7 @@ class MessageIndex:
             with BlobFetcher(self.repo, threads=2) as fetcher:
                 batch = []
                 for chunk_id, data in zip(missing, fetcher.fetch_all(missing)):
-                    stats = ChunkStats.of(iter_records(data, f"catalogue chunk {chunk_id.hex()[:16]}"))
+                    stats = ChunkStats.of_chunk(data, f"catalogue chunk {chunk_id.hex()[:16]}")
                     doc = json.dumps(stats.per_platform, sort_keys=True, separators=(",", ":")).encode()
                     batch.append((chunk_id, self._seal("chunks", chunk_id, _U32.pack(len(doc)) + doc + data)))
                     if len(batch) >= 256:

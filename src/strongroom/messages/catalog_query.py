@@ -8,16 +8,25 @@ chunks without parsing a record.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from strongroom.messages.catalog_format import Record, iter_records
+from strongroom.messages.catalog_format import Record, decode_record, iter_records
 from strongroom.messages.catalog_index import MessageIndex
 
 # Characters JSON escapes inside strings: a query holding one cannot be found in raw record lines.
 _ESCAPED = set('"\\') | {chr(c) for c in range(0x20)} | {"\u2028", "\u2029"}
+# The non-ASCII characters whose case folding yields ASCII letters (ß -> ss, the Kelvin sign ->
+# k, ligatures ...): computed, not listed by hand. A chunk free of them can be tested for an
+# ASCII needle with bytes.lower(), in C, without decoding: see _Needles.
+@functools.cache
+def _folds_to_ascii() -> re.Pattern:
+    return re.compile(b"|".join(re.escape(chr(c).encode()) for c in range(0x80, 0x110000)
+                                if not 0xD800 <= c < 0xE000 and any(ch.isascii() for ch in chr(c).casefold())))
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,31 @@ class Filters:
         folded = chunk.decode("utf-8", "surrogatepass").casefold()
         return all(n.casefold() in folded for n in needles if not (_ESCAPED & set(n)))
 
+    def needles(self) -> list[bytes]:
+        """Byte strings every line of a matching record contains, once lowered with bytes.lower()
+        (valid for chunks without the characters of _folds_to_ascii): the ASCII query, and the exact
+        JSON of an ASCII author or conversation field."""
+        out = []
+        if self.query and self.query.isascii() and not (_ESCAPED & set(self.query)):
+            out.append(self.query.lower().encode())
+        for key, value in (("a", self.author), ("c", self.conversation)):
+            if value and value.isascii() and not (_ESCAPED & set(value)):
+                out.append(f'"{key}":"{value.lower()}"'.encode())
+        return out
+
+
+def _candidate_lines(data: bytes, filters: Filters, needles: list[bytes]) -> Iterable[bytes] | None:
+    """The lines of a chunk that may match, or None when none can. Fast path (C only): ASCII
+    needles against the ASCII-lowered bytes; otherwise the case-folded text decides per chunk."""
+    if needles and not _folds_to_ascii().search(data):
+        lowered = data.lower()
+        if not all(n in lowered for n in needles):
+            return None
+        return [line for line in data.split(b"\n") if line and all(n in line.lower() for n in needles)]
+    if not filters.may_match_chunk(data):
+        return None
+    return data.split(b"\n")
+
 
 def _chunk_owners(index: MessageIndex, snapshot_ids: list[str]) -> dict[bytes, int]:
     """Each distinct chunk of the snapshots -> bit mask of the snapshots (by position) holding it."""
@@ -76,15 +110,21 @@ def search(index: MessageIndex, snapshot_ids: list[str], filters: Filters) -> li
     """Every version of every message matching ``filters`` in any of the snapshots, with the
     snapshots it appears in; ordered by time, conversation and id."""
     found: dict[Record, int] = {}
+    needles = filters.needles()
+    platform_json = None if filters.platform is None else json.dumps(filters.platform).encode()
     for chunk_id, mask in _chunk_owners(index, snapshot_ids).items():
-        stats, data = index.chunk(chunk_id)
-        if filters.platform is not None and filters.platform not in stats.per_platform:
+        stats, data = index.chunk_raw(chunk_id)
+        if platform_json is not None and platform_json not in stats:  # a superset test on the stats' keys
             continue
-        if not filters.may_match_chunk(data):
+        lines = _candidate_lines(data, filters, needles)
+        if lines is None:
             continue
-        for record in iter_records(data, f"catalogue chunk {chunk_id.hex()[:16]}"):
-            if filters.matches(record):
-                found[record] = found.get(record, 0) | mask
+        what = f"catalogue chunk {chunk_id.hex()[:16]}"
+        for line in lines:
+            if line:
+                record = decode_record(line, what)
+                if filters.matches(record):
+                    found[record] = found.get(record, 0) | mask
     # Versions of one message in the order they first appeared (lowest snapshot position).
     ordered = sorted(found.items(), key=lambda item: (item[0].time_ms, item[0].platform, item[0].conversation,
                                                       item[0].message_id, (item[1] & -item[1]).bit_length(),
