@@ -359,3 +359,29 @@ def test_fast_chunk_filter_agrees_with_case_folding_every_record(filters):
                                         if filters.matches(r)]
         assert got == want
     assert any(filters.matches(decode_record(encode_record(m), "t")) for m in messages)
+
+
+def test_zipped_export_is_catalogued_member_by_member_and_reused_when_rezipped(repo, tmp_path, monkeypatch):
+    import zipfile
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = "".join(json.dumps(m) + "\n" for m in [msg("c", "1", "ann", DAY, "inside a zip")])
+
+    def rezip(stamp):
+        with zipfile.ZipFile(src / "export.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(zipfile.ZipInfo("team.chat.jsonl", date_time=stamp), lines)
+    rezip((2026, 1, 1, 0, 0, 0))
+    s1 = backup(repo, src)
+    read = []
+    original = LineReader.messages
+    monkeypatch.setattr(LineReader, "messages", lambda self, files, export: read.append(export.root) or
+                        original(self, files, export))
+    rezip((2026, 1, 2, 0, 0, 0))  # a new zip (other bytes), the same member
+    s2 = backup(repo, src)
+    assert read == [] and s2.catalog == s1.catalog and s2.tree != s1.tree
+    with MessageIndex(repo) as index:
+        index.ensure([s1, s2])
+        [found] = search(index, [s1.id, s2.id], Filters(query="zip"))
+        assert found.snapshots == [s1.id, s2.id]
+        [part] = index.snapshot_parts(s2.id)
+        assert index.part(part).source == "team.chat.jsonl"  # relative to the folder holding the export

@@ -142,16 +142,20 @@ class CatalogBuilder:
         if any(p.lower().endswith(".zip") for p in self.tree.paths()):
             from strongroom.messages.formats import expand_zips
             files = expand_zips(self.tree, self.warn)  # zipped exports are read member by member
-        for reader, export in find_exports(files, self.readers, self.warn):
-            self.stats.exports += 1
-            if export.platform not in self.stats.platforms:
-                self.stats.platforms.append(export.platform)
-            try:
-                self._export(files, reader, export)
-            except StrongroomError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a reader failing on odd input must not fail the backup
-                self.warn(f"cannot catalogue the {export.platform} export at /{export.root}: {e}")
+        try:
+            for reader, export in find_exports(files, self.readers, self.warn):
+                self.stats.exports += 1
+                if export.platform not in self.stats.platforms:
+                    self.stats.platforms.append(export.platform)
+                try:
+                    self._export(files, reader, export)
+                except StrongroomError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a reader failing on odd input must not fail the backup
+                    self.warn(f"cannot catalogue the {export.platform} export at /{export.root}: {e}")
+        finally:
+            if files is not self.tree:
+                files.close()  # the zip archives it holds open
         if not self.parts:
             return None
         return self._write_tree()
