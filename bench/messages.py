@@ -98,13 +98,13 @@ RARE = "zanzibar"  # one message in 5000 carries it
 
 
 class SyntheticReader:
-    """``<root>/c<NN>/d<DDD>.syn`` files holding "version N": 400 messages each, derived from the
+    """``<root>/c<NN>/d<DDD>.syn.json.json`` files holding "version N": 400 messages each, derived from the
     path and version (a version bump edits ~2% and deletes ~1% of the file's messages)."""
 
     platform = "synthetic"
 
     def find(self, files):
-        paths = [p for p in files.paths() if p.endswith(".syn")]
+        paths = [p for p in files.paths() if p.endswith(".syn.json")]
         if not paths:
             return []
         root = paths[0].split("/c", 1)[0]
@@ -134,7 +134,7 @@ class SyntheticReader:
 def _write_night(src: Path, days: int, versions: dict) -> None:
     for c in range(CONVERSATIONS):
         for d in range(days):
-            path = src / f"c{c:02d}" / f"d{d:03d}.syn"
+            path = src / f"c{c:02d}" / f"d{d:03d}.syn.json"
             content = f"version {versions.get((c, d), 0)}\n"
             if not path.exists() or path.read_text() != content:
                 path.parent.mkdir(parents=True, exist_ok=True)
