@@ -98,7 +98,7 @@ RARE = "zanzibar"  # one message in 5000 carries it
 
 
 class SyntheticReader:
-    """``<root>/c<NN>/d<DDD>.syn.json.json`` files holding "version N": 400 messages each, derived from the
+    """``<root>/c<NN>/d<DDD>.syn.json`` files holding "version N": 400 messages each, derived from the
     path and version (a version bump edits ~2% and deletes ~1% of the file's messages)."""
 
     platform = "synthetic"
