@@ -338,6 +338,12 @@ def test_index_all_catalogues_old_snapshots_reusing_unchanged_files(repo, tmp_pa
     assert run_index(repo, all_snapshots=True).already == sorted(ids, key=lambda i: new[i].datetime)
 
 
+def test_the_characters_that_case_fold_to_ascii_are_all_listed():
+    from strongroom.messages.catalog_query import FOLDS_TO_ASCII
+    assert FOLDS_TO_ASCII == "".join(chr(c) for c in range(0x80, 0x110000) if not 0xD800 <= c < 0xE000
+                                     and any(ch.isascii() for ch in chr(c).casefold()))
+
+
 @pytest.mark.parametrize("filters", [Filters(query="strasse"), Filters(query="STRASSE"), Filters(query="kelvin"),
                                      Filters(query="file"), Filters(query="deploy"), Filters(query="中文"),
                                      Filters(query='said "HI"'), Filters(author="ALICE"), Filters(author="Émile"),

@@ -8,10 +8,8 @@ chunks without parsing a record.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -21,12 +19,15 @@ from strongroom.messages.catalog_index import MessageIndex
 # Characters JSON escapes inside strings: a query holding one cannot be found in raw record lines.
 _ESCAPED = set('"\\') | {chr(c) for c in range(0x20)} | {"\u2028", "\u2029"}
 # The non-ASCII characters whose case folding yields ASCII letters (ß -> ss, the Kelvin sign ->
-# k, ligatures ...): computed, not listed by hand. A chunk free of them can be tested for an
-# ASCII needle with bytes.lower(), in C, without decoding: see _Needles.
-@functools.cache
-def _folds_to_ascii() -> re.Pattern:
-    return re.compile(b"|".join(re.escape(chr(c).encode()) for c in range(0x80, 0x110000)
-                                if not 0xD800 <= c < 0xE000 and any(ch.isascii() for ch in chr(c).casefold())))
+# k, ligatures ...; tests/test_catalog.py recomputes the list from Unicode). A chunk free of them
+# can be tested for an ASCII needle with bytes.lower(), in C, without decoding.
+FOLDS_TO_ASCII = "ßİŉſǰẖẗẘẙẚẞ\u212aﬀﬁﬂﬃﬄﬅﬆ"
+_FOLDS_TO_ASCII_UTF8 = tuple(c.encode() for c in FOLDS_TO_ASCII)
+
+
+def _plain_folding(data: bytes) -> bool:
+    """Whether ASCII-lowering ``data`` finds every ASCII string its case folding holds."""
+    return data.isascii() or not any(seq in data for seq in _FOLDS_TO_ASCII_UTF8)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Filters:
 
     def needles(self) -> list[bytes]:
         """Byte strings every line of a matching record contains, once lowered with bytes.lower()
-        (valid for chunks without the characters of _folds_to_ascii): the ASCII query, and the exact
+        (valid for chunks without FOLDS_TO_ASCII characters): the ASCII query, and the exact
         JSON of an ASCII author or conversation field."""
         out = []
         if self.query and self.query.isascii() and not (_ESCAPED & set(self.query)):
@@ -77,7 +78,7 @@ class Filters:
 def _candidate_lines(data: bytes, filters: Filters, needles: list[bytes]) -> Iterable[bytes] | None:
     """The lines of a chunk that may match, or None when none can. Fast path (C only): ASCII
     needles against the ASCII-lowered bytes; otherwise the case-folded text decides per chunk."""
-    if needles and not _folds_to_ascii().search(data):
+    if needles and _plain_folding(data):
         lowered = data.lower()
         if not all(n in lowered for n in needles):
             return None
