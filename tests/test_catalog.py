@@ -391,3 +391,17 @@ def test_zipped_export_is_catalogued_member_by_member_and_reused_when_rezipped(r
         assert found.snapshots == [s1.id, s2.id]
         [part] = index.snapshot_parts(s2.id)
         assert index.part(part).source == "team.chat.jsonl"  # relative to the folder holding the export
+
+
+def test_raw_data_stats_count_the_catalogue(repo, series, tmp_path):
+    from strongroom.commands.stats import run_stats
+    s1, s2, s3 = series
+    plain = backup(repo, tmp_path / "src", catalog=False)  # the same files: the same tree, no catalogue
+    assert plain.tree == s3.tree and plain.catalog is None
+    trees, stack = 0, [bytes.fromhex(s3.catalog)]
+    while stack:
+        trees += 1
+        stack += [n.subtree for n in repo.load_tree(stack.pop()) if n.type == "dir"]
+    with_catalogue, without = (run_stats(repo, [s.id], mode="raw-data") for s in (s3, plain))
+    assert with_catalogue.blobs - without.blobs == len(set(_catalogue_blobs(repo, s3))) + trees
+    assert run_stats(repo, [s3.id]).files == run_stats(repo, [plain.id]).files == 1  # not a restored file
