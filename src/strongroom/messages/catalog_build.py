@@ -21,7 +21,7 @@ import pickle
 import posixpath
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import blake3
 
