@@ -244,3 +244,24 @@ def test_crash_at_every_store_and_delete_of_a_prune(tmp_path, op, after):
             assert (leftover.delete_packs, leftover.orphan_packs, leftover.superseded_index_files) == ([], [], []), \
                 (op, n)
             assert restored(fresh, fresh.find_snapshot(keep.id), tmp_path, f"{n}-again") == expected, (op, n)
+
+
+def test_prune_sweeps_only_stale_temporaries_of_killed_writers(history, tmp_path):
+    repo, snaps, contents = history
+    folder = tmp_path / "repo" / "data" / "ab"
+    stale = folder / ("ab" * 32 + ".tmp-0123456789abcdef")
+    fresh = folder / ("ab" * 32 + ".tmp-fedcba9876543210")
+    stale_lock = tmp_path / "repo" / "locks" / ("cd" * 32 + ".tmp-00000000000000aa")
+    for path in (stale, fresh, stale_lock):
+        path.write_bytes(b"half a pack")
+    old = os.stat(stale).st_mtime - 2 * 3600
+    os.utime(stale, (old, old))
+    os.utime(stale_lock, (old, old))
+
+    dry = run_prune(repo, PruneOptions(dry_run=True))
+    assert dry.temporaries_removed == 0 and stale.exists()
+    result = run_prune(repo, PruneOptions())
+    assert result.temporaries_removed == 2
+    assert not stale.exists() and not stale_lock.exists()
+    assert fresh.exists()  # may belong to a writer still taking its lock
+    assert restored(repo, snaps[-1], tmp_path, "after-sweep") == _under(contents[-1], tmp_path)

@@ -355,3 +355,17 @@ def test_check_reads_the_bucket_not_the_cache(s3_cli, tmp_path) -> None:
     assert run(s3_cli, "snapshots").returncode == 0  # served from the verified cache
     proc = run(s3_cli, "check", check=False)
     assert proc.returncode == 1 and name.split("/")[1][:16] in proc.stdout + proc.stderr
+
+
+def test_sweep_aborts_only_stale_multipart_uploads(s3_server, s3_bucket) -> None:
+    storage = open_storage(s3_server.url(s3_bucket, "sweep"))
+    client = storage._client
+    killed = client.create_multipart_upload(Bucket=s3_bucket, Key="sweep/data/ab/" + "ab" * 32)["UploadId"]
+    client.upload_part(Bucket=s3_bucket, Key="sweep/data/ab/" + "ab" * 32, UploadId=killed, PartNumber=1,
+                       Body=b"x" * 1024)
+    foreign = client.create_multipart_upload(Bucket=s3_bucket, Key="elsewhere/object")["UploadId"]
+
+    assert storage.sweep_temporaries(3600) == 0  # too young: may be a live writer's
+    assert storage.sweep_temporaries(0) == 1
+    left = client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in left] == [("elsewhere/object", foreign)]

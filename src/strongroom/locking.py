@@ -96,16 +96,14 @@ class Lock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _write(self) -> str:
+    def _write(self, name: str) -> None:
         info = LockInfo(socket.gethostname(), os.getpid(), self._repo.username, datetime.now(timezone.utc).isoformat(),
                         self.exclusive)
         doc = asdict(info)
         del doc["name"]
-        name = f"locks/{secrets.token_hex(32)}"
         # Shared magic (spec §16.2): write-only keys must see every lock, and full keys theirs.
         data = sealed.seal(self._repo.master, sealed.MAGIC_LOCK_SHARED, json.dumps(doc).encode())
         self._repo.storage.store(name, data)
-        return name
 
     def _conflicts(self) -> list[LockInfo]:
         now = datetime.now(timezone.utc)
@@ -113,12 +111,19 @@ class Lock:
                 if lk.name != self.name and (self.exclusive or lk.exclusive) and not lk.is_stale(now)]
 
     def acquire(self) -> Lock:
-        conflicts = self._conflicts()
-        if not conflicts:
-            self.name = self._write()
+        try:
             conflicts = self._conflicts()
-            if conflicts:
-                self._delete()
+            if not conflicts:
+                # Named before it is written, so that an interrupt (Ctrl-C, SIGTERM) arriving
+                # anywhere from here on still removes it below.
+                self.name = f"locks/{secrets.token_hex(32)}"
+                self._write(self.name)
+                conflicts = self._conflicts()
+        except BaseException:
+            self._delete_quietly()
+            raise
+        if conflicts:
+            self._delete()
         if conflicts:
             raise RepositoryLocked(f"repository is locked: {conflicts[0].describe()} "
                                    "(if that process is gone, run `strongroom unlock`)")
@@ -129,7 +134,9 @@ class Lock:
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_INTERVAL):
             try:
-                old, self.name = self.name, self._write()
+                new = f"locks/{secrets.token_hex(32)}"
+                self._write(new)
+                old, self.name = self.name, new
                 self._repo.storage.delete(old)
             except StrongroomError:
                 pass  # the next refresh tries again; staleness only matters after STALE_AFTER
@@ -140,6 +147,12 @@ class Lock:
                 self._repo.storage.delete(self.name)
             except ObjectNotFound:
                 pass
+            self.name = ""
+
+    def _delete_quietly(self) -> None:
+        try:
+            self._delete()
+        except StrongroomError:  # it goes stale; the original error matters more
             self.name = ""
 
     def release(self) -> None:

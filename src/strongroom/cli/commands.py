@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -265,7 +266,8 @@ def check(location: Location, read_data: bool, subset: str | None, chain: bool, 
 @repo_options
 @click.argument("kind", type=click.Choice(["config", "snapshot", "tree", "index", "key"]))
 @click.argument("object_id", required=False)
-def cat(location: Location, kind: str, object_id: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Accepted for uniformity: cat always prints JSON.")
+def cat(location: Location, kind: str, object_id: str | None, as_json: bool) -> None:
     """Print a repository object as JSON (for debugging): config, snapshot ID, tree ID, index ID, key ID."""
     from strongroom.commands.cat import cat_object
     with location.open() as repo:
@@ -275,10 +277,14 @@ def cat(location: Location, kind: str, object_id: str | None) -> None:
 @cli.command()
 @repo_options
 @click.option("--remove-all", is_flag=True, help="Remove every lock, not only stale ones (dangerous).")
-def unlock(location: Location, remove_all: bool) -> None:
+@json_option
+def unlock(location: Location, remove_all: bool, as_json: bool) -> None:
     """Remove stale locks (of dead processes, or not refreshed for 30 minutes)."""
     with location.open() as repo:
         removed = remove_stale_locks(repo, remove_all=remove_all)
+    if as_json:
+        print_json({"removed": [dataclasses.asdict(lk) for lk in removed]})
+        return
     click.echo(f"removed {len(removed)} lock(s)")
     for lk in removed:
         click.echo(f"  {lk.describe()}")

@@ -108,14 +108,14 @@ class Location:
         self.s3 = s3
         self.password_env = password_env
 
-    def storage(self):
+    def storage(self, *, uncached: bool = False):
         if self.url.lower().startswith("s3:"):
             from strongroom.repository import default_cache_root
             from strongroom.storage.cache import CachedStorage, cache_folder
             from strongroom.storage.s3 import S3Storage
 
             backend = S3Storage(self.url, self.s3)
-            if _command_name() in UNCACHED_COMMANDS:
+            if uncached or _command_name() in UNCACHED_COMMANDS:
                 return backend
             # Remote: keep snapshots, index files, keys and trees in a local cache (verified on use).
             return CachedStorage(backend, cache_folder(default_cache_root(), self.url))
@@ -148,8 +148,8 @@ class Location:
                              f"or use --from-password-file or --from-password-command")
         raise UsageError("no password given: set STRONGROOM_PASSWORD, or use --password-file or --password-command")
 
-    def open(self) -> Repository:
-        storage = self.storage()
+    def open(self, *, uncached: bool = False) -> Repository:
+        storage = self.storage(uncached=uncached)
         if not storage.exists():
             from strongroom.errors import RepositoryNotFound
             raise RepositoryNotFound(f"no repository at {self.url} (run `strongroom init` to create one)")
@@ -167,8 +167,19 @@ def json_option(func: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(func)
 
 
+def json_text(doc: Any, indent: int | None = None) -> str:
+    """Sorted keys, UTF-8; but a path with bytes that are not UTF-8 (held as lone surrogates by
+    os.fsdecode) is written as \\udcXX escapes, so the output always stays valid UTF-8 JSON."""
+    text = json.dumps(doc, indent=indent, ensure_ascii=False, sort_keys=True)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(doc, indent=indent, ensure_ascii=True, sort_keys=True)
+    return text
+
+
 def print_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=True))
+    click.echo(json_text(doc, indent=2))
 
 
 def warn(message: str) -> None:

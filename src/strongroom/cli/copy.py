@@ -7,6 +7,7 @@ import click
 from strongroom.cli.commands import cli  # noqa: F401  (commands below attach to this group)
 from strongroom.cli.context import (Location, from_password_options, json_option, print_json, repo_options,
                                     source_location)
+from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.commands.copy import CopySelection, run_copy
 
 
@@ -26,8 +27,8 @@ def copy(location: Location, from_repo: str, from_password_file: str | None, fro
     filtered by --host and --tag. Only chunks the destination lacks are stored, encrypted with the
     destination's keys; snapshots copied before are skipped."""
     source = source_location(from_repo, from_password_file, from_password_command, location)
-    with source.open() as src, location.open() as dst:
-        result = run_copy(src, dst, CopySelection(list(snapshots), list(hosts), list(tags)))
+    with source.open() as src, location.open() as dst, byte_progress("copy", progress_enabled(as_json)) as progress:
+        result = run_copy(src, dst, CopySelection(list(snapshots), list(hosts), list(tags)), progress=progress)
     if as_json:
         print_json({"copied": [{"source": c.source, "copy": c.copy} for c in result.copied],
                     "skipped": [{"source": c.source, "copy": c.copy} for c in result.skipped],

@@ -120,26 +120,34 @@ def key_add(location: Location, new_password_file: str | None, new_password_comm
 @key.command(name="remove")
 @repo_options
 @click.argument("key_id")
-def key_remove(location: Location, key_id: str) -> None:
+@json_option
+def key_remove(location: Location, key_id: str, as_json: bool) -> None:
     """Remove the key KEY_ID (not the one in use, not the last full key)."""
     from strongroom.commands.keys import remove_key
     with location.open() as repo:
         row = remove_key(repo, key_id)
-    click.echo(f"removed {row.kind} key {row.id[:12]}")
+    if as_json:
+        print_json(row.to_json())
+    else:
+        click.echo(f"removed {row.kind} key {row.id[:12]}")
 
 
 @key.command(name="passwd")
 @repo_options
 @_new_password_options
 @_kdf_options
+@json_option
 def key_passwd(location: Location, new_password_file: str | None, new_password_command: str | None,
-               kdf_memory: int, kdf_iterations: int | None, kdf_time: float) -> None:
+               kdf_memory: int, kdf_iterations: int | None, kdf_time: float, as_json: bool) -> None:
     """Change the passphrase of the key in use (the old passphrase stops working)."""
     from strongroom.commands.keys import change_password
     with location.open() as repo:
         password = _new_password(new_password_file, new_password_command)
         row = change_password(repo, password, kdf_params(kdf_memory, kdf_iterations, kdf_time))
-    click.echo(f"changed passphrase: key {row.id[:12]} replaces the old key file")
+    if as_json:
+        print_json(row.to_json())
+    else:
+        click.echo(f"changed passphrase: key {row.id[:12]} replaces the old key file")
 
 
 def _since(text: str | None) -> datetime | None:
@@ -183,11 +191,16 @@ def log_command(location: Location, since: str | None, as_json: bool) -> None:
 
 @cli.command()
 @repo_options
-def receipt(location: Location) -> None:
+@json_option
+def receipt(location: Location, as_json: bool) -> None:
     """Print the current head of the audit log: keep it elsewhere, verify later with `check --receipt`."""
     from strongroom.chain import current_receipt
     with location.open() as repo:
-        click.echo(current_receipt(repo))
+        head = current_receipt(repo)
+    if as_json:
+        print_json({"receipt": head})
+    else:
+        click.echo(head)
 
 
 def check_history(location: Location, chain: bool, receipt_hash: str | None, as_json: bool) -> None:

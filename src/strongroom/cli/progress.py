@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -15,6 +16,13 @@ def progress_enabled(as_json: bool = False, quiet: bool = False) -> bool:
     return not as_json and not quiet and sys.stderr.isatty()
 
 
+def _terminal_columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
+
+
 @contextmanager
 def byte_progress(desc: str, enabled: bool, total: int | None = None,
                   count_label: str = "files") -> Iterator[ProgressCallback]:
@@ -23,8 +31,11 @@ def byte_progress(desc: str, enabled: bool, total: int | None = None,
     if not enabled:
         yield ignore_progress
         return
+    # A terminal that reports no size (0x0: some `docker exec -t`, CI pseudo-terminals) would make
+    # tqdm draw nothing at all (it takes the bar for off-screen); assume 80x24 there instead.
+    sized = _terminal_columns() > 0
     bar = tqdm(desc=desc, total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-               dynamic_ncols=True, leave=False)
+               dynamic_ncols=sized, ncols=None if sized else 80, nrows=None if sized else 24, leave=False)
     try:
         def update(p: Progress) -> None:
             if p.total_bytes and bar.total != p.total_bytes:

@@ -7,7 +7,8 @@ import json
 import click
 
 from strongroom.cli.commands import _size, cli
-from strongroom.cli.context import Location, human_bytes, json_option, print_json, repo_options
+from strongroom.cli.context import Location, human_bytes, json_option, json_text, print_json, repo_options, warn
+from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.commands.prune import MaxUnused, PruneOptions, PruneResult, run_prune
 from strongroom.policy import Duration, Policy, parse_group_by
 
@@ -48,13 +49,17 @@ def _print_prune(result: PruneResult) -> None:
         click.echo(f"wrote {result.packs_written} pack(s) ({human_bytes(result.bytes_written)}) and "
                    f"{result.index_files_written} index file(s); deleted {result.packs_deleted} pack(s) "
                    f"({human_bytes(result.bytes_deleted)}) and {result.index_files_deleted} index file(s)")
+        if result.temporaries_removed:
+            click.echo(f"removed {result.temporaries_removed} temporary file(s) left by interrupted writes")
+        if result.sweep_error:
+            warn(f"could not remove temporary files: {result.sweep_error}")
 
 
 def _prune_json(result: PruneResult) -> dict:
     return {"dry_run": result.dry_run, "plan": result.plan.to_json(), "packs_written": result.packs_written,
             "bytes_written": result.bytes_written, "index_files_written": result.index_files_written,
             "index_files_deleted": result.index_files_deleted, "packs_deleted": result.packs_deleted,
-            "bytes_deleted": result.bytes_deleted}
+            "bytes_deleted": result.bytes_deleted, "temporaries_removed": result.temporaries_removed}
 
 
 @cli.command()
@@ -86,7 +91,10 @@ def forget(location: Location, snapshot_ids: tuple[str, ...], keep_last: int, ke
     with location.open() as repo:
         result = run_forget(repo, policy=policy, snapshot_ids=list(snapshot_ids), group_by=parse_group_by(group_by),
                             dry_run=dry_run)
-        pruned = run_prune(repo, prune_opts) if prune_opts and not dry_run else None
+        pruned = None
+        if prune_opts and not dry_run:
+            with byte_progress("prune", progress_enabled(as_json), count_label="items") as progress:
+                pruned = run_prune(repo, prune_opts, progress=progress)
     if as_json:
         doc = {"dry_run": dry_run, "policy": policy.to_json(),
                "snapshots": [{"id": d.snapshot.id, "time": d.snapshot.time, "host": d.snapshot.hostname,
@@ -129,8 +137,8 @@ def prune(location: Location, max_unused: str, max_repack_size: str | None, repa
           as_json: bool) -> None:
     """Delete data no snapshot uses; repack partly used packs (takes the exclusive lock)."""
     options = _prune_options(max_unused, max_repack_size, repack_small, dry_run)
-    with location.open() as repo:
-        result = run_prune(repo, options)
+    with location.open() as repo, byte_progress("prune", progress_enabled(as_json), count_label="items") as progress:
+        result = run_prune(repo, options, progress=progress)
     if as_json:
         print_json(_prune_json(result))
     else:
@@ -195,8 +203,8 @@ def holds(location: Location, as_json: bool) -> None:
 def stats(location: Location, snapshots: tuple[str, ...], mode: str, as_json: bool) -> None:
     """Sizes of SNAPSHOTS (default: all) and of the repository."""
     from strongroom.commands.stats import run_stats
-    with location.open() as repo:
-        result = run_stats(repo, list(snapshots), mode=mode)
+    with location.open() as repo, byte_progress("stats", progress_enabled(as_json)) as progress:
+        result = run_stats(repo, list(snapshots), mode=mode, progress=progress)
     if as_json:
         print_json(result.to_json())
         return
@@ -231,7 +239,7 @@ def diff(location: Location, first: str, second: str, as_json: bool) -> None:
             sep = [""]
 
             def on_change(change) -> None:
-                click.echo(sep[0] + json.dumps(change.to_json(), ensure_ascii=False, sort_keys=True), nl=False)
+                click.echo(sep[0] + json_text(change.to_json()), nl=False)
                 sep[0] = ", "
 
             totals = run_diff(repo, a, b, on_change)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
 from strongroom.compression import decompress_blob
-from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError, UsageError
+from strongroom.errors import IntegrityError, ObjectNotFound, StorageError, StrongroomError, UsageError
 from strongroom.index import ScratchTable
 from strongroom.indexfile import PackRecord, open_index, seal_index
 from strongroom.pack import DATA, TREE, PackWriter, open_blob, pack_cipher, pack_name, pack_path, parse_header
@@ -126,8 +126,14 @@ class PruneResult:
     index_files_deleted: int = 0
     packs_deleted: int = 0
     bytes_deleted: int = 0
+    temporaries_removed: int = 0  # files of writers killed mid-store (local backends)
+    sweep_error: str | None = None
     added: list[str] = field(default_factory=list)  # storage names, for the audit log
     removed: list[str] = field(default_factory=list)
+
+
+#: Age after which a temporary object left in the storage is certainly a killed writer's.
+STALE_TEMPORARY_S = 3600.0
 
 
 def run_prune(repo: Repository, options: PruneOptions = PruneOptions(), *,
@@ -145,6 +151,12 @@ def run_prune(repo: Repository, options: PruneOptions = PruneOptions(), *,
             result = PruneResult(plan, options.dry_run)
             if not options.dry_run:
                 _execute(repo, placed, uses, index_packs, plan, result, progress)
+                # Under the exclusive lock no writer is in flight, but a lock being taken by another
+                # process is written through a temporary too: sweep only old ones.
+                try:
+                    result.temporaries_removed = repo.storage.sweep_temporaries(STALE_TEMPORARY_S)
+                except StorageError as exc:  # housekeeping only: the prune itself has succeeded
+                    result.sweep_error = str(exc)
                 if result.added or result.removed:
                     repo.audit("prune", {"max_unused": str(options.max_unused),
                                          "max_repack_size": options.max_repack_size},

@@ -107,6 +107,12 @@ class Storage(abc.ABC):
     def stat(self, name: str) -> int:
         """Return the object's size in bytes; raise ObjectNotFound if missing."""
 
+    def sweep_temporaries(self, older_than_s: float) -> int:
+        """Remove temporary objects left by writers that died mid-store, if they are older than
+        ``older_than_s`` seconds; return how many were removed. Backends whose stores are atomic
+        on the server side (memory, S3) have none, so the default does nothing."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the default does nothing."""
 

@@ -156,5 +156,8 @@ class CachedStorage(Storage):
                 removed += 1
         return removed
 
+    def sweep_temporaries(self, older_than_s: float) -> int:
+        return self.backend.sweep_temporaries(older_than_s)
+
     def close(self) -> None:
         self.backend.close()

@@ -91,5 +91,8 @@ class FaultyStorage(Storage):
     def stat(self, name: str) -> int:
         return self._call("stat", name, lambda: self.inner.stat(name))
 
+    def sweep_temporaries(self, older_than_s: float) -> int:
+        return self.inner.sweep_temporaries(older_than_s)
+
     def close(self) -> None:
         self.inner.close()

@@ -6,6 +6,7 @@ import errno
 import os
 import secrets
 import stat as stat_mod
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,6 +226,24 @@ class LocalStorage(Storage):
                     continue
                 except OSError as exc:
                     raise self._error(exc, name, "list", entry.path) from exc
+
+    def sweep_temporaries(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for folder, _subfolders, files in os.walk(self.root):
+            for base in files:
+                if TEMP_INFIX not in base:
+                    continue
+                path = os.path.join(folder, base)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:  # finished or swept by someone else meanwhile
+                    continue
+                except OSError as exc:
+                    raise self._error(exc, os.path.relpath(path, self.root), "delete", path) from exc
+        return removed
 
     def stat(self, name: str) -> int:
         path = self._path(name)

@@ -39,7 +39,7 @@ T = TypeVar("T")
 MULTIPART_THRESHOLD = 32 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024  # S3's minimum part size is 5 MiB (except the last part)
 
-_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_NOT_FOUND_CODES = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
 _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
                  "InvalidToken", "ExpiredToken", "Forbidden", "AuthorizationHeaderMalformed"}
 _TRANSIENT_CODES = {"RequestTimeout", "RequestTimeoutException", "SlowDown", "Throttling",
@@ -309,6 +309,27 @@ class S3Storage(Storage):
             token = page.get("NextContinuationToken")
             if not token:
                 raise StorageError(f"cannot list {prefix} in {self._where()}: truncated page without a token")
+
+    def sweep_temporaries(self, older_than_s: float) -> int:
+        """Abort multipart uploads under our prefix that a killed writer left incomplete (their
+        parts are stored and billed, though no reader ever sees them)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key("")}
+        while True:
+            try:
+                page = self._call("list", "uploads", lambda: self._client.list_multipart_uploads(**kwargs))
+            except ObjectNotFound:  # some servers answer NoSuchUpload when there are none
+                return removed
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"].timestamp() < cutoff:
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    self._call("delete", key, lambda: self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id))
+                    removed += 1
+            if not page.get("IsTruncated"):
+                return removed
+            kwargs.update(KeyMarker=page.get("NextKeyMarker"), UploadIdMarker=page.get("NextUploadIdMarker"))
 
     def stat(self, name: str) -> int:
         validate_name(name)
