@@ -697,3 +697,67 @@ def test_dictionary_vector_with_the_code_and_by_hand():
     storage.store(f"dicts/{d['id'] ^ 1:08x}", data)
     with pytest.raises(IntegrityError, match="does not match its id"):
         loaded.get(d["id"] ^ 1)
+
+
+# -- archive nodes (§21), read as the spec words it -------------------------------------------------
+
+def spec_rebuild_archive(node: dict, blob: "Callable[[str], bytes]") -> bytes:
+    """The original file from an archive node, following spec §21 only (zip and tar: no outer)."""
+    import hashlib
+    import zlib
+    a = node["archive"]
+    skeleton = b"".join(blob(i) for i in a.get("skeleton", []))
+    assert "skeleton_lists" not in a and len(skeleton) == a["skeleton_size"]
+    out, pos = bytearray(), 0
+    for layout_id in a["layout"]:
+        for seg in json.loads(blob(layout_id))["segments"]:
+            if "gap" in seg:
+                out += skeleton[pos:pos + seg["gap"]]
+                pos += seg["gap"]
+                continue
+            m = seg["member"]
+            data = b"".join(blob(i) for i in m.get("content", []))
+            assert len(data) == m["size"] and zlib.crc32(data) == m.get("crc32", zlib.crc32(data))
+            if "deflate" in m:
+                c = zlib.compressobj(m["deflate"], zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY)
+                data = c.compress(data) + c.flush()
+            out += data
+    assert pos == len(skeleton)
+    assert hashlib.sha256(out).hexdigest() == a["sha256"]
+    return bytes(out)
+
+
+def test_spec_reader_archive_node_rebuilds_the_zip():
+    import zlib
+    v = STORED["archive.json"]
+    blobs = {k: X(b) for k, b in v["blobs"].items()}
+    for blob_id, plaintext in blobs.items():
+        assert MASTER.blob_id(plaintext).hex() == blob_id
+    node = v["tree"]["node"]
+    assert (node["type"], node["archive"]["format"], node["archive"]["fidelity"]) == ("archive", "zip", "identical")
+    assert json.loads(X(v["tree"]["encoded"]))["nodes"] == [node]
+    if v["zlib"] != zlib.ZLIB_RUNTIME_VERSION:
+        pytest.skip(f"vector made with zlib {v['zlib']}, installed {zlib.ZLIB_RUNTIME_VERSION}")
+    assert spec_rebuild_archive(node, blobs.__getitem__) == X(v["zip"])
+    # the members are an ordinary tree: chat/ with readme.txt and messages.jsonl
+    root = json.loads(blobs[node["subtree"]])["nodes"]
+    assert [(n["name"], n["type"]) for n in root] == [("chat", "dir")]
+    chat = json.loads(blobs[root[0]["subtree"]])["nodes"]
+    assert [n["name"] for n in chat] == ["messages.jsonl", "readme.txt"]
+    assert b"".join(blobs[i] for i in chat[1]["content"]) == b"hello, strongroom\n"
+
+
+def test_archive_node_decodes_with_the_code():
+    v = STORED["archive.json"]
+    [node] = decode_tree(X(v["tree"]["encoded"]), "vector")
+    assert node.archive.sha256.hex() == v["tree"]["node"]["archive"]["sha256"]
+    assert encode_tree([node]) == X(v["tree"]["encoded"])
+    for bad in ({"fidelity": "roughly"}, {"format": "rar"}, {"sha256": "00"}, {"layout": ["zz"]}):
+        doc = json.loads(X(v["tree"]["encoded"]))
+        doc["nodes"][0]["archive"].update(bad)
+        with pytest.raises(IntegrityError):
+            decode_tree(json.dumps(doc).encode(), "vector")
+    doc = json.loads(X(v["tree"]["encoded"]))
+    del doc["nodes"][0]["subtree"]
+    with pytest.raises(IntegrityError):
+        decode_tree(json.dumps(doc).encode(), "vector")

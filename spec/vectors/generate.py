@@ -687,6 +687,77 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
     }
 
 
+def _vector_zip() -> bytes:
+    """A small zip written field by field (no zipfile defaults that could change): a folder
+    entry, a stored member and a member deflated by zlib at level 6, with an archive comment."""
+    import struct
+    import zlib
+    members = [(b"chat/", b"", 0), (b"chat/readme.txt", b"hello, strongroom\n", 0),
+               (b"chat/messages.jsonl", b"".join(b'{"id":%d,"user":"U%02d","text":"message number %d"}\n' % (i, i % 7, i)
+                                                 for i in range(40)), 8)]
+    out, central = bytearray(), bytearray()
+    for name, data, method in members:
+        if method:
+            c = zlib.compressobj(6, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY)
+            stored = c.compress(data) + c.flush()
+        else:
+            stored = data
+        crc, offset = zlib.crc32(data), len(out)
+        fixed = (20, 0x800, method, 0x6000, 0x58A1, crc, len(stored), len(data), len(name))
+        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", *fixed, 0) + name + stored
+        attr = (0o040755 if name.endswith(b"/") else 0o100644) << 16
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 0x0314, *fixed, 0, 0, 0, 0, attr,
+                               offset) + name
+    comment = b"strongroom vector"
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(out),
+                      len(comment)) + comment
+    return bytes(out + central + end)
+
+
+def archive_vector(master: MasterKey) -> dict:
+    """An archive node for _vector_zip(), with every blob it names (plaintexts; packs are as in pack.json)."""
+    import tempfile
+    import zlib
+    from strongroom.archives.store import store_archive
+    from strongroom.archives.format import decode_layout
+    blobs: dict[bytes, bytes] = {}
+
+    class Sink:
+        def store(self, stream, what):  # every stream here is small: one chunk each
+            data = stream.read(1 << 20)
+            if not data:
+                return [], [], 0
+            blobs[master.blob_id(data)] = data
+            return [master.blob_id(data)], [], len(data)
+
+        def add_tree(self, data):
+            blobs[master.blob_id(data)] = data
+            return master.blob_id(data)
+
+    data = _vector_zip()
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        node = Node(name=b"export.zip", type=FILE, mode=0o644, mtime_ns=1795000000000000000, size=len(data))
+        store_archive(f.fileno(), node, "zip", Sink())
+    tree = encode_tree([node])
+    layout = [{"id": H(i), "encoded": H(blobs[i]),
+               "segments": len(decode_layout(blobs[i], "vector"))} for i in node.archive.layout]
+    skeleton = b"".join(blobs[i] for i in node.archive.skeleton)
+    return {
+        "about": ("A zip (folder entry, stored member, member deflated by zlib level 6) stored member-wise (§21). "
+                  "'blobs' holds the plaintext of every blob the node names, by id; a reader rebuilds 'zip' from "
+                  "the layout, the skeleton and the member chunks. The deflate output depends on zlib: 'zlib' "
+                  "records the version used."),
+        "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "zip": H(data),
+        "tree": {"encoded": H(tree), "id": H(master.blob_id(tree)), "node": json.loads(tree)["nodes"][0]},
+        "layout": layout,
+        "skeleton": H(skeleton),
+        "blobs": {H(k): H(v) for k, v in sorted(blobs.items())},
+    }
+
+
 def generate(replay: dict | None = None) -> dict[str, dict]:
     """Every vector file's content, built with the code (zstd replayed from ``replay`` if given)."""
     master = MasterKey(MASTER_SECRET)
@@ -709,6 +780,7 @@ def generate(replay: dict | None = None) -> dict[str, dict]:
     out["access.json"] = access_vector(master, zstd)
     out["dictionary.json"] = dictionary_vector(master, zstd)
     out["catalog.json"] = catalog_vector(master, zstd)
+    out["archive.json"] = archive_vector(master)
     return out
 
 

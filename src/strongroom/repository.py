@@ -35,7 +35,8 @@ from strongroom.locking import Lock
 from strongroom.pack import TREE, open_blob, pack_cipher, pack_path
 from strongroom.snapshot import Snapshot
 from strongroom.storage import Storage
-from strongroom.tree import Node, decode_chunk_list, decode_tree
+from strongroom.archives.format import MemberData, decode_layout
+from strongroom.tree import ARCHIVE, DIR, FILE, Node, decode_chunk_list, decode_tree
 
 MAX_TREE_SIZE = 512 * 1024 * 1024
 RESYNC_AFTER_MISS_S = 10.0
@@ -300,11 +301,38 @@ class Repository:
             yield from decode_chunk_list(self.load_blob(list_id), f"chunk list {list_id.hex()[:16]}")
 
     def file_blobs(self, node: Node) -> Iterator[bytes]:
-        """Every blob a file node references: its chunk-list blobs and all its chunks."""
+        """Every blob a file node references: its chunk-list blobs and all its chunks. For an
+        archive node: its layout blobs and every blob they and its skeleton name; its member
+        tree (``node.subtree``) is walked like a directory's by the caller."""
+        if node.type == ARCHIVE:
+            yield from self._archive_blobs(node)
+            return
         yield from node.content
         for list_id in node.content_lists:
             yield list_id
             yield from decode_chunk_list(self.load_blob(list_id), f"chunk list {list_id.hex()[:16]}")
+
+    def _archive_blobs(self, node: Node) -> Iterator[bytes]:
+        info = node.archive
+        yield from self.file_blobs(Node(b"", FILE, content=info.skeleton, content_lists=info.skeleton_lists))
+        for layout_id in info.layout:
+            yield layout_id
+            for seg in decode_layout(self.load_blob(layout_id), f"archive layout {layout_id.hex()[:16]}"):
+                if isinstance(seg, MemberData):
+                    yield from self.file_blobs(Node(b"", FILE, content=seg.content, content_lists=seg.content_lists))
+
+    def archive_all_blobs(self, node: Node) -> Iterator[bytes]:
+        """file_blobs of an archive node plus its whole member tree (trees and member files)."""
+        yield from self.file_blobs(node)
+        pending = [node.subtree]
+        while pending:
+            tree_id = pending.pop()
+            yield tree_id
+            for member in self.load_tree(tree_id):
+                if member.type == DIR:
+                    pending.append(member.subtree)
+                elif member.type == FILE:
+                    yield from self.file_blobs(member)
 
     # -- snapshots ---------------------------------------------------------------------------
 

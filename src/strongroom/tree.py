@@ -13,13 +13,15 @@ import base64
 import json
 from dataclasses import dataclass, field
 
+from strongroom.archives.format import ArchiveInfo
 from strongroom.errors import IntegrityError, MaliciousTree
 from strongroom.names import check_name
 
 FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
-NODE_TYPES = (FILE, DIR, SYMLINK)
+ARCHIVE = "archive"  # a zip or tar file stored member-wise (spec §21, strongroom.archives)
+NODE_TYPES = (FILE, DIR, SYMLINK, ARCHIVE)
 
 # A file with this many chunks or more lists them in chunk-list blobs of this many ids each.
 MAX_INLINE_CHUNKS = 2048
@@ -50,6 +52,7 @@ class Node:
     content_lists: list[bytes] = field(default_factory=list)  # ids of chunk-list blobs
     subtree: bytes | None = None
     target: bytes | None = None
+    archive: ArchiveInfo | None = None  # archive nodes: how to rebuild the file; subtree = members
 
     def to_json(self) -> dict:
         doc: dict = {"type": self.type}
@@ -70,6 +73,8 @@ class Node:
             doc["subtree"] = self.subtree.hex()
         if self.target is not None:
             _put_bytes(doc, "target", self.target)
+        if self.archive is not None:
+            doc["archive"] = self.archive.to_json()
         return doc
 
     @classmethod
@@ -90,8 +95,10 @@ class Node:
             node.subtree = _id(doc["subtree"])
         if "target" in doc or "target_b64" in doc:
             node.target = _get_bytes(doc, "target")
-        if node.type == DIR and node.subtree is None:
-            raise ValueError("directory without subtree")
+        if node.type == ARCHIVE:
+            node.archive = ArchiveInfo.from_json(doc["archive"])
+        if node.type in (DIR, ARCHIVE) and node.subtree is None:
+            raise ValueError(f"{node.type} without subtree")
         if node.type != FILE and (node.content or node.content_lists):
             raise ValueError("content on a node that is not a file")
         if node.type == SYMLINK and node.target is None:

@@ -106,10 +106,14 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
               help="Back up the output of the command given after `--`; it must exit 0.")
 @click.option("--catalog/--no-catalog", default=True, show_default=True,
               help="Catalogue the messages of recognised chat exports (see `strongroom messages`).")
+@click.option("--expand-archives", is_flag=True,
+              help="Store zip, tar, tar.gz and tar.zst files member by member, so members deduplicate "
+                   "across days; restore still gives back the original file.")
 @json_option
 def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], host: str | None,
            excludes: tuple[str, ...], exclude_files: tuple[str, ...], parent: str | None, force: bool,
            dry_run: bool, use_stdin: bool, stdin_filename: str, stdin_from_command: bool, catalog: bool,
+           expand_archives: bool,
            as_json: bool) -> None:
     """Back up PATHS (or standard input, or a command's output) into a new snapshot.
 
@@ -127,7 +131,8 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
     opts = BackupOptions(
         paths=[] if stdin_from_command else list(paths), tags=list(tags), hostname=host, excludes=patterns,
         parent=parent, force=force, dry_run=dry_run, stdin=sys.stdin.buffer if use_stdin else None,
-        stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None, catalog=catalog)
+        stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None,
+        expand_archives=expand_archives, catalog=catalog)
     if use_stdin and paths:
         raise UsageError("--stdin takes no paths")
     with location.open() as repo, byte_progress("backup", progress_enabled(as_json)) as progress:
@@ -135,6 +140,8 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
     s = result.summary
     if as_json:
         doc = {"dry_run": result.dry_run, "summary": s.__dict__, "warnings": result.warnings}
+        if expand_archives:
+            doc["archives"] = result.archives
         if result.snapshot:
             doc["snapshot"] = _snapshot_json(result.snapshot)
         print_json(doc)
@@ -143,6 +150,9 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
                    f"{s.dirs} directories")
         click.echo(f"read {human_bytes(s.bytes_read)} of {human_bytes(s.bytes_total)}, "
                    f"added {human_bytes(s.bytes_added)} in {s.blobs_added} blobs, {s.duration_s:.2f} s")
+        for a in result.archives:
+            if a["stored"] == "members":
+                click.echo(f"archive {a['path']}: {a['format']}, {a['members']} members, restores {a['fidelity']}")
         if result.snapshot:
             click.echo(f"snapshot {result.snapshot.short_id} saved"
                        + (" with a message catalogue" if result.snapshot.catalog else ""))
@@ -159,24 +169,32 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
 @click.option("--include", "includes", multiple=True, metavar="GLOB", help="Restore only matching paths.")
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Do not restore matching paths.")
 @click.option("--verify", is_flag=True, help="Read every restored file back and compare it with the snapshot.")
+@click.option("--expand", is_flag=True,
+              help="Restore archives stored member-wise as folders of their members instead of the original files.")
 @json_option
 def restore(location: Location, snapshot: str, target: str, includes: tuple[str, ...], excludes: tuple[str, ...],
-            verify: bool, as_json: bool) -> None:
+            verify: bool, expand: bool, as_json: bool) -> None:
     """Restore SNAPSHOT (`latest` or an id prefix) under --target."""
     with location.open() as repo:
         snap = repo.find_snapshot(snapshot)
         with byte_progress("restore", progress_enabled(as_json), snap.summary.bytes_total or None) as progress:
             result = run_restore(repo, snap, target, includes=list(includes), excludes=list(excludes),
-                                 progress=progress, warn=warn, verify=verify)
+                                 progress=progress, warn=warn, verify=verify, expand=expand)
     if as_json:
         doc = {"snapshot": snap.id, "target": target, "files": result.files, "dirs": result.dirs,
                "symlinks": result.symlinks, "bytes": result.bytes, "errors": result.errors}
         if verify:
             doc["verified"] = result.verified
+        if result.archives:
+            doc["archives"] = result.archives
         print_json(doc)
     else:
         click.echo(f"restored snapshot {snap.short_id} to {target}: {result.files} files, {result.dirs} directories, "
                    f"{human_bytes(result.bytes)}" + (f"; {result.verified} files verified" if verify else ""))
+        for a in result.archives:
+            how = {"identical": "byte-identical original", "expanded": "members, as a folder",
+                   "equivalent": "equivalent (same members and tar stream; compressed bytes differ)"}[a["restored"]]
+            click.echo(f"archive {a['path']}: {a['format']}, {how}")
     if result.errors:
         if not as_json:
             click.echo(f"strongroom: {len(result.errors)} item(s) could not be restored", err=True)
@@ -228,10 +246,12 @@ def ls_command(location: Location, snapshot: str, path: str | None, long_format:
             if long_format:
                 import stat
                 from datetime import datetime
-                kind = {"dir": "d", "symlink": "l"}.get(e.node.type, "-")
+                kind = {"dir": "d", "symlink": "l", "archive": "a"}.get(e.node.type, "-")
                 when = datetime.fromtimestamp(e.node.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
                 perms = stat.filemode(e.node.mode)[1:]
                 suffix = f" -> {os.fsdecode(e.node.target)}" if e.node.target is not None else ""
+                if e.node.archive is not None:
+                    suffix = f"  [{e.node.archive.format}, {e.node.archive.members} members]"
                 click.echo(f"{kind}{perms} {e.node.size:>12} {when} {name}{suffix}")
             else:
                 click.echo(name)

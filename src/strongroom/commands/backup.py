@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Iterable, Iterator
 
+from strongroom.archives.detect import detect
+from strongroom.archives.source import NotExpandable
+from strongroom.archives.store import store_archive
 from strongroom.chunker import SNIFF_SIZE, TEXT, buffer_size_for, chunk_views, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
@@ -19,7 +22,7 @@ from strongroom.pack import DATA, TREE
 from strongroom.recover import index_orphan_packs
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot, Summary
-from strongroom.tree import DIR, FILE, Node, encode_tree
+from strongroom.tree import ARCHIVE, DIR, FILE, Node, encode_tree
 from strongroom.walker import describe_special, list_dir, node_from_stat, open_for_reading, total_size
 from strongroom.writer import BlobWriter, FileContent
 
@@ -39,6 +42,7 @@ class BackupOptions:
     stdin_filename: str = "stdin"  # ... with this name
     stdin_command: list[str] | None = None  # or the standard output of this command
     catalog: bool = True  # catalogue the messages of recognised exports (spec §23)
+    expand_archives: bool = False  # store zip/tar/tar.gz/tar.zst files member-wise (archive nodes)
 
 
 @dataclass
@@ -47,6 +51,7 @@ class BackupResult:
     summary: Summary
     warnings: list[str]
     dry_run: bool = False
+    archives: list[dict] = field(default_factory=list)  # archive files read this time (--expand-archives)
 
     @property
     def partial(self) -> bool:
@@ -80,6 +85,7 @@ class _Backup:
         self._since_progress = 0
         self.total_bytes: int | None = None  # set by the size scan, when progress is shown
         self._unchanged_bytes = 0
+        self.archives: list[dict] = []
 
     def warn(self, message: str, *, error: bool = True) -> None:
         if error:
@@ -119,13 +125,25 @@ class _Backup:
         ids, lists = content.finish()
         return ids, lists, total
 
+    def _reusable(self, node: Node, previous: Node | None) -> bool:
+        """The metadata skip: an unchanged file keeps its previous node (plain, or archive when
+        --expand-archives is on) if every blob it names is still in the index."""
+        if previous is None or self.opts.force or previous.size != node.size or previous.mtime_ns != node.mtime_ns \
+                or previous.ctime_ns != node.ctime_ns or previous.inode != node.inode:
+            return False
+        known = self.writer.known
+        if previous.type == FILE:
+            return all(known(i) for i in previous.content) and all(known(i) for i in previous.content_lists)
+        if previous.type == ARCHIVE and self.opts.expand_archives:
+            a = previous.archive
+            return known(previous.subtree) and all(known(i) for ids in (a.layout, a.skeleton, a.skeleton_lists)
+                                                   for i in ids)
+        return False
+
     def save_file(self, path: bytes, node: Node, previous: Node | None) -> Node | None:
-        if (previous is not None and not self.opts.force and previous.type == FILE
-                and previous.size == node.size and previous.mtime_ns == node.mtime_ns
-                and previous.ctime_ns == node.ctime_ns and previous.inode == node.inode
-                and all(self.writer.known(i) for i in previous.content)
-                and all(self.writer.known(i) for i in previous.content_lists)):
-            node.content, node.content_lists = previous.content, previous.content_lists
+        if self._reusable(node, previous):
+            node.type, node.content, node.content_lists = previous.type, previous.content, previous.content_lists
+            node.subtree, node.archive = previous.subtree, previous.archive
             self.summary.files_unchanged += 1
             self.summary.bytes_total += node.size
             self._unchanged_bytes += node.size
@@ -138,7 +156,8 @@ class _Backup:
             return None
         try:
             with io.FileIO(fd, "rb", closefd=True) as f:
-                node.content, node.content_lists, node.size = self.store_stream(f, path)
+                if not (self.opts.expand_archives and self.save_archive(fd, path, node)):
+                    node.content, node.content_lists, node.size = self.store_stream(f, path)
         except OSError as e:
             self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
             return None
@@ -149,6 +168,28 @@ class _Backup:
         self.summary.bytes_total += node.size
         self._tick(path, 0, True)
         return node
+
+    def save_archive(self, fd: int, path: bytes, node: Node) -> bool:
+        """Store a zip/tar file member-wise into ``node``; False if it is not one (or cannot be:
+        then a warning, not an error, and the caller stores it plain from the start)."""
+        kind = detect(fd)
+        if kind is None:
+            return False
+        shown = os.fsdecode(path)
+        read_before = self.summary.bytes_read
+        try:
+            stored = store_archive(fd, node, kind, _ArchiveSink(self, path))
+        except NotExpandable as e:
+            self.summary.bytes_read = read_before
+            os.lseek(fd, 0, os.SEEK_SET)
+            self.warn(f"{shown}: {kind} archive stored as a plain file, not member-wise: {e}", error=False)
+            self.archives.append({"path": shown, "format": kind, "stored": "plain", "reason": str(e)})
+            return False
+        a = node.archive
+        self.archives.append({"path": shown, "format": kind, "stored": "members", "members": a.members,
+                              "fidelity": a.fidelity, "reencoded_members": stored.reencoded,
+                              "verbatim_members": stored.verbatim})
+        return True
 
     # -- directories -------------------------------------------------------------------------
 
@@ -260,6 +301,19 @@ class _Backup:
         return self.writer.add(TREE, encode_tree([node]))[0]
 
 
+class _ArchiveSink:
+    """How archive members reach the repository: chunked and stored like any file."""
+
+    def __init__(self, job: _Backup, path: bytes) -> None:
+        self.job, self.path = job, path
+
+    def store(self, stream: BinaryIO, what: bytes) -> tuple[list[bytes], list[bytes], int]:
+        return self.job.store_stream(stream, self.path)
+
+    def add_tree(self, data: bytes) -> bytes:
+        return self.job.writer.add(TREE, data)[0]
+
+
 def _read_head(stream: BinaryIO) -> bytes:
     """The first SNIFF_SIZE bytes (fewer only at end of stream), however short the reads."""
     head = b""
@@ -359,7 +413,7 @@ def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallb
                                result="ok" if not summary.errors else f"partial: {summary.errors} error(s)")
                 except StrongroomError as e:  # the snapshot is safe; say so rather than fail the backup
                     job.warn(f"snapshot {snap.short_id} saved, but its audit log entry was not: {e}", error=False)
-    return BackupResult(None if opts.dry_run else snap, summary, job.warnings, opts.dry_run)
+    return BackupResult(None if opts.dry_run else snap, summary, job.warnings, opts.dry_run, job.archives)
 
 
 def _start_size_scan(job: _Backup, paths: list[str]) -> None:

@@ -27,7 +27,7 @@ from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError
 from strongroom.index import ScratchSet
 from strongroom.indexfile import open_index
 from strongroom.repository import Repository, object_name
-from strongroom.tree import DIR, FILE
+from strongroom.tree import ARCHIVE, DIR, FILE
 
 MAX_DEPTH = 4096
 MAX_AFFECTED = 10_000  # reported individually; beyond this only counted
@@ -300,7 +300,12 @@ class _SnapshotWalker:
                     self.clean.add(frame.tree_id)
                 continue
             path = f"{frame.path.rstrip('/')}/{node.name.decode('utf-8', 'backslashreplace')}"
-            if node.type == DIR:
+            if node.type == ARCHIVE:  # its layout and skeleton here; its members below, like a directory's
+                why = self.check_file(node)
+                if why is not None:
+                    self.affected(snap_id, path, why)
+                    frame.bad = True
+            if node.type in (DIR, ARCHIVE):
                 if node.subtree in self.clean:
                     continue
                 if node.subtree in bad_here:  # a shared subtree: its files were listed already
@@ -323,6 +328,13 @@ class _SnapshotWalker:
 
     def check_file(self, node) -> str | None:
         try:
+            if node.type == ARCHIVE:
+                for blob_id in self.repo.file_blobs(node):
+                    self.result.blobs += 1
+                    why = self.unavailable(blob_id)
+                    if why is not None:
+                        return why
+                return None
             for list_id in node.content_lists:
                 why = self.unavailable(list_id)
                 if why is not None:

@@ -15,6 +15,8 @@ and backups deduplicate against each other in the destination.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import sqlite3
 import time
@@ -27,7 +29,8 @@ from strongroom.fetcher import BlobFetcher
 from strongroom.pack import DATA, TREE
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot
-from strongroom.tree import DIR, FILE, MAX_INLINE_CHUNKS, Node, decode_chunk_list, encode_tree
+from strongroom.archives.format import ArchiveInfo, MemberData, decode_layout, encode_layout
+from strongroom.tree import ARCHIVE, DIR, FILE, MAX_INLINE_CHUNKS, Node, decode_chunk_list, encode_tree
 from strongroom.writer import BlobWriter, FileContent
 
 
@@ -182,6 +185,10 @@ class _TreeCopier:
         for node in self.src.load_tree(src_tree):
             if node.type == DIR and node.subtree is not None:
                 node.subtree = self.copy_tree(node.subtree)
+            elif node.type == ARCHIVE:
+                node.subtree = self.copy_tree(node.subtree)
+                node.archive = self._copy_archive(node.archive)
+                self.files += 1
             elif node.type == FILE:
                 node.content, node.content_lists = self._copy_file(node)
                 self.files += 1
@@ -190,6 +197,20 @@ class _TreeCopier:
         dst_tree, _ = self.writer.add(TREE, encode_tree(nodes))
         self.map.put(src_tree, dst_tree)
         return dst_tree
+
+    def _copy_archive(self, info: ArchiveInfo) -> ArchiveInfo:
+        """Chunk ids differ between repositories: the skeleton and every layout blob are rewritten."""
+        skeleton, skeleton_lists = self._copy_file(Node(b"", FILE, content=info.skeleton,
+                                                        content_lists=info.skeleton_lists))
+        layout = []
+        for layout_id in info.layout:
+            segments = decode_layout(self.src.load_blob(layout_id), f"archive layout {layout_id.hex()[:16]}")
+            for seg in segments:
+                if isinstance(seg, MemberData):
+                    seg.content, seg.content_lists = self._copy_file(Node(b"", FILE, content=seg.content,
+                                                                          content_lists=seg.content_lists))
+            layout.append(self.writer.add(TREE, encode_layout(segments))[0])
+        return dataclasses.replace(info, skeleton=skeleton, skeleton_lists=skeleton_lists, layout=layout)
 
     def _copy_file(self, node: Node) -> tuple[list[bytes], list[bytes]]:
         """Map the file's chunks window by window (memory bounded for any file size)."""

@@ -11,7 +11,7 @@ from typing import Callable
 
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot
-from strongroom.tree import DIR, FILE, Node
+from strongroom.tree import ARCHIVE, DIR, FILE, Node
 
 ADDED, REMOVED, MODIFIED, METADATA = "added", "removed", "modified", "metadata"
 
@@ -102,24 +102,28 @@ def _compare(path: bytes, old: Node | None, new: Node | None) -> list[tuple]:
             items.append(("change", Change(MODIFIED, path, new.type, _size(old), _size(new))))
         elif _meta(old) != _meta(new):
             items.append(("change", Change(METADATA, path, new.type, _size(old), _size(new))))
+        if old.type == ARCHIVE:  # and what changed inside it, member by member
+            items.append(("dir", path, old.subtree, new.subtree))
         return items
     # Missing on one side, or replaced by an entry of another type: a removal and/or an addition.
     if old is not None:
         items.append(("change", Change(REMOVED, path, old.type, _size(old), None)))
-        if old.type == DIR:
+        if old.type in (DIR, ARCHIVE):
             items.append(("dir", path, old.subtree, None))
     if new is not None:
         items.append(("change", Change(ADDED, path, new.type, None, _size(new))))
-        if new.type == DIR:
+        if new.type in (DIR, ARCHIVE):
             items.append(("dir", path, None, new.subtree))
     return items
 
 
 def _size(node: Node) -> int | None:
-    return node.size if node.type == FILE else None
+    return node.size if node.type in (FILE, ARCHIVE) else None
 
 
 def _content(node: Node) -> tuple:
+    if node.type == ARCHIVE:
+        return node.archive.sha256, node.size
     return node.content, node.content_lists, node.target, node.size
 
 

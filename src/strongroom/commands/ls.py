@@ -9,7 +9,7 @@ from typing import Iterator
 from strongroom.errors import MaliciousTree, UsageError
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot
-from strongroom.tree import DIR, Node
+from strongroom.tree import ARCHIVE, DIR, Node
 
 MAX_DEPTH = 4096
 
@@ -25,6 +25,9 @@ class Entry:
                "gid": self.node.gid}
         if self.node.target is not None:
             doc["target"] = os.fsdecode(self.node.target)
+        if self.node.archive is not None:
+            a = self.node.archive
+            doc["archive"] = {"format": a.format, "fidelity": a.fidelity, "members": a.members}
         return doc
 
 
@@ -39,7 +42,7 @@ def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[Entr
             continue
         child = path + b"/" + node.name
         yield Entry(child, node)
-        if node.type == DIR:
+        if node.type in (DIR, ARCHIVE):  # an archive's members are listed below it, like a folder's
             if len(stack) > MAX_DEPTH:
                 raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
             stack.append((child, iter(repo.load_tree(node.subtree))))
@@ -60,9 +63,9 @@ def list_snapshot(repo: Repository, snapshot: Snapshot, path: str | None = None)
         prefix += b"/" + part
         if i == len(parts) - 1:
             yield Entry(prefix, node)
-            if node.type == DIR:
+            if node.type in (DIR, ARCHIVE):
                 yield from walk(repo, node.subtree, prefix)
             return
-        if node.type != DIR:
+        if node.type not in (DIR, ARCHIVE):
             raise UsageError(f"{path}: not in snapshot {snapshot.short_id}")
         tree = node.subtree

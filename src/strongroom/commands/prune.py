@@ -26,7 +26,7 @@ from strongroom.index import ScratchTable
 from strongroom.indexfile import PackRecord, open_index, seal_index
 from strongroom.pack import DATA, TREE, PackWriter, open_blob, pack_cipher, pack_name, pack_path, parse_header
 from strongroom.repository import Repository, object_name
-from strongroom.tree import DIR, FILE
+from strongroom.tree import ARCHIVE, DIR, FILE
 
 INDEX_FILE_MAX_BLOBS = 100_000
 SMALL_PACK_FRACTION = 4  # a pack below pack_size / 4 is small
@@ -179,9 +179,9 @@ def _mark(repo: Repository, used: ScratchTable, plan: PrunePlan, progress: Progr
             if not used.add(tree_id):
                 continue  # this subtree was already walked
             for node in repo.load_tree(tree_id):
-                if node.type == DIR:
+                if node.type in (DIR, ARCHIVE):  # an archive's members are a tree too
                     pending.append(node.subtree)
-                elif node.type == FILE:
+                if node.type in (FILE, ARCHIVE):
                     for blob_id in repo.file_blobs(node):
                         used.add(blob_id)
             progress(Progress(files=len(used), current=snap.short_id))

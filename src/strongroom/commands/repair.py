@@ -23,7 +23,7 @@ from strongroom.indexfile import PackRecord
 from strongroom.pack import DATA, TREE, PackWriter, pack_path
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot
-from strongroom.tree import DIR, FILE, encode_tree
+from strongroom.tree import ARCHIVE, DIR, FILE, encode_tree
 from strongroom.writer import BlobWriter
 
 INDEX_BATCH_BLOBS = 100_000
@@ -240,6 +240,11 @@ class _TreeRepairer:
 
     def file_ok(self, node) -> str | None:
         try:
+            if node.type == ARCHIVE:  # all or nothing: a partial archive cannot be rebuilt
+                for blob_id in self.repo.archive_all_blobs(node):
+                    if not self.available(blob_id):
+                        return f"archive blob {blob_id.hex()[:16]} lost"
+                return None
             for list_id in node.content_lists:
                 if not self.available(list_id):
                     return f"chunk list {list_id.hex()[:16]} lost"
@@ -297,7 +302,7 @@ class _TreeRepairer:
                         frame.changed = True
                         frame.pos += 1
                         continue
-            elif node.type == FILE:
+            elif node.type in (FILE, ARCHIVE):
                 why = self.file_ok(node)
                 if why is not None:
                     removed.append(f"{path}: {why}")

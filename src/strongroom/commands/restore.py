@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from strongroom.archives.rebuild import rebuild
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import MaliciousTree, StrongroomError
 from strongroom.fetcher import BlobFetcher
@@ -13,7 +14,7 @@ from strongroom.globs import PathMatcher
 from strongroom.repository import Repository
 from strongroom.restore_target import RestoreTarget
 from strongroom.snapshot import Snapshot
-from strongroom.tree import DIR, FILE, SYMLINK, Node
+from strongroom.tree import ARCHIVE, DIR, FILE, SYMLINK, Node
 
 MAX_DEPTH = 4096
 
@@ -36,13 +37,16 @@ class RestoreResult:
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
     verified: int = 0  # files read back and found identical (restore --verify)
+    # One per archive node met: {"path", "format", "restored": "identical"|"equivalent"|"expanded"}
+    archives: list[dict] = field(default_factory=list)
 
 
 class _Restore:
     def __init__(self, repo: Repository, target: RestoreTarget, includes: PathMatcher, excludes: PathMatcher,
                  fetcher: BlobFetcher, result: RestoreResult, progress: ProgressCallback,
-                 warn: WarningCallback, verify: bool = False) -> None:
+                 warn: WarningCallback, verify: bool = False, expand: bool = False) -> None:
         self.verify = verify
+        self.expand = expand
         self.repo = repo
         self.target = target
         self.includes = includes
@@ -84,7 +88,10 @@ class _Restore:
             child = b"/" + b"/".join(child_parts)
             if self.excludes.matches_or_ancestor(child):
                 continue
-            if node.type == DIR:
+            if node.type == DIR or (node.type == ARCHIVE and self.expand):
+                if node.type == ARCHIVE and self.selected(child):
+                    self.result.archives.append({"path": os.fsdecode(child), "format": node.archive.format,
+                                                 "restored": "expanded"})
                 if len(stack) > MAX_DEPTH:
                     raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
                 created = self.selected(child)
@@ -121,6 +128,8 @@ class _Restore:
         self.target.make_dir(parent)
         if node.type == FILE:
             self.restore_file(parts, node)
+        elif node.type == ARCHIVE:
+            self.restore_archive(parts, node)
         else:
             self.target.symlink(parts, node.target)
             self.result.symlinks += 1
@@ -137,23 +146,43 @@ class _Restore:
         self.result.bytes += written
         self.progress(Progress(files=self.result.files, bytes=self.result.bytes, current=os.fsdecode(parts[-1])))
 
+    def restore_archive(self, parts: list[bytes], node: Node) -> None:
+        """The original archive file, rebuilt and checked against its SHA-256 (see archives.rebuild)."""
+        path = b"/" + b"/".join(parts)
+        info = node.archive
+        written = self.target.write_file(parts, rebuild(self.repo, self.fetcher, info, os.fsdecode(path)),
+                                         size_hint=node.size)
+        if self.verify:
+            from strongroom.commands.verify import verify_archive
+            verify_archive(os.path.join(self.target.root, *parts), info)
+            self.result.verified += 1
+        self.result.archives.append({"path": os.fsdecode(path), "format": info.format, "restored": info.fidelity})
+        self.result.files += 1
+        self.result.bytes += written
+        self.progress(Progress(files=self.result.files, bytes=self.result.bytes, current=os.fsdecode(parts[-1])))
+
     def set_metadata(self, parts: list[bytes], node: Node) -> None:
-        self.target.set_metadata(parts, mode=None if node.type == SYMLINK else node.mode, mtime_ns=node.mtime_ns,
+        mode = node.mode
+        if node.type == ARCHIVE and self.expand:  # an archive restored as a folder: readable means searchable
+            mode |= (mode & 0o444) >> 2
+        self.target.set_metadata(parts, mode=None if node.type == SYMLINK else mode, mtime_ns=node.mtime_ns,
                                  uid=node.uid, gid=node.gid, is_symlink=node.type == SYMLINK)
 
 
 def run_restore(repo: Repository, snapshot: Snapshot, target: str, *, includes: list[str] = (),
                 excludes: list[str] = (), progress: ProgressCallback = ignore_progress,
-                warn: WarningCallback = ignore_warning, verify: bool = False) -> RestoreResult:
+                warn: WarningCallback = ignore_warning, verify: bool = False, expand: bool = False) -> RestoreResult:
     """Restore ``snapshot`` under ``target``; each backed-up path lands at target/<absolute path>.
 
     Per-file failures are collected in ``result.errors`` (other files are still restored);
-    a tree that tries to escape the target stops the restore with MaliciousTree."""
+    a tree that tries to escape the target stops the restore with MaliciousTree. Archive nodes
+    are rebuilt as the original file, or with ``expand`` restored as a folder of their members."""
     result = RestoreResult(snapshot)
     with repo.lock(exclusive=False), RestoreTarget(target) as dest, BlobFetcher(repo) as fetcher:
         # The snapshot was listed before this sync, so the index files it needs (stored before it)
         # are seen even if a concurrent backup committed it after the repository was opened.
         repo.sync_index()
-        job = _Restore(repo, dest, PathMatcher(includes), PathMatcher(excludes), fetcher, result, progress, warn, verify)
+        job = _Restore(repo, dest, PathMatcher(includes), PathMatcher(excludes), fetcher, result, progress, warn, verify,
+                       expand)
         job.restore_tree(bytes.fromhex(snapshot.tree))
     return result

@@ -19,7 +19,7 @@ from strongroom.commands import Progress, ProgressCallback, ignore_progress
 from strongroom.index import ScratchTable
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot
-from strongroom.tree import DIR, FILE
+from strongroom.tree import ARCHIVE, DIR, FILE
 
 MODES = ("restore-size", "raw-data")
 _TOTALS = struct.Struct("<QQ")  # files, bytes
@@ -119,11 +119,12 @@ def _tree_totals(repo: Repository, root: bytes, memo: ScratchTable, counter: _Bl
         for node in repo.load_tree(tree_id):
             if node.type == DIR:
                 children.append(node.subtree)
-            elif node.type == FILE:
+            elif node.type in (FILE, ARCHIVE):  # an archive counts as the one file it restores to
                 files += 1
                 size += node.size
                 if counter:
-                    for blob_id in repo.file_blobs(node):
+                    blobs = repo.archive_all_blobs(node) if node.type == ARCHIVE else repo.file_blobs(node)
+                    for blob_id in blobs:
                         counter.add(blob_id)
         stack.append([tree_id, children, files, size])
 

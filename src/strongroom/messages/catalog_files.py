@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterable, Iterator
 from strongroom.errors import IntegrityError
 from strongroom.fetcher import BlobFetcher
 from strongroom.repository import Repository
-from strongroom.tree import DIR, FILE, Node
+from strongroom.tree import ARCHIVE, DIR, FILE, Node
 
 _TREE_CACHE = 16
 # The name endings any export reader (strongroom.messages.formats) looks at, zips included. Only
@@ -91,7 +91,7 @@ class TreeFiles:
             self._dirs[path] = tree_id
             for node in self.repo.load_tree(tree_id):
                 child = f"{path}/{os.fsdecode(node.name)}" if path else os.fsdecode(node.name)
-                if node.type == DIR:
+                if node.type in (DIR, ARCHIVE):  # an archive stored member-wise: its members, as a folder
                     stack.append((child, node.subtree))
                 elif node.type == FILE and (self._suffixes is None or child.lower().endswith(self._suffixes)):
                     self._paths.append(child)
