@@ -405,3 +405,25 @@ def test_raw_data_stats_count_the_catalogue(repo, series, tmp_path):
     with_catalogue, without = (run_stats(repo, [s.id], mode="raw-data") for s in (s3, plain))
     assert with_catalogue.blobs - without.blobs == len(set(_catalogue_blobs(repo, s3))) + trees
     assert run_stats(repo, [s3.id]).files == run_stats(repo, [plain.id]).files == 1  # not a restored file
+
+
+def test_an_archive_stored_member_wise_is_catalogued_from_its_members(repo, tmp_path):
+    import zipfile
+    src = tmp_path / "src"
+    src.mkdir()
+    with zipfile.ZipFile(src / "export.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("team.chat.jsonl", json.dumps(msg("c", "1", "ann", DAY, "a member-wise zip")) + "\n")
+    snap = backup(repo, src, expand_archives=True)
+    assert any(n.type == "archive" for n in _walk_nodes(repo, bytes.fromhex(snap.tree)))
+    with MessageIndex(repo) as index:
+        index.ensure([snap])
+        [found] = search(index, [snap.id], Filters(query="member-wise"))
+        assert found.record.author == "ann"
+    assert run_check(repo).errors == []
+
+
+def _walk_nodes(repo, tree_id):
+    for node in repo.load_tree(tree_id):
+        yield node
+        if node.type == "dir":
+            yield from _walk_nodes(repo, node.subtree)
