@@ -119,6 +119,8 @@ def _run_every_command(tmp_path: Path) -> Session:
     (data / "chat" / "random.json").write_text('[{"text": "bye"}]\n' * 50)
     (data / "chat" / "latest").symlink_to("general.json")
     (data / "chat" / "caf\udce9.txt").write_text("a name that is not UTF-8\n")
+    export = Path(__file__).resolve().parent / "fixtures" / "exports" / "mattermost" / "export.jsonl"
+    (data / "chat" / "export.jsonl").write_bytes(export.read_bytes())  # a chat export: a message catalogue
     (tmp_path / "pw2").write_text("second passphrase\n")
     (tmp_path / "pw3").write_text("third passphrase\n")
 
@@ -139,6 +141,12 @@ def _run_every_command(tmp_path: Path) -> Session:
     s.run("strongroom stats", ["stats"])
     s.run("strongroom stats", ["stats", "--mode", "raw-data"])
     s.run("strongroom diff", ["diff", first, second])
+    s.run("strongroom messages search", ["messages", "search", ""])
+    s.run("strongroom messages diff", ["messages", "diff", first, second])
+    s.run("strongroom messages export", ["messages", "export", second, "--conversation", "acme/town-square",
+                                         "--output", str(tmp_path / "town-square.jsonl")])
+    s.run("strongroom messages stats", ["messages", "stats", second])
+    s.run("strongroom messages index", ["messages", "index", "--all"])
     s.run("strongroom hold", ["hold", first, "--reason", "case 42"])
     s.run("strongroom holds", ["holds"])
     s.run("strongroom release", ["release", first])

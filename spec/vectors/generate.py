@@ -50,6 +50,7 @@ from strongroom.crypto.keyfile import KEY_AAD, KdfParams, KeyInfo, create_key_fi
 from strongroom.crypto.master import MasterKey
 from strongroom.indexfile import PackRecord, encode_index, seal_index
 from strongroom.locking import LockInfo
+from strongroom.messages.model import Message
 from strongroom.pack import (DATA, ENTRY, HEADER_NONCE, TRAILER, TREE, PackWriter, blob_aad, pack_path)
 from strongroom.snapshot import Snapshot, Summary
 from strongroom.tree import DIR, FILE, SYMLINK, Node, encode_chunk_list, encode_tree
@@ -615,6 +616,77 @@ def access_vector(master: MasterKey, zstd: _Zstd) -> dict:
     }
 
 
+def catalog_messages() -> list[Message]:
+    """Messages for the catalogue vector: escapes, non-ASCII, optional fields, and enough of them
+    (in two conversations) for several record-boundary chunks."""
+    special = [
+        Message("slack", "general", "1700000000.000100", "alice", 1_700_000_000_001, False,
+                'quote " backslash \\ tab \t newline \n nul \x00 del \x7f ls \u2028 é 中文 🙂'),
+        Message("slack", "general", "1700000000.000200", "bob", 1_700_000_000_002, True, "edited text",
+                reply_to="1700000000.000100", attachments=("report.pdf", "chart.png")),
+        Message("slack", "general", "1700000000.000200", "bob", 1_700_000_000_002, True, "edited text",
+                reply_to="1700000000.000100", attachments=("report.pdf", "chart.png")),  # a duplicate: kept once
+        Message("zulip", "engineering", "42", "carol", 1_699_999_999_000, False, "", topic="deploys"),
+    ]
+    bulk = [Message("slack", "random" if i % 3 else "general", f"17000{i:05d}.000000", f"user{i % 7}",
+                    1_700_000_100_000 + i * 1000, i % 11 == 0, letters(f"catalog message {i}", 40 + i % 90).decode())
+            for i in range(300)]
+    return special + bulk
+
+
+def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    """Message catalogue (§23): record lines, a part's header and record-boundary chunks, the
+    content, context and part keys, and the catalogue tree holding the part."""
+    from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
+                                                     part_key, record_sort_key)
+    messages = catalog_messages()
+    lines = sorted({(record_sort_key(m), encode_record(m)) for m in messages})
+    lines = [line for _, line in lines]
+    chunks = list(chunk_records(lines, master.blob_id))
+    file_chunks = [xof("catalog export file chunk 1", 64), xof("catalog export file chunk 2", 64)]
+    file_ids = [master.blob_id(c) for c in file_chunks]
+    users_id = master.blob_id(b'[{"id":"U1","name":"alice"}]')
+    content = content_key(master.blob_id, file_ids)
+    users_content = content_key(master.blob_id, [users_id])
+    context = master.blob_id(b"strongroom catalogue context\0" + b"export/users.json\0" + users_content)
+    key = part_key(master.blob_id, "slack", "export/general/2023-11-14.json", content, context)
+    header = PartHeader("slack", "export/general/2023-11-14.json", key, len(lines)).encode()
+    ids = [master.blob_id(header)] + [master.blob_id(c) for c in chunks]
+    part = Node(name=b"2023-11-14.json", type=FILE, mode=0o600, size=len(header) + sum(map(len, chunks)),
+                content=ids)
+    general = encode_tree([part])
+    export = encode_tree([Node(name=b"general", type=DIR, mode=0o700, subtree=master.blob_id(general))])
+    backups = encode_tree([Node(name=b"export", type=DIR, mode=0o700, subtree=master.blob_id(export))])
+    root = encode_tree([Node(name=b"backups", type=DIR, mode=0o700, subtree=master.blob_id(backups))])
+    return {
+        "about": ("Message catalogue (spec §23). 'messages' are read into 'record_lines' (sorted, duplicates "
+                  "once), cut into 'chunks' (line counts and blob ids); 'keys' shows the content, context and "
+                  "part keys for an export file with the given chunk ids and one context file users.json, of "
+                  "an export backed up at /backups/export ('source' and the context path are relative to "
+                  "/backups); 'part' is the header line and the file node; 'trees' the catalogue from its root."),
+        "master_secret": H(MASTER_SECRET),
+        "messages": [{"platform": m.platform, "conversation": m.conversation, "message_id": m.message_id,
+                      "author": m.author, "time_ms": m.time_ms, "edited": m.edited, "text": m.text,
+                      "reply_to": m.reply_to, "topic": m.topic, "attachments": list(m.attachments)}
+                     for m in messages],
+        "record_lines": [line.decode("utf-8") for line in lines],
+        "chunks": [{"lines": c.count(b"\n"), "bytes": len(c), "id": H(master.blob_id(c))} for c in chunks],
+        "keys": {"file_chunk_ids": [H(i) for i in file_ids], "content_key": H(content),
+                 "context_file": {"path": "export/users.json", "chunk_ids": [H(users_id)],
+                                  "content_key": H(users_content)},
+                 "context_key": H(context), "platform": "slack", "export_root": "backups/export",
+                 "source": "export/general/2023-11-14.json", "part_key": H(key)},
+        "part": {"header": header.decode(), "header_id": H(ids[0]), "node": _node_json(part)},
+        "trees": {"root": {"json": root.decode(), "id": H(master.blob_id(root))},
+                  "backups": {"json": backups.decode(), "id": H(master.blob_id(backups))},
+                  "export": {"json": export.decode(), "id": H(master.blob_id(export))},
+                  "general": {"json": general.decode(), "id": H(master.blob_id(general))}},
+        "snapshot_json": json.loads(Snapshot(time="2026-11-22T10:00:00+00:00", hostname="host", username="user",
+                                             paths=["/backups/export"], tree="11" * 32,
+                                             catalog=H(master.blob_id(root))).encode()),
+    }
+
+
 def _vector_zip() -> bytes:
     """A small zip written field by field (no zipfile defaults that could change): a folder
     entry, a stored member and a member deflated by zlib at level 6, with an archive comment."""
@@ -762,6 +834,7 @@ def generate(replay: dict | None = None) -> dict[str, dict]:
     out["keyfile.json"] = keyfile_vector(master)
     out["access.json"] = access_vector(master, zstd)
     out["dictionary.json"] = dictionary_vector(master, zstd)
+    out["catalog.json"] = catalog_vector(master, zstd)
     out["archive.json"] = archive_vector(master)
     out["content_hash.json"] = content_hash_vector(master)
     out["record_chunking.json"] = record_chunking_vector()

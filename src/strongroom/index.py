@@ -440,3 +440,74 @@ class ScratchTable:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- the message catalogue's cache (strongroom.messages.catalog_index) -----------------------
+
+MESSAGE_SCHEMA = b"strongroom message cache 1"
+
+
+class MessageCache:
+    """Tables of the message catalogue's local cache, in their own LMDB environment (beside the
+    index cache, so each can be deleted alone). Plain byte keys and values: what is secret is
+    encrypted by the caller before it gets here. Writes are committed every TXN_ENTRIES puts."""
+
+    TABLES = ("meta", "partnodes", "parts", "chunks", "snaps")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._env = _acquire_env(os.fspath(path))
+        self._dbs = {name: self._env.open_db(name.encode()) for name in self.TABLES}
+
+    def close(self) -> None:
+        if self._env is not None:
+            _release_env(self._env)
+            self._env = None
+
+    def clear(self) -> None:
+        with self._env.begin(write=True) as txn:
+            for db in self._dbs.values():
+                txn.drop(db, delete=False)
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        with self._env.begin() as txn:
+            return txn.get(key, db=self._dbs[table])
+
+    def get_many(self, table: str, keys: Iterable[bytes]) -> list[bytes | None]:
+        db = self._dbs[table]
+        with self._env.begin() as txn:
+            return [txn.get(k, db=db) for k in keys]
+
+    def has(self, table: str, key: bytes) -> bool:
+        with self._env.begin(buffers=True) as txn:
+            return txn.get(key, db=self._dbs[table]) is not None
+
+    def put_many(self, table: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        db = self._dbs[table]
+        txn = self._env.begin(write=True)
+        try:
+            pending = 0
+            for key, value in items:
+                if pending >= TXN_ENTRIES:
+                    txn.commit()
+                    txn = self._env.begin(write=True)
+                    pending = 0
+                txn.put(key, value, db=db)
+                pending += 1
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+
+    def delete_many(self, table: str, keys: Iterable[bytes]) -> None:
+        db = self._dbs[table]
+        with self._env.begin(write=True) as txn:
+            for key in keys:
+                txn.delete(key, db=db)
+
+    def keys(self, table: str) -> list[bytes]:
+        with self._env.begin() as txn:
+            return [bytes(k) for k in txn.cursor(db=self._dbs[table]).iternext(values=False)]
+
+    def count(self, table: str) -> int:
+        with self._env.begin() as txn:
+            return txn.stat(self._dbs[table])["entries"]

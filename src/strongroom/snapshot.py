@@ -40,6 +40,7 @@ class Snapshot:
     program_version: str = ""
     summary: Summary = field(default_factory=Summary)
     original: str | None = None  # for a copy: the id of the snapshot it copies (stored only if set)
+    catalog: str | None = None  # hex id of the message catalogue's root tree (§23; stored only if set)
     id: str = ""  # not stored: the object's name
     # Not stored in the JSON either: from a boxed snapshot's header and signature (spec §16.4).
     chain: Any = field(default=None, repr=False, compare=False)  # strongroom.chain.ChainLink
@@ -50,6 +51,8 @@ class Snapshot:
         del doc["id"], doc["chain"], doc["signer"]
         if doc["original"] is None:  # absent unless copied, so other snapshots encode as before
             del doc["original"]
+        if doc["catalog"] is None:  # absent unless catalogued (§23)
+            del doc["catalog"]
         doc["version"] = 1
         return doc
 
@@ -72,9 +75,20 @@ class Snapshot:
             if snap.original is not None and (not isinstance(snap.original, str) or len(snap.original) != 64
                                               or len(bytes.fromhex(snap.original)) != 32):
                 raise ValueError("original must be a 64-hex snapshot id")
+            if snap.catalog is not None and (not isinstance(snap.catalog, str) or len(snap.catalog) != 64
+                                             or len(bytes.fromhex(snap.catalog)) != 32):
+                raise ValueError("catalog must be a 64-hex tree id")
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(f"{what}: malformed snapshot ({e})") from None
         return snap
+
+    def root_trees(self) -> list[bytes]:
+        """Every tree this snapshot keeps alive: the file tree, then the message catalogue if any.
+        Whatever walks snapshots for reachability (prune, check, copy, stats, repair) starts here."""
+        roots = [bytes.fromhex(self.tree)]
+        if self.catalog is not None:
+            roots.append(bytes.fromhex(self.catalog))
+        return roots
 
     @property
     def short_id(self) -> str:

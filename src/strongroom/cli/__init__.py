@@ -12,7 +12,7 @@ import click
 
 from strongroom.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, StrongroomError
 from strongroom.cli.commands import cli
-from strongroom.cli import copy, drill, integrity, keys, operations, retention  # noqa: F401  (they register their commands on cli)
+from strongroom.cli import copy, drill, integrity, keys, messages, operations, retention  # noqa: F401  (they register their commands on cli)
 
 
 def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:

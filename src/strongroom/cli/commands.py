@@ -108,13 +108,16 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
 @click.option("--stdin-filename", default="stdin", show_default=True, help="File name for --stdin data.")
 @click.option("--stdin-from-command", is_flag=True,
               help="Back up the output of the command given after `--`; it must exit 0.")
+@click.option("--catalog/--no-catalog", default=True, show_default=True,
+              help="Catalogue the messages of recognised chat exports (see `strongroom messages`).")
 @click.option("--expand-archives", is_flag=True,
               help="Store zip, tar, tar.gz and tar.zst files member by member, so members deduplicate "
                    "across days; restore still gives back the original file.")
 @json_option
 def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], host: str | None,
            excludes: tuple[str, ...], exclude_files: tuple[str, ...], parent: str | None, force: bool,
-           dry_run: bool, use_stdin: bool, stdin_filename: str, stdin_from_command: bool, expand_archives: bool,
+           dry_run: bool, use_stdin: bool, stdin_filename: str, stdin_from_command: bool, catalog: bool,
+           expand_archives: bool,
            as_json: bool) -> None:
     """Back up PATHS (or standard input, or a command's output) into a new snapshot.
 
@@ -133,7 +136,7 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
         paths=[] if stdin_from_command else list(paths), tags=list(tags), hostname=host, excludes=patterns,
         parent=parent, force=force, dry_run=dry_run, stdin=sys.stdin.buffer if use_stdin else None,
         stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None,
-        expand_archives=expand_archives)
+        expand_archives=expand_archives, catalog=catalog)
     if use_stdin and paths:
         raise UsageError("--stdin takes no paths")
     with location.open() as repo, byte_progress("backup", progress_enabled(as_json)) as progress:
@@ -155,7 +158,8 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
             if a["stored"] == "members":
                 click.echo(f"archive {a['path']}: {a['format']}, {a['members']} members, restores {a['fidelity']}")
         if result.snapshot:
-            click.echo(f"snapshot {result.snapshot.short_id} saved")
+            click.echo(f"snapshot {result.snapshot.short_id} saved"
+                       + (" with a message catalogue" if result.snapshot.catalog else ""))
         else:
             click.echo("dry run: nothing written")
     if result.partial:

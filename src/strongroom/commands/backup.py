@@ -41,6 +41,7 @@ class BackupOptions:
     stdin: BinaryIO | None = None  # back up this stream as one file ...
     stdin_filename: str = "stdin"  # ... with this name
     stdin_command: list[str] | None = None  # or the standard output of this command
+    catalog: bool = True  # catalogue the messages of recognised exports (spec §23)
     expand_archives: bool = False  # store zip/tar/tar.gz/tar.zst files member-wise (archive nodes)
 
 
@@ -413,13 +414,18 @@ def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallb
             else:
                 tree = job.save_virtual(b"/", path_trie(paths), parent_tree)
             writer.flush()
+            catalog = None
+            if opts.catalog and not opts.dry_run:
+                from strongroom.messages.catalog_build import catalog_for_backup
+                catalog = catalog_for_backup(repo, writer, tree, lambda m: job.warn(m, error=False), parent)
             summary = job.summary
             summary.bytes_added = writer.bytes_added
             summary.blobs_added = writer.blobs_added
             summary.duration_s = round(time.monotonic() - started, 3)
             snap = Snapshot(time=datetime.now().astimezone().isoformat(), hostname=hostname, username=repo.username,
                             paths=paths, tree=tree.hex(), tags=sorted(set(opts.tags)),
-                            parent=parent.id if parent else None, summary=summary)
+                            parent=parent.id if parent else None, summary=summary,
+                            catalog=catalog.hex() if catalog else None)
             if not opts.dry_run:
                 repo.save_snapshot(snap)
                 try:

@@ -278,13 +278,13 @@ class _SnapshotWalker:
         self.result.trees += 1
         return nodes
 
-    def walk(self, snap_id: str, root: bytes) -> None:
+    def walk(self, snap_id: str, root: bytes, top: str = "/") -> None:
         if root in self.clean:
             return
         try:
-            stack = [_Frame(root, "/", iter(self.load(root)))]
+            stack = [_Frame(root, top, iter(self.load(root)))]
         except StrongroomError as e:
-            self.affected(snap_id, "/", str(e))
+            self.affected(snap_id, top, str(e))
             return
         bad_here: set[bytes] = set()  # trees with damage below, already reported in this snapshot
         while stack:
@@ -361,6 +361,7 @@ def _check_snapshots(repo: Repository, result: CheckResult, lost: ScratchSet, sn
                 result.errors.append(f"snapshot {snapshot_id[:8]}: {e}")
                 continue
             result.snapshots += 1
-            walker.walk(snap.id, bytes.fromhex(snap.tree))
+            for root, top in zip(snap.root_trees(), ("/", "message catalogue:/")):  # files, then §23
+                walker.walk(snap.id, root, top)
     finally:
         walker.close()

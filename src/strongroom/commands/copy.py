@@ -149,7 +149,7 @@ def _copy_one(src: Repository, dst: Repository, snap: Snapshot, id_map: IdMap, r
     with BlobWriter(dst) as writer, BlobFetcher(src) as fetcher:
         job = _TreeCopier(src, dst, writer, fetcher, id_map, result, progress)
         try:
-            tree = job.copy_tree(bytes.fromhex(snap.tree))
+            tree, *catalog = [job.copy_tree(root) for root in snap.root_trees()]  # files, then the catalogue
             writer.flush()
         except BaseException:
             id_map.discard_pending()
@@ -159,7 +159,7 @@ def _copy_one(src: Repository, dst: Repository, snap: Snapshot, id_map: IdMap, r
         result.bytes_added += writer.bytes_added
     copy = Snapshot(time=snap.time, hostname=snap.hostname, username=snap.username, paths=list(snap.paths),
                     tree=tree.hex(), tags=list(snap.tags), parent=None, summary=snap.summary,
-                    original=snap.original or snap.id)
+                    original=snap.original or snap.id, catalog=catalog[0].hex() if catalog else None)
     return dst.save_snapshot(copy)
 
 

@@ -173,7 +173,7 @@ def _mark(repo: Repository, used: ScratchTable, plan: PrunePlan, progress: Progr
     for snapshot_id in repo.snapshot_ids():
         snap = repo.load_snapshot(snapshot_id)  # an unreadable snapshot stops the prune: nothing is lost
         plan.snapshots += 1
-        pending = [bytes.fromhex(snap.tree)]
+        pending = snap.root_trees()  # the file tree and the message catalogue
         while pending:
             tree_id = pending.pop()
             if not used.add(tree_id):

@@ -316,6 +316,22 @@ class _TreeRepairer:
         self.clean.close()
 
 
+def _repair_catalog(fixer: _TreeRepairer, snap: Snapshot, removed: list[str]) -> str | None:
+    """The snapshot's message catalogue without its lost parts (dropped whole if its root is
+    lost: `messages index` builds it again from the snapshot's files)."""
+    roots = snap.root_trees()[1:]
+    if not roots:
+        return None
+    lost: list[str] = []
+    try:
+        fixed = fixer.repair(roots[0], lost)
+    except StrongroomError as e:
+        removed.append(f"message catalogue: unreadable, dropped ({e})")
+        return None
+    removed.extend(f"message catalogue {line}" for line in lost)
+    return fixed.hex() if fixed is not None else snap.catalog
+
+
 def repair_snapshots(repo: Repository, *, forget: bool = False, dry_run: bool = False,
                      warn: Warn = None) -> SnapshotRepairResult:
     result = SnapshotRepairResult()
@@ -325,7 +341,7 @@ def repair_snapshots(repo: Repository, *, forget: bool = False, dry_run: bool = 
         with BlobWriter(repo, dry_run=dry_run) as writer:
             fixer = _TreeRepairer(repo, writer, stored)
             try:
-                pending: list[tuple[Snapshot, bytes]] = []
+                pending: list[tuple[Snapshot, bytes, str | None]] = []
                 for snap in repo.snapshots():
                     removed: list[str] = []
                     try:
@@ -335,10 +351,11 @@ def repair_snapshots(repo: Repository, *, forget: bool = False, dry_run: bool = 
                         if warn:
                             warn(result.unrepairable[-1])
                         continue
-                    if new_root is None:
+                    catalog = _repair_catalog(fixer, snap, removed)
+                    if new_root is None and catalog == snap.catalog:
                         continue
                     result.removed_paths += [f"{snap.short_id} {line}" for line in removed]
-                    pending.append((snap, new_root))
+                    pending.append((snap, new_root or bytes.fromhex(snap.tree), catalog))
                 writer.flush()  # trees are in stored, indexed packs before any snapshot names them
             finally:
                 fixer.close()
@@ -355,7 +372,7 @@ def repair_snapshots(repo: Repository, *, forget: bool = False, dry_run: bool = 
                 return
             repo.storage.delete(f"snapshots/{snap_id}")
             result.forgotten.append(snap_id)
-        for snap, new_root in pending:
+        for snap, new_root, catalog in pending:
             if dry_run:
                 result.rewritten[snap.id] = None
                 continue
@@ -367,7 +384,7 @@ def repair_snapshots(repo: Repository, *, forget: bool = False, dry_run: bool = 
                 continue
             new = Snapshot(time=snap.time, hostname=snap.hostname, username=snap.username, paths=snap.paths,
                            tree=new_root.hex(), tags=sorted(set(snap.tags) | {REPAIRED_TAG}), parent=snap.parent,
-                           summary=snap.summary)
+                           summary=snap.summary, catalog=catalog)
             result.rewritten[snap.id] = repo.save_rewritten_snapshot(new, snap)  # keeps its chain position
             if forget:
                 forget_original(snap.id)

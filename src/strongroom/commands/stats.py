@@ -69,6 +69,9 @@ def run_stats(repo: Repository, selectors: list[str] = (), *, mode: str = "resto
             counter = _BlobCounter(repo, blobs) if mode == "raw-data" else None
             for snap in snaps:
                 files, size = _tree_totals(repo, bytes.fromhex(snap.tree), subtree_totals, counter)
+                if counter:  # the message catalogue is stored data, though not restored files
+                    for root in snap.root_trees()[1:]:
+                        _tree_totals(repo, root, subtree_totals, counter)
                 result.files += files
                 result.restore_size += size
                 progress(Progress(files=result.files, bytes=result.restore_size, current=snap.short_id))

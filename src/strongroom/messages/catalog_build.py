@@ -1,0 +1,317 @@
+"""Build a snapshot's message catalogue and store it in the repository (spec §23).
+
+The catalogue is a tree, written like any snapshot tree: it mirrors the snapshot's paths of the
+export files that hold messages, and each such file's node holds, instead of the file's bytes,
+the catalogue *part* read from it (catalog_format). So every tool that walks trees (check, prune,
+copy, stats, repair) handles it once the snapshot names its root, and unchanged parts, chunks and
+directories are the same blobs in every snapshot.
+
+Parts are reused without reading the export file again when their key (the file's content, its
+place, and the export's context files) matches one catalogued before (the cache's ``partnodes``
+table, checked against the index so a reused part's blobs all exist).
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import itertools
+import os
+import pickle
+import posixpath
+import tempfile
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import blake3
+
+from strongroom.commands import WarningCallback, ignore_warning
+from strongroom.errors import StrongroomError
+from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
+from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
+                                                 export_relative, part_key)
+from strongroom.messages.model import Export, ExportReader, Message
+from strongroom.pack import DATA, TREE
+from strongroom.repository import Repository
+from strongroom.tree import DIR, FILE, Node, encode_tree
+from strongroom.writer import BlobWriter, FileContent
+
+# Files that describe an export rather than hold its messages (user and channel lists): every
+# part of the export depends on them, so a change to one re-reads the whole export.
+CONTEXT_NAMES = frozenset({"users.json", "channels.json", "groups.json", "dms.json", "mpims.json",
+                           "integration_logs.json", "canvases.json", "realm.json", "attachment.json"})
+SORT_RUN = 100_000  # records sorted in memory before a run is written to a temporary file
+
+
+@dataclass
+class CatalogStats:
+    exports: int = 0
+    parts: int = 0
+    parts_reused: int = 0
+    files_read: int = 0
+    messages: int = 0  # in parts read this time (reused parts are not counted again)
+    platforms: list[str] = field(default_factory=list)
+
+
+DEFAULT_READERS: list[ExportReader] | None = None  # None: the formats package's readers (tests set others)
+
+
+def find_exports(files, readers: Iterable[ExportReader] | None = None,
+                 warn: WarningCallback = ignore_warning) -> list[tuple[ExportReader, Export]]:
+    if readers is None:
+        readers = DEFAULT_READERS
+    if readers is None:
+        from strongroom.messages.formats import find_exports as find_all  # the formats' own rules
+        return find_all(files, warn)
+    return [(r, e) for r in readers for e in r.find(files)]
+
+
+class _Sorter:
+    """External sort of (source, record sort key, record line): memory holds one run at most."""
+
+    def __init__(self, folder: str | None) -> None:
+        self._folder = folder
+        self._items: list[tuple] = []
+        self._runs: list = []
+
+    def add(self, item: tuple) -> None:
+        self._items.append(item)
+        if len(self._items) >= SORT_RUN:
+            self._spill()
+
+    def _spill(self) -> None:
+        self._items.sort()
+        run = tempfile.TemporaryFile(dir=self._folder)
+        for item in self._items:
+            pickle.dump(item, run, protocol=pickle.HIGHEST_PROTOCOL)
+        run.seek(0)
+        self._runs.append(run)
+        self._items = []
+
+    @staticmethod
+    def _read(run) -> Iterator[tuple]:
+        while True:
+            try:
+                yield pickle.load(run)
+            except EOFError:
+                return
+
+    def sorted(self) -> Iterator[tuple]:
+        self._items.sort()
+        if not self._runs:
+            yield from self._items
+            return
+        yield from heapq.merge(self._items, *(self._read(r) for r in self._runs))
+
+    def close(self) -> None:
+        for run in self._runs:
+            run.close()
+        self._runs = []
+
+
+def _messages(reader: ExportReader, files, export: Export, warn: WarningCallback) -> Iterator[Message]:
+    """The reader's messages, with its warnings (skipped records) routed to ``warn`` if it takes one."""
+    try:
+        takes_warn = "warn" in inspect.signature(reader.messages).parameters
+    except (TypeError, ValueError):
+        takes_warn = False
+    return reader.messages(files, export, warn=warn) if takes_warn else reader.messages(files, export)
+
+
+class _Monolithic(Exception):
+    """A reader named a source that is not one of the export's files: catalogue it as a whole."""
+
+
+class CatalogBuilder:
+    def __init__(self, repo: Repository, writer: BlobWriter, *, readers: Iterable[ExportReader] | None = None,
+                 reuse=None, warn: WarningCallback = ignore_warning) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.readers = readers
+        self.reuse = reuse  # a catalog_index.PartNodes, or None to read every export file
+        self.warn = warn
+        self.keyed = repo.master.blob_id
+        self.stats = CatalogStats()
+        self.parts: dict[str, Node] = {}  # snapshot path of the export file -> its part's node
+
+    def build(self, tree_id: bytes) -> bytes | None:
+        """Catalogue the exports in a snapshot tree; return the catalogue's root tree id, or None
+        when the tree holds no recognised export with messages."""
+        self.tree = TreeFiles(self.repo, tree_id)
+        files = self.tree
+        if any(p.lower().endswith(".zip") for p in self.tree.paths()):
+            from strongroom.messages.formats import expand_zips
+            files = expand_zips(self.tree, self.warn)  # zipped exports are read member by member
+        try:
+            for reader, export in find_exports(files, self.readers, self.warn):
+                self.stats.exports += 1
+                if export.platform not in self.stats.platforms:
+                    self.stats.platforms.append(export.platform)
+                try:
+                    self._export(files, reader, export)
+                except StrongroomError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a reader failing on odd input must not fail the backup
+                    self.warn(f"cannot catalogue the {export.platform} export at /{export.root}: {e}")
+        finally:
+            if files is not self.tree:
+                files.close()  # the zip archives it holds open
+        if not self.parts:
+            return None
+        return self._write_tree()
+
+    # -- one export --------------------------------------------------------------------------
+
+    def _export(self, files: TreeFiles, reader: ExportReader, export: Export) -> None:
+        content = {path: self._content_key(files, path) for path in export.files}
+        context_files = sorted(p for p in export.files if posixpath.basename(p) in CONTEXT_NAMES)
+        rel = {p: export_relative(export.root, p) for p in export.files}
+        context = self.keyed(b"strongroom catalogue context\0" + b"".join(
+            rel[p].encode("utf-8", "surrogateescape") + b"\0" + content[p] for p in sorted(context_files, key=rel.get)))
+        data_files = [p for p in export.files if p not in context_files]
+        keys = {p: part_key(self.keyed, export.platform, rel[p], content[p], context) for p in data_files}
+        reused = {}
+        if self.reuse is not None:
+            for path in data_files:
+                found = self.reuse.lookup(keys[path], self.writer.known)
+                if found is not None:
+                    reused[path] = found
+        todo = [p for p in data_files if p not in reused]
+        for path, (ids, lists, size) in reused.items():
+            self._add_part(path, ids, lists, size)
+            self.stats.parts_reused += 1
+        if not todo:
+            return
+        try:
+            if reused:
+                view = SubsetFiles(files, context_files + todo)
+                part = Export(export.platform, export.root, tuple(sorted(context_files + todo)))
+                self._read(reader, view, part, keys, set(todo))
+            else:
+                self._read(reader, files, export, keys, set(todo))
+        except _Monolithic:
+            for path in reused:
+                del self.parts[path]
+            self.stats.parts_reused -= len(reused)
+            everything = content_key(self.keyed, [content[p] for p in sorted(export.files)])
+            first = data_files[0] if data_files else export.files[0]
+            key = part_key(self.keyed, export.platform, export_relative(export.root, first), everything, context)
+            self._read(reader, files, export, {first: key}, {first}, monolithic=first)
+
+    def _content_key(self, files, path: str) -> bytes:
+        if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds
+            return content_key(self.keyed, self.tree.chunk_ids(path))
+        digest = blake3.blake3()  # a zip member: hash what it holds
+        with files.open(path) as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return self.keyed(b"strongroom catalogue member\0" + digest.digest())
+
+    def _source(self, export: Export, message: Message, wanted: set[str]) -> str:
+        if export.root in wanted and len(export.files) == 1:
+            return export.root  # a one-file export
+        for candidate in (posixpath.normpath(posixpath.join(export.root, message.source)) if message.source else "",
+                          message.source):
+            if candidate in wanted:
+                return candidate
+        raise _Monolithic()
+
+    def _read(self, reader: ExportReader, files, export: Export, keys: dict[str, bytes], wanted: set[str],
+              monolithic: str | None = None) -> None:
+        sorter = _Sorter(self.repo.scratch_folder())
+        sources: dict[str, str] = {}  # a message's source as the reader gives it -> the part's path
+        try:
+            self.stats.files_read += len(wanted)
+            for message in _messages(reader, files, export, self.warn):
+                source = monolithic or sources.get(message.source)
+                if source is None:
+                    source = sources[message.source] = self._source(export, message, wanted)
+                sorter.add((source, (message.conversation, message.time_ms, message.message_id),
+                            encode_record(message)))
+            self._write_parts(export, sorter.sorted(), keys)
+        finally:
+            sorter.close()
+
+    def _write_parts(self, export: Export, records: Iterator[tuple], keys: dict[str, bytes]) -> None:
+        """Write one part per source file, streaming: only the part's chunk ids stay in memory."""
+        for source, group in itertools.groupby(records, key=lambda r: r[0]):
+            count = 0
+
+            def lines() -> Iterator[bytes]:
+                nonlocal count
+                previous = None
+                for _, _, line in group:
+                    if line != previous:  # the same message twice in one file is recorded once
+                        count += 1
+                        previous = line
+                        yield line
+
+            chunk_ids, size = [], 0
+            for chunk in chunk_records(lines(), self.keyed):
+                chunk_ids.append(self.writer.add(DATA, chunk, text=True)[0])
+                size += len(chunk)
+            key = keys[source]
+            header = PartHeader(export.platform, export_relative(export.root, source), key, count).encode()
+            content = FileContent(self.writer)
+            content.append(self.writer.add(DATA, header, text=True)[0])
+            for chunk_id in chunk_ids:
+                content.append(chunk_id)
+            ids, lists = content.finish()
+            self._add_part(source, ids, lists, size + len(header))
+            self.stats.parts += 1
+            self.stats.messages += count
+            if self.reuse is not None:
+                self.reuse.remember(key, ids, lists, size + len(header))
+
+    def _add_part(self, source: str, ids: list[bytes], lists: list[bytes], size: int) -> None:
+        self.parts[source] = Node(name=os.fsencode(posixpath.basename(source)), type=FILE, mode=0o600, size=size,
+                                  content=ids, content_lists=lists)
+
+    # -- the tree ----------------------------------------------------------------------------
+
+    def _write_tree(self) -> bytes:
+        """Directories mirroring the parts' paths, written bottom-up (deepest first)."""
+        children: dict[str, list[Node]] = {}
+        for path, node in self.parts.items():
+            children.setdefault(posixpath.dirname(path), []).append(node)
+        folders = set(children)
+        for folder in list(folders):
+            while folder:
+                folder = posixpath.dirname(folder)
+                folders.add(folder)
+        for folder in sorted(folders, key=lambda f: (-f.count("/") if f else 1, f)):
+            if not folder:
+                continue
+            subtree = self.writer.add(TREE, encode_tree(children.get(folder, [])))[0]
+            parent = posixpath.dirname(folder)
+            children.setdefault(parent, []).append(Node(name=os.fsencode(posixpath.basename(folder)), type=DIR,
+                                                        mode=0o700, subtree=subtree))
+        return self.writer.add(TREE, encode_tree(children.get("", [])))[0]
+
+
+def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, readers=None, reuse=None,
+                  warn: WarningCallback = ignore_warning) -> tuple[bytes | None, CatalogStats]:
+    builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, warn=warn)
+    return builder.build(tree_id), builder.stats
+
+
+def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, warn: WarningCallback,
+                       parent=None, readers: Iterable[ExportReader] | None = None) -> bytes | None:
+    """The backup's hook: catalogue the new snapshot's exports and store the catalogue (flushed).
+    A failure costs the catalogue, never the backup: it is reported and `messages index` can
+    build it later."""
+    if repo.write_only:
+        return None  # it cannot read the export back; `messages index` with a full key can
+    if (parent is not None and parent.catalog and parent.tree == tree_id.hex()
+            and writer.known(bytes.fromhex(parent.catalog))):
+        return bytes.fromhex(parent.catalog)  # nothing changed: the same files, the same catalogue
+    from strongroom.messages.catalog_index import MessageIndex
+    try:
+        with MessageIndex(repo) as index:  # its part table says which parts can be reused
+            root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes, warn=warn)
+            writer.flush()
+            index.part_nodes.flush()
+            return root
+    except StrongroomError as e:
+        warn(f"message catalogue not written: {e} (run `strongroom messages index` later)")
+        return None

@@ -1,0 +1,273 @@
+"""The local, encrypted index of the repository's message catalogues (the messages cache).
+
+Kept per repository beside the blob index cache (``<cache>/<repository id>/messages``), rebuilt
+from the catalogues in the repository whenever it lacks a snapshot. Message text never reaches
+the disk in plaintext: every value that holds message data (chunks of records, part
+descriptions) is compressed and sealed with AES-256-GCM under a key derived from the master key,
+with the table and key as associated data. Keys are blob ids and snapshot ids, which the
+repository's own index already shows. Tables (strongroom.index.MessageCache):
+
+    chunks     record chunk id -> sealed(zstd(stats length u32, stats JSON, record lines))
+    parts      header blob id  -> sealed(description JSON length u32, JSON, chunk ids)
+    snaps      snapshot id     -> catalogue root id, then the header blob id of each part
+    partnodes  part key        -> size u64, id count u32, ids, chunk-list ids (for backups' reuse)
+    meta       schema and a key check (another key's cache is dropped, not misread)
+
+Deduplication carries over: a chunk or part shared by thirty snapshots is stored and scanned
+once; a snapshot costs one small ``snaps`` entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import struct
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import blake3
+
+from strongroom.compression import compress_frame, decompress_frame
+from strongroom.crypto.aead import NONCE_SIZE, Cipher
+from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.fetcher import BlobFetcher
+from strongroom.index import MESSAGE_SCHEMA, MessageCache
+from strongroom.messages.catalog_format import PartHeader, Record, iter_records
+from strongroom.repository import Repository
+from strongroom.snapshot import Snapshot
+from strongroom.tree import DIR, FILE
+
+CONTEXT_CACHE = "strongroom 2026-11-22 v1 message cache key"
+_U32 = struct.Struct("<I")
+_NODE = struct.Struct("<QII")
+MAX_CHUNK_PLAIN = 64 * 1024 * 1024
+
+
+def cache_folder(repo: Repository) -> str:
+    return os.path.join(repo.cache_dir, "messages")
+
+
+class PartNodes:
+    """Part key -> the catalogue node content written for it: what lets a backup reuse a part
+    without reading its export file again. Holds only blob ids (no message data)."""
+
+    def __init__(self, cache: MessageCache) -> None:
+        self.cache = cache
+        self._pending: list[tuple[bytes, bytes]] = []
+
+    def lookup(self, key: bytes, known: Callable[[bytes], bool]) -> tuple[list[bytes], list[bytes], int] | None:
+        raw = self.cache.get("partnodes", key)
+        if raw is None:
+            return None
+        size, n_ids, n_lists = _NODE.unpack_from(raw)
+        body = raw[_NODE.size:]
+        if len(body) != 32 * (n_ids + n_lists):
+            return None
+        ids = [body[i:i + 32] for i in range(0, 32 * n_ids, 32)]
+        lists = [body[i:i + 32] for i in range(32 * n_ids, len(body), 32)]
+        if not all(known(b) for b in ids) or not all(known(b) for b in lists):
+            return None  # pruned, or never stored (an interrupted backup): read the file again
+        return ids, lists, size
+
+    def remember(self, key: bytes, ids: list[bytes], lists: list[bytes], size: int) -> None:
+        self._pending.append((key, _NODE.pack(size, len(ids), len(lists)) + b"".join(ids) + b"".join(lists)))
+
+    def flush(self) -> None:
+        """Record what was remembered; call once the blobs are stored (after the writer's flush)."""
+        if self._pending:
+            self.cache.put_many("partnodes", self._pending)
+            self._pending = []
+
+
+@dataclass
+class PartInfo:
+    platform: str
+    source: str
+    messages: int
+    chunks: list[bytes]
+
+
+@dataclass
+class ChunkStats:
+    """What ``messages stats`` needs of a chunk, per platform, without parsing its records."""
+
+    per_platform: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def of_chunk(cls, data: bytes, what: str) -> ChunkStats:
+        """The statistics of a chunk's record lines (only the fields they need are decoded; the
+        records are checked in full when a query reads them)."""
+        out: dict[str, dict] = {}
+        loads = json.loads
+        try:
+            for line in data.splitlines():
+                if not line:
+                    continue
+                d = loads(line)
+                platform, time_ms = d["p"], d["t"]
+                if type(time_ms) is not int:
+                    raise ValueError("time is not an integer")
+                s = out.get(platform)
+                if s is None:
+                    s = out[platform] = {"n": 0, "c": set(), "a": set(), "t0": time_ms, "t1": time_ms}
+                s["n"] += 1
+                s["c"].add(d["c"])
+                s["a"].add(d["a"])
+                if time_ms < s["t0"]:
+                    s["t0"] = time_ms
+                elif time_ms > s["t1"]:
+                    s["t1"] = time_ms
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"{what}: malformed catalogue record ({e})") from None
+        for s in out.values():
+            s["c"], s["a"] = sorted(s["c"]), sorted(s["a"])
+        return cls(out)
+
+
+class MessageIndex:
+    """The encrypted messages cache of one repository (needs a full key)."""
+
+    def __init__(self, repo: Repository) -> None:
+        repo.require_full_key("read the message catalogue")
+        self.repo = repo
+        self.cache = MessageCache(cache_folder(repo))
+        key = blake3.blake3(repo.master.secret, derive_key_context=CONTEXT_CACHE).digest()
+        self._cipher = Cipher(key)
+        check = blake3.blake3(b"strongroom message cache key check", key=key).digest()
+        if self.cache.get("meta", b"schema") != MESSAGE_SCHEMA or self.cache.get("meta", b"check") != check:
+            self.cache.clear()
+            self.cache.put_many("meta", [(b"schema", MESSAGE_SCHEMA), (b"check", check)])
+        self.part_nodes = PartNodes(self.cache)
+
+    def close(self) -> None:
+        self.cache.close()
+
+    def __enter__(self) -> MessageIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sealing -----------------------------------------------------------------------------
+
+    def _seal(self, table: str, key: bytes, plain: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        return nonce + self._cipher.seal(nonce, compress_frame(plain), table.encode() + b"\0" + key)
+
+    def _open(self, table: str, key: bytes, value: bytes) -> bytes:
+        what = f"messages cache {table} entry {key.hex()[:16]}"
+        plain = self._cipher.open(value[:NONCE_SIZE], value[NONCE_SIZE:], table.encode() + b"\0" + key, what)
+        return decompress_frame(plain, MAX_CHUNK_PLAIN, what)
+
+    # -- reading the cache -------------------------------------------------------------------
+
+    def snapshot_parts(self, snapshot_id: str) -> list[bytes] | None:
+        raw = self.cache.get("snaps", snapshot_id.encode())
+        if raw is None:
+            return None
+        return [raw[i:i + 32] for i in range(32, len(raw), 32)]
+
+    def part(self, part_id: bytes) -> PartInfo:
+        raw = self.cache.get("parts", part_id)
+        if raw is None:
+            raise IntegrityError(f"messages cache: part {part_id.hex()[:16]} missing (delete the cache to rebuild it)")
+        plain = self._open("parts", part_id, raw)
+        n = _U32.unpack_from(plain)[0]
+        doc = json.loads(plain[4:4 + n])
+        body = plain[4 + n:]
+        return PartInfo(doc["platform"], doc["source"], doc["messages"],
+                        [body[i:i + 32] for i in range(0, len(body), 32)])
+
+    def chunk(self, chunk_id: bytes) -> tuple[ChunkStats, bytes]:
+        stats, data = self.chunk_raw(chunk_id)
+        return ChunkStats(json.loads(stats)), data
+
+    def chunk_raw(self, chunk_id: bytes) -> tuple[bytes, bytes]:
+        """(statistics JSON, record lines) of a chunk, the statistics left unparsed."""
+        raw = self.cache.get("chunks", chunk_id)
+        if raw is None:
+            raise IntegrityError(f"messages cache: chunk {chunk_id.hex()[:16]} missing (delete the cache to rebuild it)")
+        plain = self._open("chunks", chunk_id, raw)
+        n = _U32.unpack_from(plain)[0]
+        return plain[4:4 + n], plain[4 + n:]
+
+    def chunk_records(self, chunk_id: bytes) -> Iterator[Record]:
+        return iter_records(self.chunk(chunk_id)[1], f"catalogue chunk {chunk_id.hex()[:16]}")
+
+    # -- filling it from the repository ------------------------------------------------------
+
+    def ensure(self, snapshots: Iterable[Snapshot], progress: Callable[[Snapshot], None] = lambda s: None,
+               on_error: Callable[[Snapshot, StrongroomError], None] | None = None) -> int:
+        """Index every catalogued snapshot the cache lacks; return how many were read. A catalogue
+        that cannot be read raises, or with ``on_error`` is reported there and left out."""
+        added = 0
+        for snap in snapshots:
+            if snap.catalog is None or self.cache.has("snaps", snap.id.encode()):
+                continue
+            progress(snap)
+            try:
+                self._ingest(snap)
+            except StrongroomError as e:
+                if on_error is None:
+                    raise
+                on_error(snap, e)
+                continue
+            added += 1
+        return added
+
+    def forget_missing(self, live_ids: set[str]) -> int:
+        """Drop cached snapshots the repository no longer has, then parts and chunks nothing uses."""
+        gone = [k for k in self.cache.keys("snaps") if k.decode() not in live_ids]
+        if not gone:
+            return 0
+        self.cache.delete_many("snaps", gone)
+        used_parts = set()
+        for k in self.cache.keys("snaps"):
+            used_parts.update(self.snapshot_parts(k.decode()) or ())
+        dead_parts = [p for p in self.cache.keys("parts") if p not in used_parts]
+        used_chunks = set()
+        for p in used_parts:
+            used_chunks.update(self.part(p).chunks)
+        self.cache.delete_many("parts", dead_parts)
+        self.cache.delete_many("chunks", [c for c in self.cache.keys("chunks") if c not in used_chunks])
+        return len(gone)
+
+    def _ingest(self, snap: Snapshot) -> None:
+        repo = self.repo
+        part_ids: list[bytes] = []
+        stack = [bytes.fromhex(snap.catalog)]
+        while stack:
+            for node in repo.load_tree(stack.pop()):
+                if node.type == DIR:
+                    stack.append(node.subtree)
+                elif node.type == FILE:
+                    ids = list(repo.file_chunks(node))
+                    if not ids:
+                        raise IntegrityError(f"snapshot {snap.short_id}: empty catalogue part {node.name!r}")
+                    part_ids.append(ids[0])
+                    if not self.cache.has("parts", ids[0]):
+                        self._ingest_part(ids, node)
+        part_ids.sort()
+        self.part_nodes.flush()
+        self.cache.put_many("snaps", [(snap.id.encode(), bytes.fromhex(snap.catalog) + b"".join(part_ids))])
+
+    def _ingest_part(self, ids: list[bytes], node) -> None:
+        header_id, chunk_ids = ids[0], ids[1:]
+        header = PartHeader.decode(self.repo.load_blob(header_id), f"catalogue part header {header_id.hex()[:16]}")
+        missing = [c for c, v in zip(chunk_ids, self.cache.get_many("chunks", chunk_ids)) if v is None]
+        if missing:
+            with BlobFetcher(self.repo, threads=2) as fetcher:
+                batch = []
+                for chunk_id, data in zip(missing, fetcher.fetch_all(missing)):
+                    stats = ChunkStats.of_chunk(data, f"catalogue chunk {chunk_id.hex()[:16]}")
+                    doc = json.dumps(stats.per_platform, sort_keys=True, separators=(",", ":")).encode()
+                    batch.append((chunk_id, self._seal("chunks", chunk_id, _U32.pack(len(doc)) + doc + data)))
+                    if len(batch) >= 256:
+                        self.cache.put_many("chunks", batch)
+                        batch = []
+                self.cache.put_many("chunks", batch)
+        doc = json.dumps({"platform": header.platform, "source": header.source, "messages": header.messages}, sort_keys=True, separators=(",", ":")).encode()
+        self.cache.put_many("parts", [(header_id, self._seal("parts", header_id,
+                                                             _U32.pack(len(doc)) + doc + b"".join(chunk_ids)))])
+        self.part_nodes.remember(header.key, node.content, node.content_lists, node.size)
