@@ -40,29 +40,10 @@ def encode_index(packs: list[PackRecord], supersedes: list[str] = ()) -> bytes:
 
 
 def decode_index(payload: bytes, what: str) -> tuple[list[PackRecord], list[str]]:
-    try:
-        pos = 0
-        (n,) = _COUNT.unpack_from(payload, pos)
-        pos += 4
-        supersedes = [payload[pos + 32 * i: pos + 32 * (i + 1)].hex() for i in range(n)]
-        pos += 32 * n
-        (npacks,) = _COUNT.unpack_from(payload, pos)
-        pos += 4
-        packs = []
-        for _ in range(npacks):
-            name, size, env_len = _PACK.unpack_from(payload, pos)
-            pos += _PACK.size
-            envelope = payload[pos:pos + env_len]
-            pos += env_len
-            (nblobs,) = _COUNT.unpack_from(payload, pos)
-            pos += 4
-            entries = [BlobEntry(*ENTRY.unpack_from(payload, pos + i * ENTRY.size)) for i in range(nblobs)]
-            pos += nblobs * ENTRY.size
-            packs.append(PackRecord(name.hex(), size, envelope, entries))
-    except struct.error:
-        raise IntegrityError(f"{what}: truncated index payload") from None
-    if pos != len(payload) or any(len(s) != 64 for s in supersedes):
-        raise IntegrityError(f"{what}: malformed index payload")
+    raw, supersedes = decode_index_raw(payload, what)
+    packs = [PackRecord(name.hex(), size, envelope,
+                        [BlobEntry(*fields) for fields in ENTRY.iter_unpack(block)])
+             for name, size, envelope, block in raw]
     return packs, supersedes
 
 
