@@ -266,3 +266,50 @@ def test_sigterm_during_a_drill_exits_130_and_removes_the_scratch_directory(repo
     assert len(calls) == 5
     assert os.listdir(scratch) == []
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+# -- archives stored member-wise: the drill rebuilds the archive file, as restore does ------------
+
+@pytest.fixture
+def zip_snap(repo, tmp_path):
+    import zipfile
+    root = tmp_path / "zsrc"
+    root.mkdir()
+    with zipfile.ZipFile(root / "export.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(5):
+            zf.writestr(f"general/2026-11-0{i + 1}.json", '[{"text": "message %d"}]\n' % i * 200)
+        zf.writestr("users.json", '[{"id": "U1", "name": "alice"}]\n')
+    (root / "notes.txt").write_bytes(b"not an archive\n" * 10)
+    result = run_backup(repo, BackupOptions(paths=[str(root)], expand_archives=True))
+    assert [a["stored"] for a in result.archives] == ["members"]
+    return result.snapshot, root
+
+
+def test_an_archive_is_drilled_as_one_rebuilt_file(repo, zip_snap):
+    snap, root = zip_snap
+    size = os.path.getsize(root / "export.zip")
+    result = run_drill(repo, snap, sample=ALL, seed=1)
+    assert result.ok and result.failures == []
+    # two drilled files: the archive (rebuilt, its members not drilled apart) and notes.txt
+    assert (result.files_total, result.bytes_total) == (2, size + 150)
+    assert (result.files_restored, result.bytes_restored, result.files_verified) == (2, size + 150, 2)
+
+
+def test_a_wrong_byte_in_a_rebuilt_archive_is_caught(repo, zip_snap, monkeypatch):
+    snap, root = zip_snap
+    victim = str(root / "export.zip").encode()
+    original = RestoreTarget.write_file
+
+    def lying_write(self, parts, chunks, *, size_hint=None):
+        def altered():
+            for n, chunk in enumerate(chunks):
+                if n == 0 and b"/" + b"/".join(parts) == victim:
+                    chunk = bytes(chunk[:40]) + bytes([chunk[40] ^ 0x01]) + bytes(chunk[41:])
+                yield chunk
+        return original(self, parts, altered(), size_hint=size_hint)
+
+    monkeypatch.setattr(RestoreTarget, "write_file", lying_write)
+    result = run_drill(repo, snap, sample=ALL, seed=1)
+    assert [(f.path, f.stage) for f in result.failures] == [(victim.decode(), "verify")]
+    assert "SHA-256" in result.failures[0].error
+    assert (result.files_restored, result.files_verified) == (2, 1)

@@ -31,8 +31,10 @@ class Entry:
         return doc
 
 
-def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[Entry]:
-    """Every node below a tree, depth first, with its absolute path in the snapshot."""
+def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"", *, into_archives: bool = True) -> Iterator[Entry]:
+    """Every node below a tree, depth first, with its absolute path in the snapshot (and an
+    archive's members below it, unless ``into_archives`` is false)."""
+    descend = (DIR, ARCHIVE) if into_archives else (DIR,)
     stack = [(prefix, iter(repo.load_tree(tree_id)))]
     while stack:
         path, nodes = stack[-1]
@@ -42,7 +44,7 @@ def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[Entr
             continue
         child = path + b"/" + node.name
         yield Entry(child, node)
-        if node.type in (DIR, ARCHIVE):  # an archive's members are listed below it, like a folder's
+        if node.type in descend:  # an archive's members are listed below it, like a folder's
             if len(stack) > MAX_DEPTH:
                 raise MaliciousTree(f"trees nested deeper than {MAX_DEPTH} levels")
             stack.append((child, iter(repo.load_tree(node.subtree))))
