@@ -149,6 +149,21 @@ def guarded(path: str, warn: Warn, produce: Callable[[FileReport], Iterator[Mess
         report.close()
 
 
+def converted(records: Iterable, convert: Callable[[object], Message | None], report: FileReport,
+              what: str) -> Iterator[Message]:
+    """``convert`` applied to each record; a record of the wrong shape is reported as ``<what> <n>``
+    and skipped, and None (not a message: a tombstone, a notice) is dropped. Errors of the stream
+    itself (a truncated document) propagate to ``guarded``."""
+    for n, record in enumerate(records):
+        try:
+            message = convert(record)
+        except RECORD_ERRORS as exc:
+            report.bad_record(f"{what} {n}", exc)
+            continue
+        if message is not None:
+            yield message
+
+
 def json_items(f, prefix: str):
     """Stream the values under ``prefix`` (ijson, C backend when available)."""
     return ijson.items(BomSkipping(f), prefix, use_float=True)

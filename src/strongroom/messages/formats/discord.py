@@ -14,7 +14,7 @@ import ijson
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    RECORD_ERRORS, BomSkipping, Warn, first_item, guarded, head, head_events, iso_ms, json_items,
+    BomSkipping, Warn, converted, first_item, guarded, head, head_events, iso_ms, json_items,
     log_warning, s, top_keys)
 
 PLATFORM = "discord"
@@ -45,11 +45,8 @@ class DiscordReader:
                 guild, channel = _first(files, path, "guild"), _first(files, path, "channel")
             conv = conversation(guild, channel)
             with files.open(path) as f:
-                for n, m in enumerate(json_items(f, "messages.item")):
-                    try:
-                        yield _message(m, conv, source)
-                    except RECORD_ERRORS as exc:
-                        report.bad_record(f"message {n}", exc)
+                yield from converted(json_items(f, "messages.item"), lambda m: _message(m, conv, source), report,
+                                     "message")
 
         yield from guarded(path, warn or log_warning, produce)
 

@@ -16,7 +16,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    FORMAT_ERRORS, RECORD_ERRORS, Warn, first_item, guarded, head, head_events, int_ms, json_items, log_warning,
+    FORMAT_ERRORS, RECORD_ERRORS, Warn, converted, first_item, guarded, head, head_events, int_ms, json_items, log_warning,
     s, top_keys)
 
 PLATFORM = "matrix"
@@ -51,14 +51,8 @@ class MatrixReader:
             conv = room if isinstance(room, str) and room else source[:-5]
             edits = _edits(files, path) if _mentions_replace(files, path) else {}
             with files.open(path) as f:
-                for n, ev in enumerate(json_items(f, "messages.item")):
-                    try:
-                        msg = _message(ev, conv, source, edits)
-                    except RECORD_ERRORS as exc:
-                        report.bad_record(f"event {n}", exc)
-                        continue
-                    if msg is not None:
-                        yield msg
+                yield from converted(json_items(f, "messages.item"), lambda ev: _message(ev, conv, source, edits),
+                                     report, "event")
 
         yield from guarded(path, warn or log_warning, produce)
 

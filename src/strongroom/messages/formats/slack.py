@@ -17,7 +17,7 @@ import zipfile
 from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
-from .common import RECORD_ERRORS, Warn, guarded, head, head_events, json_items, log_warning, rel, s
+from .common import Warn, converted, guarded, head, head_events, json_items, log_warning, rel, s
 
 PLATFORM = "slack"
 META = ("channels.json", "groups.json", "dms.json", "mpims.json")
@@ -87,14 +87,7 @@ class SlackReader:
 def _day(files, path, conv, export, users, report) -> Iterator[Message]:
     source = rel(export.root, path)
     with files.open(path) as f:
-        for n, m in enumerate(json_items(f, "item")):
-            try:
-                msg = _message(m, conv, source, users)
-            except RECORD_ERRORS as exc:
-                report.bad_record(f"message {n}", exc)
-                continue
-            if msg is not None:
-                yield msg
+        yield from converted(json_items(f, "item"), lambda m: _message(m, conv, source, users), report, "message")
 
 
 def ts_ms(ts: str) -> int:

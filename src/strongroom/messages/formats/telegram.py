@@ -14,7 +14,7 @@ import ijson
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    RECORD_ERRORS, BomSkipping, Warn, guarded, head, head_events, iso_ms, json_items, log_warning, s,
+    BomSkipping, Warn, converted, guarded, head, head_events, iso_ms, json_items, log_warning, s,
     top_keys)
 
 PLATFORM = "telegram"
@@ -60,11 +60,7 @@ class TelegramReader:
                     stream = ((chat, m) for m in json_items(f, "messages.item"))
                 else:
                     stream = _full(f)
-                for n, (c, m) in enumerate(stream):
-                    try:
-                        yield _message(m, _conv(c), source)
-                    except RECORD_ERRORS as exc:
-                        report.bad_record(f"message {n}", exc)
+                yield from converted(stream, lambda cm: _message(cm[1], _conv(cm[0]), source), report, "message")
 
         yield from guarded(path, warn or log_warning, produce)
 
