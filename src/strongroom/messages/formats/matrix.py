@@ -16,8 +16,8 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    FORMAT_ERRORS, RECORD_ERRORS, Warn, converted, first_item, guarded, head, head_events, int_ms, json_items, log_warning,
-    s, top_keys)
+    FORMAT_ERRORS, RECORD_ERRORS, Warn, converted, first_item, guarded, head, head_events, int_ms, json_items,
+    log_warning, s, top_keys)
 
 PLATFORM = "matrix"
 
