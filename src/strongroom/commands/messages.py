@@ -174,7 +174,7 @@ def run_export(repo: Repository, selector: str, out: BinaryIO, *, conversation: 
                                  f"choose one with --platform")
             chosen = found.pop()
             filters = Filters(conversation=conversation, platform=chosen, since_ms=since_ms, until_ms=until_ms)
-            counter = _Counter(conversation_records(index, snap.id, filters))
+            counter = _Counter(conversation_records(index, snap.id, filters, repo.scratch_folder()))
             if fmt == "jsonl":
                 for record in counter:
                     out.write(record_json(record).encode() + b"\n")
@@ -271,9 +271,10 @@ def run_index(repo: Repository, selector: str | None = None, *, all_snapshots: b
                 continue
             with BlobWriter(repo) as writer:  # files unchanged since an older snapshot are not read again
                 root, stats = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=readers,
-                                            reuse=index.part_nodes, warn=warn)
+                                            reuse=index.part_nodes, segments=index.segments, warn=warn)
                 writer.flush()
                 index.part_nodes.flush()
+                index.segments.flush()
             if root is None:
                 result.indexed.append(Indexed(snap.id, None, stats))
                 continue

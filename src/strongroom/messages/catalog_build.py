@@ -13,23 +13,22 @@ table, checked against the index so a reused part's blobs all exist).
 
 from __future__ import annotations
 
-import heapq
 import inspect
 import itertools
 import os
-import pickle
 import posixpath
-import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import blake3
 
 from strongroom.commands import WarningCallback, ignore_warning
+from strongroom.chunker import chunk_stream
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
 from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
-                                                 export_relative, part_key)
+                                                 export_relative, part_key, segment_base, segment_key)
+from strongroom.messages.external_sort import ExternalSorter
 from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
 from strongroom.repository import Repository
@@ -40,7 +39,6 @@ from strongroom.writer import BlobWriter, FileContent
 # part of the export depends on them, so a change to one re-reads the whole export.
 CONTEXT_NAMES = frozenset({"users.json", "channels.json", "groups.json", "dms.json", "mpims.json",
                            "integration_logs.json", "canvases.json", "realm.json", "attachment.json"})
-SORT_RUN = 100_000  # records sorted in memory before a run is written to a temporary file
 
 
 @dataclass
@@ -49,6 +47,8 @@ class CatalogStats:
     parts: int = 0
     parts_reused: int = 0
     files_read: int = 0
+    segments_read: int = 0  # chunks of changed export files read and parsed (spec §23.6)
+    segments_reused: int = 0  # chunks whose catalogue records were reused without reading them
     messages: int = 0  # in parts read this time (reused parts are not counted again)
     platforms: list[str] = field(default_factory=list)
 
@@ -66,49 +66,6 @@ def find_exports(files, readers: Iterable[ExportReader] | None = None,
     return [(r, e) for r in readers for e in r.find(files)]
 
 
-class _Sorter:
-    """External sort of (source, record sort key, record line): memory holds one run at most."""
-
-    def __init__(self, folder: str | None) -> None:
-        self._folder = folder
-        self._items: list[tuple] = []
-        self._runs: list = []
-
-    def add(self, item: tuple) -> None:
-        self._items.append(item)
-        if len(self._items) >= SORT_RUN:
-            self._spill()
-
-    def _spill(self) -> None:
-        self._items.sort()
-        run = tempfile.TemporaryFile(dir=self._folder)
-        for item in self._items:
-            pickle.dump(item, run, protocol=pickle.HIGHEST_PROTOCOL)
-        run.seek(0)
-        self._runs.append(run)
-        self._items = []
-
-    @staticmethod
-    def _read(run) -> Iterator[tuple]:
-        while True:
-            try:
-                yield pickle.load(run)
-            except EOFError:
-                return
-
-    def sorted(self) -> Iterator[tuple]:
-        self._items.sort()
-        if not self._runs:
-            yield from self._items
-            return
-        yield from heapq.merge(self._items, *(self._read(r) for r in self._runs))
-
-    def close(self) -> None:
-        for run in self._runs:
-            run.close()
-        self._runs = []
-
-
 def _messages(reader: ExportReader, files, export: Export, warn: WarningCallback) -> Iterator[Message]:
     """The reader's messages, with its warnings (skipped records) routed to ``warn`` if it takes one."""
     try:
@@ -124,11 +81,12 @@ class _Monolithic(Exception):
 
 class CatalogBuilder:
     def __init__(self, repo: Repository, writer: BlobWriter, *, readers: Iterable[ExportReader] | None = None,
-                 reuse=None, warn: WarningCallback = ignore_warning) -> None:
+                 reuse=None, segments=None, warn: WarningCallback = ignore_warning) -> None:
         self.repo = repo
         self.writer = writer
         self.readers = readers
         self.reuse = reuse  # a catalog_index.PartNodes, or None to read every export file
+        self.segments = segments  # a catalog_index.SegmentTable, or None to read every chunk
         self.warn = warn
         self.keyed = repo.master.blob_id
         self.stats = CatalogStats()
@@ -180,23 +138,108 @@ class CatalogBuilder:
         for path, (ids, lists, size) in reused.items():
             self._add_part(path, ids, lists, size)
             self.stats.parts_reused += 1
+        segmented = []
+        for path in todo:
+            segment_reader = self._segment_reader(reader, files, export, path)
+            if segment_reader is not None:
+                self._read_segments(segment_reader, files, export, path, keys[path], context)
+                segmented.append(path)
+        todo = [p for p in todo if p not in segmented]
         if not todo:
             return
+        done = list(reused) + segmented
         try:
-            if reused:
+            if done:
                 view = SubsetFiles(files, context_files + todo)
                 part = Export(export.platform, export.root, tuple(sorted(context_files + todo)))
                 self._read(reader, view, part, keys, set(todo))
             else:
                 self._read(reader, files, export, keys, set(todo))
         except _Monolithic:
-            for path in reused:
+            for path in done:
                 del self.parts[path]
             self.stats.parts_reused -= len(reused)
+            self.stats.parts -= len(segmented)
             everything = content_key(self.keyed, [content[p] for p in sorted(export.files)])
             first = data_files[0] if data_files else export.files[0]
             key = part_key(self.keyed, export.platform, export_relative(export.root, first), everything, context)
             self._read(reader, files, export, {first: key}, {first}, monolithic=first)
+
+    # -- one file, chunk by chunk (spec §23.6) -------------------------------------------------
+
+    def _segment_reader(self, reader: ExportReader, files, export: Export, path: str):
+        """The reader's piece-by-piece reader for ``path``, or None (then the file is read whole)."""
+        make = getattr(reader, "segment_reader", None)
+        return make(files, export, path, self.warn) if make is not None else None
+
+    def _pieces(self, files, path: str) -> Iterator[tuple[bytes, bytes | None]]:
+        """(chunk id, content or None) of each chunk of ``path``: a snapshot file's own chunks
+        (content read later, only if needed), or a zip member cut as the backup cuts text."""
+        if self.tree.has(path):
+            for chunk_id in self.tree.chunk_ids(path):
+                yield chunk_id, None
+            return
+        with files.open(path) as f:
+            for chunk in chunk_stream(f, self.repo.config.chunking.text):
+                yield self.keyed(chunk), chunk
+
+    def _read_segments(self, segment_reader, files, export: Export, path: str, key: bytes, context: bytes) -> None:
+        """Write the part of ``path`` one segment per chunk of the file: a chunk read before in
+        the same reader state gives the same segment, reused from the cache without reading it."""
+        source = export_relative(export.root, path)
+        base = segment_base(self.keyed, export.platform, source, context)
+        known, table = self.writer.known, self.segments
+        state = segment_reader.initial()
+        chunks: list[tuple[bytes, int]] = []  # (id, size) of the part's record chunks
+        count = 0
+        pieces = self._pieces(files, path)
+        piece = next(pieces, None)
+        if piece is None:
+            piece = (self.keyed(b""), b"")  # an empty file: one empty, final piece
+        while piece is not None:
+            following = next(pieces, None)
+            chunk_id, data = piece
+            final = following is None
+            key_of_segment = segment_key(self.keyed, base, state, chunk_id, final)
+            hit = table.lookup(key_of_segment, known) if table is not None else None
+            if hit is not None:
+                written, n, state = hit
+                self.stats.segments_reused += 1
+            else:
+                if data is None:
+                    data = self.repo.load_blob(chunk_id)
+                messages, state = segment_reader.feed(state, data, final, self.warn)
+                written, n = self._write_segment(messages)
+                if table is not None:
+                    table.remember(key_of_segment, written, n, state)
+                self.stats.segments_read += 1
+                self.stats.messages += n
+            chunks += written
+            count += n
+            piece = following
+        header = PartHeader(export.platform, source, key, count).encode()
+        content = FileContent(self.writer)
+        content.append(self.writer.add(DATA, header, text=True)[0])
+        size = len(header)
+        for blob_id, n in chunks:
+            content.append(blob_id)
+            size += n
+        part_ids, lists = content.finish()
+        self._add_part(path, part_ids, lists, size)
+        self.stats.files_read += 1
+        self.stats.parts += 1
+        if self.reuse is not None:
+            self.reuse.remember(key, part_ids, lists, size)
+
+    def _write_segment(self, messages: list[Message]) -> tuple[list[tuple[bytes, int]], int]:
+        """Store one segment's records (sorted, duplicates once); return ((id, size) of its
+        chunks, number of lines)."""
+        if not messages:
+            return [], 0
+        lines = sorted((m.conversation, m.time_ms, m.message_id, encode_record(m)) for m in messages)
+        unique = [line for i, (_, _, _, line) in enumerate(lines) if i == 0 or line != lines[i - 1][3]]
+        written = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_records(unique, self.keyed)]
+        return written, len(unique)
 
     def _content_key(self, files, path: str) -> bytes:
         if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds
@@ -218,7 +261,7 @@ class CatalogBuilder:
 
     def _read(self, reader: ExportReader, files, export: Export, keys: dict[str, bytes], wanted: set[str],
               monolithic: str | None = None) -> None:
-        sorter = _Sorter(self.repo.scratch_folder())
+        sorter = ExternalSorter(self.repo.scratch_folder())
         sources: dict[str, str] = {}  # a message's source as the reader gives it -> the part's path
         try:
             self.stats.files_read += len(wanted)
@@ -290,8 +333,8 @@ class CatalogBuilder:
 
 
 def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, readers=None, reuse=None,
-                  warn: WarningCallback = ignore_warning) -> tuple[bytes | None, CatalogStats]:
-    builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, warn=warn)
+                  segments=None, warn: WarningCallback = ignore_warning) -> tuple[bytes | None, CatalogStats]:
+    builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, segments=segments, warn=warn)
     return builder.build(tree_id), builder.stats
 
 
@@ -308,9 +351,11 @@ def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, war
     from strongroom.messages.catalog_index import MessageIndex
     try:
         with MessageIndex(repo) as index:  # its part table says which parts can be reused
-            root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes, warn=warn)
+            root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes,
+                                    segments=index.segments, warn=warn)
             writer.flush()
             index.part_nodes.flush()
+            index.segments.flush()
             return root
     except StrongroomError as e:
         warn(f"message catalogue not written: {e} (run `strongroom messages index` later)")

@@ -8,13 +8,13 @@ chunks without parsing a record.
 
 from __future__ import annotations
 
-import heapq
 import json
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from strongroom.messages.catalog_format import Record, decode_record, iter_records
+from strongroom.messages.catalog_format import Record, decode_record
 from strongroom.messages.catalog_index import MessageIndex
+from strongroom.messages.external_sort import ExternalSorter
 
 # Characters JSON escapes inside strings: a query holding one cannot be found in raw record lines.
 _ESCAPED = set('"\\') | {chr(c) for c in range(0x20)} | {"\u2028", "\u2029"}
@@ -180,22 +180,31 @@ def diff(index: MessageIndex, a: str, b: str) -> list[ConversationDiff]:
     return [out[k] for k in sorted(out)]
 
 
-def conversation_records(index: MessageIndex, snapshot_id: str, filters: Filters) -> Iterator[Record]:
+def conversation_records(index: MessageIndex, snapshot_id: str, filters: Filters,
+                         scratch: str | None = None) -> Iterator[Record]:
     """One snapshot's records matching ``filters`` (a conversation, a time range), in time order,
-    streamed: parts are merged, each holding one decrypted chunk at a time."""
-    def part_records(part_id: bytes) -> Iterator[Record]:
-        for chunk_id in index.part(part_id).chunks:
-            stats, data = index.chunk(chunk_id)
-            if filters.conversation is not None and not any(
-                    filters.conversation.casefold() in (c.casefold() for c in s["c"])
-                    for s in stats.per_platform.values()):
-                continue
-            for record in iter_records(data, f"catalogue chunk {chunk_id.hex()[:16]}"):
-                if filters.matches(record):
-                    yield record
-
-    streams = [part_records(p) for p in index.snapshot_parts(snapshot_id) or ()]
-    yield from heapq.merge(*streams, key=lambda r: (r.time_ms, r.platform, r.conversation, r.message_id))
+    streamed. Parts written segment by segment are sorted only within each segment (spec §23.6),
+    so the matches go through an external sort (temporary files in ``scratch``): memory stays
+    bounded however long the conversation. A record found twice is given once."""
+    with ExternalSorter(scratch) as sorter:
+        for part_id in index.snapshot_parts(snapshot_id) or ():
+            for chunk_id in index.part(part_id).chunks:
+                stats, data = index.chunk(chunk_id)
+                if filters.conversation is not None and not any(
+                        filters.conversation.casefold() in (c.casefold() for c in s["c"])
+                        for s in stats.per_platform.values()):
+                    continue
+                what = f"catalogue chunk {chunk_id.hex()[:16]}"
+                for line in data.splitlines():
+                    if line:
+                        r = decode_record(line, what)
+                        if filters.matches(r):
+                            sorter.add((r.time_ms, r.platform, r.conversation, r.message_id, line))
+        previous = None
+        for *_, line in sorter.sorted():
+            if line != previous:
+                previous = line
+                yield decode_record(line, "catalogue record")
 
 
 @dataclass

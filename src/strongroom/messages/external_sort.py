@@ -1,0 +1,60 @@
+"""Sorting more items than memory should hold: sorted runs in temporary files, merged."""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import tempfile
+from typing import Iterator
+
+SORT_RUN = 100_000  # items sorted in memory before a run is written to a temporary file
+
+
+class ExternalSorter:
+    """Add comparable tuples, then read them back in order; memory holds one run at most."""
+
+    def __init__(self, folder: str | None, run: int = SORT_RUN) -> None:
+        self._folder = folder
+        self._run = run
+        self._items: list[tuple] = []
+        self._runs: list = []
+
+    def add(self, item: tuple) -> None:
+        self._items.append(item)
+        if len(self._items) >= self._run:
+            self._spill()
+
+    def _spill(self) -> None:
+        self._items.sort()
+        run = tempfile.TemporaryFile(dir=self._folder)
+        for item in self._items:
+            pickle.dump(item, run, protocol=pickle.HIGHEST_PROTOCOL)
+        run.seek(0)
+        self._runs.append(run)
+        self._items = []
+
+    @staticmethod
+    def _read(run) -> Iterator[tuple]:
+        while True:
+            try:
+                yield pickle.load(run)
+            except EOFError:
+                return
+
+    def sorted(self) -> Iterator[tuple]:
+        self._items.sort()
+        if not self._runs:
+            yield from self._items
+            return
+        yield from heapq.merge(self._items, *(self._read(r) for r in self._runs))
+
+    def close(self) -> None:
+        for run in self._runs:
+            run.close()
+        self._runs = []
+
+    def __enter__(self) -> ExternalSorter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
