@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
+
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,34 @@ class Export:
     files: tuple[str, ...]  # the files the reader uses (relative to the tree's root)
 
 
+class SegmentReader(Protocol):
+    """Reads one export file piece by piece (spec §22.10), so a caller can keep the result of
+    each piece under (state before it, piece) and never read an unchanged piece again.
+
+    Rules every implementation keeps:
+
+    - *Equivalence*: for any partition of the file's bytes into consecutive pieces (empty pieces
+      allowed), threading the state from :meth:`initial` and passing ``final=True`` with the
+      last piece, the messages returned, concatenated, equal what ``ExportReader.messages``
+      yields for that file, in the same order (for well-formed input).
+    - *Determinism*: the state is a function of the bytes consumed so far (and the reader's
+      context) only: the same prefix in different pieces gives byte-identical states. It holds
+      no offsets or counters: only the structural position, context captured from the stream,
+      and the bytes of an unfinished token or record.
+    - *Bounded memory*: a record longer than ``common.MAX_LINE`` is skipped with one warning,
+      never accumulated.
+    - *Bad content never raises*: a document that stops parsing gives one warning and a terminal
+      state (the rest of the file yields nothing); a record of the wrong shape is skipped with
+      a warning (at most ``MAX_RECORD_WARNINGS`` per :meth:`feed` call, then a count)."""
+
+    def initial(self) -> bytes:
+        """The state before the file's first byte."""
+
+    def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
+        """Messages completed in ``data`` (after the bytes that led to ``state``), and the state
+        after it. ``final``: ``data`` ends the file."""
+
+
 class ExportReader(Protocol):
     platform: str
 
@@ -56,3 +86,14 @@ class ExportReader(Protocol):
 
     def messages(self, files: ExportFiles, export: Export) -> Iterator[Message]:
         """Stream the export's messages (memory bounded by one message/record, not the file)."""
+
+
+
+class SegmentedExportReader(ExportReader, Protocol):
+    """An :class:`ExportReader` that can also read data files piece by piece (optional: callers
+    look for the method with ``getattr(reader, "segment_reader", None)``)."""
+
+    def segment_reader(self, files: ExportFiles, export: Export, path: str,
+                       warn: Warn) -> SegmentReader | None:
+        """A piece-by-piece reader for the data file ``path`` of ``export`` (context such as
+        Slack's users.json already read), or None: read this file whole with ``messages``."""

@@ -16,6 +16,7 @@ from ..model import Export, ExportFiles, Message
 from .common import (
     BomSkipping, Warn, converted, first_item, guarded, head, head_events, iso_ms, json_items,
     log_warning, s, top_keys)
+from .segments import CAPTURE, DESCEND, RECORD, JsonSegments
 
 PLATFORM = "discord"
 
@@ -49,6 +50,26 @@ class DiscordReader:
                                      "message")
 
         yield from guarded(path, warn or log_warning, produce)
+
+    def segment_reader(self, files: ExportFiles, export: Export, path: str,
+                       warn: Warn | None = None) -> JsonSegments | None:
+        """The file piece by piece (spec §22.10): records under ``messages``; ``guild`` and
+        ``channel`` (which precede them) captured from the stream, only their names and ids."""
+        if path != export.files[0]:
+            return None
+        source = path.rpartition("/")[2]
+        return JsonSegments(path, _SEGMENT_ROUTES, lambda rec, c: [
+            _message(rec, conversation(c.get("guild"), c.get("channel")), source)])
+
+
+def _names(value) -> dict | None:
+    """What a conversation name needs of a guild or channel object."""
+    return {k: value[k] for k in ("id", "name") if k in value} if isinstance(value, dict) else None
+
+
+_SEGMENT_ROUTES = {"": (DESCEND, ()), "guild": (CAPTURE, "guild", _names),
+                   "channel": (CAPTURE, "channel", _names), "messages": (DESCEND, ()),
+                   "messages.item": (RECORD,)}
 
 
 def _first(files: ExportFiles, path: str, prefix: str):

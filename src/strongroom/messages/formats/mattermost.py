@@ -13,6 +13,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from .common import RECORD_ERRORS, Warn, guarded, head, int_ms, lines, log_warning, s
+from .segments import LineSegments
 
 PLATFORM = "mattermost"
 
@@ -42,37 +43,49 @@ class MattermostReader:
         path = export.files[0]
         yield from guarded(path, warn or log_warning, lambda report: _read(files, path, report))
 
+    def segment_reader(self, files: ExportFiles, export: Export, path: str,
+                       warn: Warn | None = None) -> LineSegments | None:
+        """The file piece by piece, line by line (spec §22.10)."""
+        if path != export.files[0]:
+            return None
+        source = path.rpartition("/")[2]
+        return LineSegments(path, lambda line: line_messages(line, source))
+
 
 def _read(files, path, report) -> Iterator[Message]:
     source = path.rpartition("/")[2]
     with files.open(path) as f:
         for n, line in lines(f, report):
-            if not line.strip() or b'"post"' not in line and b'"direct_post"' not in line:
-                continue  # cheap pre-filter: version/team/channel/user/emoji records
             try:
-                rec = json.loads(line)
-                kind = rec.get("type")
-                if kind == "post":
-                    p = rec["post"]
-                    conv = f"{s(p['team'])}/{s(p['channel'])}"
-                elif kind == "direct_post":
-                    p = rec["direct_post"]
-                    members = p["channel_members"]
-                    if not isinstance(members, list):
-                        raise TypeError("channel_members is not a list")
-                    conv = "@" + ",".join(sorted(s(x) for x in members))
-                else:
-                    continue
-                root = _message(p, conv, source, "")
-                out = [root]
-                replies = p.get("replies") or []
-                if not isinstance(replies, list):
-                    raise TypeError("replies is not a list")
-                out += [_message(r, conv, source, root.message_id) for r in replies]
+                out = line_messages(line, source)
             except RECORD_ERRORS as exc:
                 report.bad_record(f"line {n}", exc)
                 continue
             yield from out
+
+
+def line_messages(line: bytes, source: str) -> list[Message]:
+    """The messages of one line (without its end): a post and its replies, or none."""
+    if not line.strip() or b'"post"' not in line and b'"direct_post"' not in line:
+        return []  # cheap pre-filter: version/team/channel/user/emoji records
+    rec = json.loads(line)
+    kind = rec.get("type")
+    if kind == "post":
+        p = rec["post"]
+        conv = f"{s(p['team'])}/{s(p['channel'])}"
+    elif kind == "direct_post":
+        p = rec["direct_post"]
+        members = p["channel_members"]
+        if not isinstance(members, list):
+            raise TypeError("channel_members is not a list")
+        conv = "@" + ",".join(sorted(s(x) for x in members))
+    else:
+        return []
+    root = _message(p, conv, source, "")
+    replies = p.get("replies") or []
+    if not isinstance(replies, list):
+        raise TypeError("replies is not a list")
+    return [root] + [_message(r, conv, source, root.message_id) for r in replies]
 
 
 def derived_id(create_at: int, user: str) -> str:

@@ -18,6 +18,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from .common import Warn, converted, guarded, head, head_events, json_items, log_warning, rel, s
+from .segments import DESCEND, RECORD, JsonSegments
 
 PLATFORM = "slack"
 META = ("channels.json", "groups.json", "dms.json", "mpims.json")
@@ -67,6 +68,32 @@ class SlackReader:
 
     def messages(self, files: ExportFiles, export: Export, warn: Warn | None = None) -> Iterator[Message]:
         warn = warn or log_warning
+        users = self._users(files, export, warn)
+        for p in export.files:
+            m = _DAY.match(p)
+            if m is None or (m.group(1) or "") != export.root:
+                continue
+            yield from guarded(p, warn, lambda report, p=p, conv=m.group(2): _day(files, p, conv, export, users, report))
+
+    def segment_reader(self, files: ExportFiles, export: Export, path: str,
+                       warn: Warn | None = None) -> JsonSegments | None:
+        """Day files piece by piece (spec §22.10): records are the top-level array's items; the
+        context is the folder's name and users.json (read once per export and tree)."""
+        m = _DAY.match(path)
+        if m is None or (m.group(1) or "") != export.root or path not in export.files:
+            return None
+        memo = self._users_memo  # the day files of one export share it: read users.json once
+        if memo is None or memo[0] is not files or memo[1] != export:
+            memo = self._users_memo = (files, export, self._users(files, export, warn or log_warning))
+        users = memo[2]
+        conv, source = m.group(2), rel(export.root, path)
+        return JsonSegments(path, _SEGMENT_ROUTES,
+                            lambda rec, captures: _listed(_message(rec, conv, source, users)))
+
+    _users_memo: tuple | None = None
+
+    def _users(self, files: ExportFiles, export: Export, warn: Warn) -> dict[str, str]:
+        """users.json: id → name (else real_name, else the id)."""
         users: dict[str, str] = {}
         users_path = f"{export.root}/users.json" if export.root else "users.json"
         if users_path in export.files:
@@ -76,12 +103,16 @@ class SlackReader:
                         if isinstance(u, dict) and isinstance(u.get("id"), str):
                             users[u["id"]] = s(u.get("name")) or s(u.get("real_name")) or u["id"]
                 return iter(())
-            yield from guarded(users_path, warn, read_users)
-        for p in export.files:
-            m = _DAY.match(p)
-            if m is None or (m.group(1) or "") != export.root:
-                continue
-            yield from guarded(p, warn, lambda report, p=p, conv=m.group(2): _day(files, p, conv, export, users, report))
+            for _ in guarded(users_path, warn, read_users):
+                pass
+        return users
+
+
+_SEGMENT_ROUTES = {"": (DESCEND, ()), "item": (RECORD,)}
+
+
+def _listed(message: Message | None) -> list[Message]:
+    return [] if message is None else [message]
 
 
 def _day(files, path, conv, export, users, report) -> Iterator[Message]:

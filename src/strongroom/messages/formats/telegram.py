@@ -16,6 +16,7 @@ from ..model import Export, ExportFiles, Message
 from .common import (
     BomSkipping, Warn, converted, guarded, head, head_events, iso_ms, json_items, log_warning, s,
     top_keys)
+from .segments import CAPTURE, DESCEND, RECORD, JsonSegments
 
 PLATFORM = "telegram"
 _FULL_KEYS = {"personal_information", "chats", "left_chats", "contacts", "frequent_contacts"}
@@ -64,6 +65,17 @@ class TelegramReader:
 
         yield from guarded(path, warn or log_warning, produce)
 
+    def segment_reader(self, files: ExportFiles, export: Export, path: str,
+                       warn: Warn | None = None) -> JsonSegments | None:
+        """The file piece by piece (spec §22.10), either shape: records under the top-level
+        ``messages`` (one chat, whose top-level ``name`` and ``id`` are captured) or under each
+        chat of ``chats.list`` and ``left_chats.list`` (each chat's ``name`` and ``id``, which
+        precede its messages, captured afresh per chat)."""
+        if path != export.files[0]:
+            return None
+        source = path.rpartition("/")[2]
+        return JsonSegments(path, _SEGMENT_ROUTES, lambda rec, chat: [_message(rec, _conv(chat), source)])
+
 
 def _conv(chat: dict) -> str:
     name = chat.get("name")
@@ -98,6 +110,24 @@ def _full(f) -> Iterator[tuple[dict, object]]:
 
     for m in ijson.items(events(), "chats.list.item.messages.item"):
         yield chat, m
+
+
+def _scalar(value):
+    """A captured chat name or id: a container reads as None (as the whole-file reader has it)."""
+    return None if isinstance(value, (dict, list)) else value
+
+
+_SEGMENT_ROUTES: dict[str, tuple] = {
+    "": (DESCEND, ()), "name": (CAPTURE, "name", _scalar), "id": (CAPTURE, "id", _scalar),
+    "messages": (DESCEND, ()), "messages.item": (RECORD,)}
+for _list in ("chats", "left_chats"):
+    _SEGMENT_ROUTES.update({
+        _list: (DESCEND, ()), f"{_list}.list": (DESCEND, ()),
+        f"{_list}.list.item": (DESCEND, ("name", "id")),
+        f"{_list}.list.item.name": (CAPTURE, "name", _scalar),
+        f"{_list}.list.item.id": (CAPTURE, "id", _scalar),
+        f"{_list}.list.item.messages": (DESCEND, ()),
+        f"{_list}.list.item.messages.item": (RECORD,)})
 
 
 def flatten(text) -> str:

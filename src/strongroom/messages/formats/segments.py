@@ -1,0 +1,487 @@
+"""Reading one export file piece by piece, with a small deterministic state between pieces
+(spec §22.10; the contract is :class:`strongroom.messages.model.SegmentReader`).
+
+    JsonSegments(path, routes, convert)   a JSON document: records found by their ijson path
+    LineSegments(path, convert)           JSON lines (one record per line)
+
+Both keep, between pieces, only what the bytes so far determine: where the scan stands in the
+document (the open containers and keys on the way to the records), the context values captured
+from the stream (a chat's name, a guild), and the bytes of an unfinished token or record.  The
+state is canonical (compact sorted JSON, ``\\0``, the carried bytes), so the same prefix gives
+the same state whatever pieces it came in — the key a caller caches a piece's result under.
+
+The JSON scanner is fast where exports are pretty-printed: a record that opens on a line of
+its own at indentation ``k`` is guessed to end at the next line of exactly ``k`` blanks and the
+closing bracket, and ``json.loads`` of that span decides (a JSON value has exactly one end, so
+a span that parses whole is the record).  Other records (one-line, compact) fall back to a
+bracket scan over strings and brackets.  Parsing gives what ijson's ``use_float=True`` gives:
+int for integers, float otherwise.  Content errors never raise (spec §22.1)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Callable
+
+from ..model import Message
+from . import common
+from .common import RECORD_ERRORS, FileReport, Warn
+
+#: What a route does with the value at its path.
+DESCEND = "descend"  # open the container and route its members (a path on the way to records)
+RECORD = "record"  # a record: parsed whole and converted to messages
+CAPTURE = "capture"  # a context value: parsed whole and kept in the state
+# Any other path: the value is parsed and dropped (skipped).
+
+#: ``{ijson prefix: (DESCEND, names of captures to forget on entry) | (RECORD,) |
+#: (CAPTURE, name, reduce)}``
+Routes = dict[str, tuple]
+#: record, captures → messages (raises one of common.RECORD_ERRORS for a record of the wrong shape)
+Convert = Callable[[object, dict], "list[Message]"]
+
+_BOM = b"\xef\xbb\xbf"
+_WS = re.compile(rb"[ \t\n\r]*")
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+#: the rest of a string whose opening quote came before (skip mode)
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_STRING_TAIL = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
+_BRACKETS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]]', re.S)
+_SCALAR_RUN = re.compile(rb"[-+.0-9eE]+|[a-z]+")
+_SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
+#: A newline and the blanks after it, right before a position: a record's indentation.  Carried
+#: with the record (or at a piece's end) so the end guess works across pieces; bounded.
+_INDENT = re.compile(rb"\n[ \t]{0,256}\Z")
+_OPEN, _CLOSE = ord("{"), ord("}")
+_OPEN_ARRAY, _CLOSE_ARRAY = ord("["), ord("]")
+_QUOTE = ord('"')
+
+
+class Broken(ValueError):
+    """The document stops parsing here."""
+
+
+class _TooDeep(ValueError):
+    """A record nested deeper than json.loads' recursion allows: skipped, the file goes on."""
+
+
+def _no_constants(name: str):
+    raise Broken(f"{name} is not JSON")
+
+
+def _parse(span: bytes):
+    """The JSON value ``span`` (UTF-8, strict), numbers as ijson's use_float gives them."""
+    try:
+        return json.loads(span.decode("utf-8"), parse_constant=_no_constants)
+    except RecursionError:
+        raise _TooDeep("nested too deeply") from None
+
+
+def encode_state(header: dict, carry: bytes = b"") -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() \
+        + b"\0" + carry
+
+
+def decode_state(state: bytes) -> tuple[dict, bytes]:
+    head, sep, carry = state.partition(b"\0")
+    if not sep:
+        raise ValueError("not a segment reader state")
+    return json.loads(head), carry
+
+
+class JsonSegments:
+    """A :class:`~strongroom.messages.model.SegmentReader` for one JSON document whose records
+    sit at the ijson paths ``routes`` names.
+
+    State header keys: ``t`` the top level (``b`` nothing decided yet: a byte order mark may be
+    under way, ``v`` a value expected, ``e`` the value ended), ``k`` the open containers
+    ``[bracket, phase, key]``, ``c`` the captures, ``m`` the mode (``r`` reading, ``s`` skipping
+    an over-long value, ``x`` broken: nothing more comes from this file, ``f`` finished), and in
+    skip mode ``d`` the bracket depth and ``q`` whether a string is open."""
+
+    def __init__(self, path: str, routes: Routes, convert: Convert) -> None:
+        self.path = path
+        self.routes = routes
+        self.convert = convert
+
+    def initial(self) -> bytes:
+        return encode_state({"c": {}, "k": [], "m": "r", "t": "b"})
+
+    def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
+        st, carry = decode_state(state)
+        if st["m"] in ("x", "f"):
+            return [], state
+        out: list[Message] = []
+        report = FileReport(self.path, warn)
+        scan = _Scan(self, st, report, out)
+        try:
+            text = carry + data
+            carry = b""
+            if st["m"] == "s":
+                text, carry = scan.skip(text)
+            if st["m"] == "r":
+                carry = scan.run(text, final)
+            if final:
+                if st["m"] == "s" or carry.strip():
+                    raise Broken("the document ends inside a value")
+                if st["k"] or st["t"] != "e":
+                    raise Broken("the document ends early")
+        except Broken as exc:
+            report.broken(exc)
+            st, carry = {"m": "x"}, b""
+        except RECORD_ERRORS as exc:  # invalid UTF-8 or JSON in the structure around records
+            report.broken(exc)
+            st, carry = {"m": "x"}, b""
+        report.close()
+        if final and st["m"] != "x":
+            st, carry = {"m": "f"}, b""
+        return out, encode_state(st, carry)
+
+
+class _Scan:
+    """One feed's work on a state (mutated in place)."""
+
+    def __init__(self, reader: JsonSegments, st: dict, report: FileReport, out: list[Message]) -> None:
+        self.routes = reader.routes
+        self.convert = reader.convert
+        self.st = st
+        self.report = report
+        self.out = out
+        self.limit = common.MAX_LINE
+        self.paths: list[str] = []  # ijson prefix of each open container
+        for i, frame in enumerate(st["k"]):
+            self.paths.append(_child(self.paths[-1], st["k"][i - 1]) if i else "")
+
+    # ---- the reading mode
+
+    def run(self, text: bytes, final: bool) -> bytes:
+        """Consume ``text``; the bytes to carry into the next piece."""
+        st = self.st
+        pos = 0
+        if st["t"] == "b":
+            if len(text) < 3 and _BOM.startswith(text) and not final:
+                return text
+            if text.startswith(_BOM):
+                pos = 3
+            st["t"] = "v"
+        stack = st["k"]
+        n = len(text)
+        while True:
+            pos = _WS.match(text, pos).end()
+            if pos >= n:
+                return self._pending(text, n)
+            c = text[pos]
+            if not stack:
+                if st["t"] == "e":
+                    raise Broken("data after the end of the document")
+                end = self._value(text, pos, final, "")
+                if end is None or end < 0:
+                    return self._unfinished(text, pos, end)
+                pos = end
+                continue
+            frame = stack[-1]
+            phase = frame[1]
+            if frame[0] == "{":
+                if phase == ",":
+                    if c == 44:  # ,
+                        frame[1] = "k"
+                    elif c == _CLOSE:
+                        self._close()
+                    else:
+                        raise Broken("expected ',' or '}' after an object member")
+                    pos += 1
+                elif phase == ":":
+                    if c != 58:  # :
+                        raise Broken("expected ':' after an object key")
+                    frame[1] = "v"
+                    pos += 1
+                elif phase == "v":
+                    end = self._value(text, pos, final, _child(self.paths[-1], frame))
+                    if end is None or end < 0:
+                        return self._unfinished(text, pos, end)
+                    pos = end
+                else:  # "k0" (a key or '}') or "k" (a key)
+                    if c == _CLOSE and phase == "k0":
+                        self._close()
+                        pos += 1
+                        continue
+                    if c != _QUOTE:
+                        raise Broken("expected an object key")
+                    m = _STRING.match(text, pos)
+                    if m is None:
+                        if final:
+                            raise Broken("the document ends inside a key")
+                        return self._pending(text, pos)
+                    frame[2] = _parse(m.group())
+                    frame[1] = ":"
+                    pos = m.end()
+            else:
+                if phase == ",":
+                    if c == 44:
+                        frame[1] = "v"
+                    elif c == _CLOSE_ARRAY:
+                        self._close()
+                    else:
+                        raise Broken("expected ',' or ']' after an array element")
+                    pos += 1
+                else:  # "v0" (a value or ']') or "v"
+                    if c == _CLOSE_ARRAY and phase == "v0":
+                        self._close()
+                        pos += 1
+                        continue
+                    end = self._value(text, pos, final, _child(self.paths[-1], frame))
+                    if end is None or end < 0:
+                        return self._unfinished(text, pos, end)
+                    pos = end
+
+    def _pending(self, text: bytes, pos: int) -> bytes:
+        """The carry for an unfinished token at ``pos``: the token and its line's indentation."""
+        m = _INDENT.search(text, max(0, pos - 258), pos)
+        return text[m.start() if m else pos:]
+
+    def _unfinished(self, text: bytes, pos: int, end: int | None) -> bytes:
+        """The carry when the value at ``pos`` goes on past ``text``: the value so far, or (an
+        over-long value, ``end`` -1) what skipping it needs."""
+        if end is None:
+            return self._pending(text, pos)
+        rest, carry = self.skip(text[pos:])
+        if rest is not None:  # cannot happen: the value was found unfinished
+            raise Broken("inconsistent value end")
+        return carry
+
+    def _close(self) -> None:
+        self.st["k"].pop()
+        self.paths.pop()
+        self._after_value()
+
+    def _after_value(self) -> None:
+        stack = self.st["k"]
+        if stack:
+            stack[-1][1] = ","
+        else:
+            self.st["t"] = "e"
+
+    def _value(self, text: bytes, pos: int, final: bool, path: str) -> int | None:
+        """Handle the value at ``pos`` (path ``path``): its end, or None if it is unfinished."""
+        route = self.routes.get(path)
+        c = text[pos]
+        if route is not None and route[0] == DESCEND and (c == _OPEN or c == _OPEN_ARRAY):
+            self.st["k"].append(["{" if c == _OPEN else "[", "k0" if c == _OPEN else "v0", None])
+            self.paths.append(path)
+            for name in route[1]:
+                self.st["c"].pop(name, None)
+            return pos + 1
+        end = _value_end(text, pos, final)
+        action = route[0] if route is not None and route[0] != DESCEND else None
+        if end is None:
+            if len(text) - pos > self.limit:
+                if c != _OPEN and c != _OPEN_ARRAY and c != _QUOTE:
+                    raise Broken(f"a number longer than {self.limit} bytes")
+                if action is not None:
+                    self._too_long(action)
+                self.st["m"], self.st["d"], self.st["q"] = "s", 0, False
+                return -1
+            return None
+        if end - pos > self.limit:
+            if action is not None:
+                self._too_long(action)
+            self._after_value()
+            return end
+        value = None
+        try:
+            value = _parse(text[pos:end])
+        except _TooDeep as exc:
+            if action is not None:
+                self.report.bad_record("message" if action == RECORD else path, exc)
+            self._after_value()
+            return end
+        except ValueError as exc:
+            raise Broken(str(exc).splitlines()[0] if str(exc) else "invalid JSON") from None
+        if action == RECORD:
+            try:
+                self.out.extend(self.convert(value, self.st["c"]))
+            except RECORD_ERRORS as exc:
+                self.report.bad_record("message", exc)
+        elif action == CAPTURE:
+            self.st["c"][route[1]] = route[2](value)
+        self._after_value()
+        return end
+
+    def _too_long(self, action: str) -> None:
+        what = "message" if action == RECORD else "context value"
+        self.report.bad_record(what, ValueError(f"longer than {self.limit} bytes"))
+
+    # ---- skipping an over-long value without keeping it
+
+    def skip(self, text: bytes) -> tuple[bytes | None, bytes]:
+        """Scan ``text`` for the end of the value being skipped: (what follows it, to read
+        normally, ``b""``), or (None, the carry) while it goes on.  The state keeps the bracket
+        depth and whether a string is open; the carry is at most one byte (a backslash whose
+        escaped byte is still to come)."""
+        st = self.st
+        depth, in_string = st["d"], st["q"]
+        pos = 0
+        while True:
+            if in_string:
+                m = _STRING_REST.match(text, pos)
+                if m is None:
+                    st["d"], st["q"] = depth, True
+                    return None, text[_STRING_TAIL.match(text, pos).end():]
+                pos = m.end()
+                in_string = False
+                if depth == 0:
+                    break
+                continue
+            m = _BRACKETS.search(text, pos)
+            if m is None:
+                st["d"], st["q"] = depth, False
+                return None, b""
+            pos = m.end()
+            b = text[m.start()]
+            if b == _QUOTE:
+                if pos - m.start() == 1:
+                    in_string = True
+                    continue
+                if depth == 0:
+                    break
+            elif b == _OPEN or b == _OPEN_ARRAY:
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    break
+        del st["d"], st["q"]
+        st["m"] = "r"
+        self._after_value()
+        return text[pos:], b""
+
+
+def _child(parent: str, frame: list) -> str:
+    """The ijson path of the value the container ``frame`` (at ``parent``) expects next."""
+    name = "item" if frame[0] == "[" else frame[2]
+    return f"{parent}.{name}" if parent else name
+
+
+def _value_end(text: bytes, pos: int, final: bool) -> int | None:
+    """The end of the JSON value starting at ``pos`` (not validated beyond finding its end), or
+    None if ``text`` ends before it does."""
+    c = text[pos]
+    n = len(text)
+    if c == _OPEN or c == _OPEN_ARRAY:
+        closer = b"}" if c == _OPEN else b"]"
+        eol = text.find(b"\n", pos)
+        if eol < 0:
+            eol = n
+        line_rest = text[pos + 1:eol]
+        if not line_rest.strip():
+            # pretty-printed: the bracket closes on the next line of exactly this indentation
+            ls = text.rfind(b"\n", 0, pos) + 1
+            indent = text[ls:pos]
+            if not indent.strip(b" \t"):
+                e = text.find(b"\n" + indent + closer, eol)
+                if e >= 0:
+                    end = e + 1 + len(indent) + 1
+                    if _parses(text[pos:end]):
+                        return end
+        elif eol < n or final:
+            # one record per line: it ends where its line does (before a comma)
+            end = len(text[:eol].rstrip(b" \t\r,"))
+            if end > pos and text[end - 1] == closer[0] and _parses(text[pos:end]):
+                return end
+        return _bracket_end(text, pos, final)
+    if c == _QUOTE:
+        m = _STRING.match(text, pos)
+        if m is None:
+            if final:
+                raise Broken("the document ends inside a string")
+            return None
+        return m.end()
+    m = _SCALAR_RUN.match(text, pos)
+    if m is None:
+        raise Broken(f"unexpected byte {bytes([c])!r}")
+    if m.end() == n and not final:
+        return None
+    if _SCALAR.fullmatch(text, pos, m.end()) is None:
+        raise Broken(f"not a JSON value: {text[pos:m.end()][:40]!r}")
+    return m.end()
+
+
+def _parses(span: bytes) -> bool:
+    try:
+        _parse(span)
+    except ValueError:  # includes invalid UTF-8 and _TooDeep: the bracket scan decides
+        return False
+    return True
+
+
+def _bracket_end(text: bytes, pos: int, final: bool) -> int | None:
+    depth = 0
+    for m in _BRACKETS.finditer(text, pos):
+        b = text[m.start()]
+        if b == _QUOTE:
+            if m.end() - m.start() == 1:  # an opening quote without its close
+                break
+        elif b == _OPEN or b == _OPEN_ARRAY:
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return m.end()
+    if final:
+        raise Broken("the document ends inside a value")
+    return None
+
+
+class LineSegments:
+    """A :class:`~strongroom.messages.model.SegmentReader` for JSON lines: ``convert(line)``
+    (without its line end; it raises one of common.RECORD_ERRORS for a bad line) gives each
+    line's messages.
+
+    State header keys: ``m`` the mode (``r`` reading, ``s`` skipping an over-long line up to its
+    end, ``f`` finished) and ``b`` whether the first line is still under way (it may start with
+    a byte order mark); the carry is the unfinished line."""
+
+    def __init__(self, path: str, convert: Callable[[bytes], list[Message]]) -> None:
+        self.path = path
+        self.convert = convert
+
+    def initial(self) -> bytes:
+        return encode_state({"b": True, "m": "r"})
+
+    def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
+        st, carry = decode_state(state)
+        if st["m"] == "f":
+            return [], state
+        report = FileReport(self.path, warn)
+        out: list[Message] = []
+        limit = common.MAX_LINE
+        text = carry + data
+        if st["m"] == "s":
+            nl = text.find(b"\n")
+            text = b"" if nl < 0 else text[nl + 1:]
+            if nl >= 0:
+                st["m"], st["b"] = "r", False
+        if st["m"] == "r":
+            lines = text.split(b"\n")
+            partial = lines.pop()
+            if final and partial:
+                lines.append(partial)
+                partial = b""
+            for line in lines:
+                if len(line) > limit:
+                    report.bad_record("a line", ValueError(f"longer than {limit} bytes"))
+                else:
+                    if st["b"]:
+                        line = common.strip_bom(line)
+                    try:
+                        out.extend(self.convert(line.rstrip(b"\r\n")))
+                    except RECORD_ERRORS as exc:
+                        report.bad_record("a line", exc)
+                st["b"] = False
+            if len(partial) > limit:
+                report.bad_record("a line", ValueError(f"longer than {limit} bytes"))
+                st["m"], partial = "s", b""
+            carry = partial
+        report.close()
+        if final:
+            st, carry = {"m": "f"}, b""
+        return out, encode_state(st, carry)
