@@ -1,7 +1,7 @@
-"""The catalogue built chunk by chunk (spec §23.6): a changed export file is read one repository
-chunk at a time through its reader's segment reader, and a chunk read before in the same reader
-state is not read again. Small text chunks (64 B .. 1 KiB) make a file of a few hundred messages
-span many chunks."""
+"""The catalogue of a changed export file costs what changed in it (spec §23.6): the file is fed
+to its reader's segment reader in pieces of about one record, and a piece seen in the file's
+previous version, in the same reader state, is answered from the file's memo without parsing.
+Small text chunks (64 B .. 1 KiB) make each file span many repository chunks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from strongroom.chunker import ChunkerParams, ChunkingProfiles
 from strongroom.commands.backup import BackupOptions, run_backup
 from strongroom.commands.check import run_check
 from strongroom.config import Config
-from strongroom.messages import catalog_build
+from strongroom.messages import catalog_build, catalog_memo
 from strongroom.messages.catalog_build import build_catalog
 from strongroom.messages.catalog_index import MessageIndex, cache_folder
 from strongroom.messages.catalog_query import Filters, conversation_records, diff, search, stats
@@ -133,22 +133,20 @@ def test_segment_catalogue_holds_what_the_whole_file_reader_reads(small_chunks_r
     assert run_check(repo).ok
 
 
-def test_an_unchanged_chunk_is_not_read_again(small_chunks_repo, tmp_path, monkeypatch):
+def test_an_unchanged_record_is_not_parsed_again(small_chunks_repo, tmp_path, monkeypatch):
     repo, src = small_chunks_repo, tmp_path / "src"
     reader = SegmentedReader()
     write(src / "team.chat.jsonl", night(0))
     _backup(repo, src, reader, monkeypatch)
-    first = len(reader.fed)
     size = (src / "team.chat.jsonl").stat().st_size
-    assert sum(reader.fed) == size and first > 20  # every chunk read once, and there are many
+    # JSON lines: one piece per line, and the (empty) end of the file
+    assert sum(reader.fed) == size and len(reader.fed) == len(night(0)) + 1
     reader.fed.clear()
     lines = night(0)
     lines[150] = msg("ops", 150, "a single edit in the middle", True)
     write(src / "team.chat.jsonl", lines)
     snap = _backup(repo, src, reader, monkeypatch)
-    # one edited line touches one or two chunks (content-defined cuts), never the whole file
-    assert 1 <= len(reader.fed) <= 3, reader.fed
-    assert sum(reader.fed) < size / 5
+    assert len(reader.fed) == 1  # only the edited line was parsed
     with MessageIndex(repo) as index:
         index.ensure(repo.snapshots())
         first_snap = repo.snapshots()[0]
@@ -158,7 +156,7 @@ def test_an_unchanged_chunk_is_not_read_again(small_chunks_repo, tmp_path, monke
 
 
 def test_the_catalogue_does_not_depend_on_the_cache(small_chunks_repo, tmp_path, monkeypatch):
-    """A catalogue written with a warm cache (segments reused) equals one written from nothing."""
+    """A catalogue written with a warm cache (pieces reused) equals one written from nothing."""
     repo, src = small_chunks_repo, tmp_path / "src"
     reader = SegmentedReader()
     for n in range(3):
@@ -169,19 +167,21 @@ def test_the_catalogue_does_not_depend_on_the_cache(small_chunks_repo, tmp_path,
     with BlobWriter(repo) as writer:
         root, stats_ = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=[reader])
         writer.flush()
-    assert stats_.segments_reused == 0 and stats_.segments_read == len(reader.fed) > 20
+    assert stats_.pieces_reused == 0 and stats_.pieces_parsed == len(reader.fed) > 300
     assert root.hex() == snap.catalog
 
 
-def test_segments_of_the_same_chunks_in_another_state_are_read_again(small_chunks_repo, tmp_path, monkeypatch):
-    """The cache key holds the reader's state: a chunk that follows a different unfinished line
-    is read again, never answered from an entry made in another state."""
+def test_a_piece_in_another_state_is_parsed_again(small_chunks_repo, tmp_path, monkeypatch):
+    """The memo's key holds the reader's state: a piece that follows a different unfinished line
+    is parsed again, never answered from an entry made in another state."""
     repo, src = small_chunks_repo, tmp_path / "src"
     reader = SegmentedReader()
     lines = night(0)
     write(src / "team.chat.jsonl", lines)
     _backup(repo, src, reader, monkeypatch)
-    # the same file behind a longer first line: every cut moves, so nothing may be reused wrongly
+    # a first line longer than a piece may be (MAX_PIECE, made small): it is cut inside, and
+    # its second half is the same bytes as before in another state
+    monkeypatch.setattr(catalog_memo, "MAX_PIECE", 64)
     lines[0] = msg("ops", 0, "x" * 5000)
     write(src / "team.chat.jsonl", lines)
     snap = _backup(repo, src, reader, monkeypatch)
@@ -215,4 +215,36 @@ def test_zip_members_are_read_chunk_by_chunk_too(small_chunks_repo, tmp_path, mo
         assert _all_records(repo, snap) == sorted((m["c"], m["i"], m["x"], m["e"]) for m in night(n))
         if n == 0:
             first = len(reader.fed)
-    assert len(reader.fed) < first  # the second night's unchanged chunks were not parsed again
+    assert first == len(night(0)) + 1
+    assert len(reader.fed) < first / 5  # the second night's unchanged lines were not parsed again
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pieces_cover_the_file_exactly_whatever_the_blocks(seed):
+    import random
+    rnd = random.Random(seed)
+    pretty = json.dumps([msg("general", i, "a" * rnd.randrange(0, 400)) for i in range(400)], indent=4).encode()
+    cuts = sorted(rnd.sample(range(1, len(pretty)), 30))
+    blocks = [pretty[a:b] for a, b in zip([0] + cuts, cuts + [len(pretty)])]
+    got = list(catalog_memo.pieces(blocks))
+    assert b"".join(p for p, _ in got) == pretty
+    assert [final for _, final in got] == [False] * (len(got) - 1) + [True]
+    # one piece per array element: the first holds the "[", the last (final) one the "]"
+    assert len(got) == 400 and got[-1][0].endswith(b"}\n]") and got[1][0].startswith(b"\n    {") and got[1][0].endswith(b"\n    },")
+
+
+def test_separator_by_shape():
+    assert catalog_memo.separator(b'{"a": 1}\n{"a": 2}\n{"a": 3}\n') == b"\n"
+    slack = json.dumps([{"ts": str(i), "user_profile": {"name": "x"}, "text": "t"} for i in range(50)], indent=4)
+    assert catalog_memo.separator(slack.encode()) == b"\n    },"
+    discord = json.dumps({"guild": {"id": "1"}, "channel": {"id": "2"}, "dateRange": {"after": None},
+                          "messages": [{"id": str(i), "author": {"id": "3"}} for i in range(50)]}, indent=2)
+    assert catalog_memo.separator(discord.encode()) == b"\n    },"
+    assert catalog_memo.separator(json.dumps([{"a": i} for i in range(5)]).encode()) == b"},"
+
+
+def test_a_piece_without_separator_is_cut_at_max_piece(monkeypatch):
+    monkeypatch.setattr(catalog_memo, "MAX_PIECE", 100)
+    data = b"x" * 1050
+    got = list(catalog_memo.pieces([data[:300], data[300:]], sep=b"\n"))
+    assert [len(p) for p, _ in got] == [100] * 10 + [50] and got[-1][1]

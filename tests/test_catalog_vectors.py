@@ -80,20 +80,6 @@ def test_keys():
     assert MASTER.blob_id(b"strongroom catalogue part\0" + doc.encode()).hex() == k["part_key"]
 
 
-def test_segment_keys():
-    """§23.6 by hand: B = K("strongroom catalogue segment\\0" ‖ S(context, platform, source)),
-    key = K(B ‖ BLAKE3(state) ‖ chunk id ‖ final byte)."""
-    keys = VECTOR["keys"]
-    doc = canonical({"context": keys["context_key"], "platform": keys["platform"], "source": keys["source"]})
-    base = MASTER.blob_id(b"strongroom catalogue segment\0" + doc.encode())
-    assert base.hex() == keys["segment_base"]
-    assert len(keys["segments"]) == 2
-    for seg in keys["segments"]:
-        key = MASTER.blob_id(base + blake3.blake3(seg["state"].encode()).digest() + bytes.fromhex(seg["chunk_id"])
-                             + (b"\1" if seg["final"] else b"\0"))
-        assert key.hex() == seg["key"]
-
-
 def test_part_header_node_and_trees():
     part = VECTOR["part"]
     k = VECTOR["keys"]

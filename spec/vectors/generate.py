@@ -638,7 +638,7 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
     """Message catalogue (§23): record lines, a part's header and record-boundary chunks, the
     content, context and part keys, and the catalogue tree holding the part."""
     from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
-                                                     part_key, record_sort_key, segment_base, segment_key)
+                                                     part_key, record_sort_key)
     messages = catalog_messages()
     lines = sorted({(record_sort_key(m), encode_record(m)) for m in messages})
     lines = [line for _, line in lines]
@@ -650,10 +650,6 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
     users_content = content_key(master.blob_id, [users_id])
     context = master.blob_id(b"strongroom catalogue context\0" + b"export/users.json\0" + users_content)
     key = part_key(master.blob_id, "slack", "export/general/2023-11-14.json", content, context)
-    base = segment_base(master.blob_id, "slack", "export/general/2023-11-14.json", context)
-    segments = [{"state": state.decode(), "chunk_id": H(chunk_id), "final": final,
-                 "key": H(segment_key(master.blob_id, base, state, chunk_id, final))}
-                for state, chunk_id, final in ((b"", file_ids[0], False), (b'{"text": "unfinished', file_ids[1], True))]
     header = PartHeader("slack", "export/general/2023-11-14.json", key, len(lines)).encode()
     ids = [master.blob_id(header)] + [master.blob_id(c) for c in chunks]
     part = Node(name=b"2023-11-14.json", type=FILE, mode=0o600, size=len(header) + sum(map(len, chunks)),
@@ -665,8 +661,7 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
     return {
         "about": ("Message catalogue (spec §23). 'messages' are read into 'record_lines' (sorted, duplicates "
                   "once), cut into 'chunks' (line counts and blob ids); 'keys' shows the content, context and "
-                  "part keys (and §23.6 segment keys for two reader states) for an export file with the given "
-                  "chunk ids and one context file users.json, of "
+                  "part keys for an export file with the given chunk ids and one context file users.json, of "
                   "an export backed up at /backups/export ('source' and the context path are relative to "
                   "/backups); 'part' is the header line and the file node; 'trees' the catalogue from its root."),
         "master_secret": H(MASTER_SECRET),
@@ -680,8 +675,7 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
                  "context_file": {"path": "export/users.json", "chunk_ids": [H(users_id)],
                                   "content_key": H(users_content)},
                  "context_key": H(context), "platform": "slack", "export_root": "backups/export",
-                 "source": "export/general/2023-11-14.json", "part_key": H(key),
-                 "segment_base": H(base), "segments": segments},
+                 "source": "export/general/2023-11-14.json", "part_key": H(key)},
         "part": {"header": header.decode(), "header_id": H(ids[0]), "node": _node_json(part)},
         "trees": {"root": {"json": root.decode(), "id": H(master.blob_id(root))},
                   "backups": {"json": backups.decode(), "id": H(master.blob_id(backups))},

@@ -23,11 +23,11 @@ from typing import Iterable, Iterator
 import blake3
 
 from strongroom.commands import WarningCallback, ignore_warning
-from strongroom.chunker import chunk_stream
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
 from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
-                                                 export_relative, part_key, segment_base, segment_key)
+                                                 export_relative, part_key, segment_base)
+from strongroom.messages.catalog_memo import PieceMemo
 from strongroom.messages.external_sort import ExternalSorter
 from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
@@ -47,9 +47,9 @@ class CatalogStats:
     parts: int = 0
     parts_reused: int = 0
     files_read: int = 0
-    segments_read: int = 0  # chunks of changed export files read and parsed (spec §23.6)
-    segments_reused: int = 0  # chunks whose catalogue records were reused without reading them
-    messages: int = 0  # in parts read this time (reused parts are not counted again)
+    pieces_parsed: int = 0  # pieces (~ records) of changed export files parsed (spec §23.6)
+    pieces_reused: int = 0  # pieces whose record lines came from the file's memo
+    messages: int = 0  # in parts written this time (reused parts are not counted again)
     platforms: list[str] = field(default_factory=list)
 
 
@@ -75,6 +75,10 @@ def _messages(reader: ExportReader, files, export: Export, warn: WarningCallback
     return reader.messages(files, export, warn=warn) if takes_warn else reader.messages(files, export)
 
 
+class _Counted:
+    n = 0
+
+
 class _Monolithic(Exception):
     """A reader named a source that is not one of the export's files: catalogue it as a whole."""
 
@@ -86,7 +90,7 @@ class CatalogBuilder:
         self.writer = writer
         self.readers = readers
         self.reuse = reuse  # a catalog_index.PartNodes, or None to read every export file
-        self.segments = segments  # a catalog_index.SegmentTable, or None to read every chunk
+        self.memos = segments  # a catalog_index.MemoTable, or None to parse every piece
         self.warn = warn
         self.keyed = repo.master.blob_id
         self.stats = CatalogStats()
@@ -172,52 +176,38 @@ class CatalogBuilder:
         make = getattr(reader, "segment_reader", None)
         return make(files, export, path, self.warn) if make is not None else None
 
-    def _pieces(self, files, path: str) -> Iterator[tuple[bytes, bytes | None]]:
-        """(chunk id, content or None) of each chunk of ``path``: a snapshot file's own chunks
-        (content read later, only if needed), or a zip member cut as the backup cuts text."""
-        if self.tree.has(path):
-            for chunk_id in self.tree.chunk_ids(path):
-                yield chunk_id, None
-            return
+    @staticmethod
+    def _content(files, path: str) -> Iterator[bytes]:
+        """The bytes of ``path`` as the snapshot holds them, in blocks (never the whole file)."""
         with files.open(path) as f:
-            for chunk in chunk_stream(f, self.repo.config.chunking.text):
-                yield self.keyed(chunk), chunk
+            while block := f.read(1 << 20):
+                yield block
 
     def _read_segments(self, segment_reader, files, export: Export, path: str, key: bytes, context: bytes) -> None:
-        """Write the part of ``path`` one segment per chunk of the file: a chunk read before in
-        the same reader state gives the same segment, reused from the cache without reading it."""
+        """Write the part of ``path`` from its reader's messages in file order (spec §23.6),
+        feeding the file to the segment reader in record-sized pieces. A piece seen in the
+        previous version of the file, in the same reader state, is not parsed again: its record
+        lines and the state after it come from the file's memo (catalog_memo)."""
         source = export_relative(export.root, path)
-        base = segment_base(self.keyed, export.platform, source, context)
-        known, table = self.writer.known, self.segments
-        state = segment_reader.initial()
-        chunks: list[tuple[bytes, int]] = []  # (id, size) of the part's record chunks
-        count = 0
-        pieces = self._pieces(files, path)
-        piece = next(pieces, None)
-        if piece is None:
-            piece = (self.keyed(b""), b"")  # an empty file: one empty, final piece
-        while piece is not None:
-            following = next(pieces, None)
-            chunk_id, data = piece
-            final = following is None
-            key_of_segment = segment_key(self.keyed, base, state, chunk_id, final)
-            hit = table.lookup(key_of_segment, known) if table is not None else None
-            if hit is not None:
-                written, n, state = hit
-                self.stats.segments_reused += 1
-            else:
-                if data is None:
-                    data = self.repo.load_blob(chunk_id)
-                messages, state = segment_reader.feed(state, data, final, self.warn)
-                written, n = self._write_segment(messages)
-                if table is not None:
-                    table.remember(key_of_segment, written, n, state)
-                self.stats.segments_read += 1
-                self.stats.messages += n
-            chunks += written
-            count += n
-            piece = following
-        header = PartHeader(export.platform, source, key, count).encode()
+        memo_key = segment_base(self.keyed, export.platform, source, context)
+        memo = self.memos.load(memo_key) if self.memos is not None else PieceMemo()
+        counted = _Counted()
+
+        def lines() -> Iterator[bytes]:
+            previous = None
+            for piece_lines in memo.read(segment_reader, self._content(files, path), self.warn):
+                for line in piece_lines:
+                    if line != previous:  # the same message twice in a row is recorded once
+                        previous = line
+                        counted.n += 1
+                        yield line
+
+        chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_records(lines(), self.keyed)]
+        self.stats.pieces_parsed += memo.parsed
+        self.stats.pieces_reused += memo.reused
+        if self.memos is not None:
+            self.memos.remember(memo_key, memo)
+        header = PartHeader(export.platform, source, key, counted.n).encode()
         content = FileContent(self.writer)
         content.append(self.writer.add(DATA, header, text=True)[0])
         size = len(header)
@@ -228,18 +218,9 @@ class CatalogBuilder:
         self._add_part(path, part_ids, lists, size)
         self.stats.files_read += 1
         self.stats.parts += 1
+        self.stats.messages += counted.n
         if self.reuse is not None:
             self.reuse.remember(key, part_ids, lists, size)
-
-    def _write_segment(self, messages: list[Message]) -> tuple[list[tuple[bytes, int]], int]:
-        """Store one segment's records (sorted, duplicates once); return ((id, size) of its
-        chunks, number of lines)."""
-        if not messages:
-            return [], 0
-        lines = sorted((m.conversation, m.time_ms, m.message_id, encode_record(m)) for m in messages)
-        unique = [line for i, (_, _, _, line) in enumerate(lines) if i == 0 or line != lines[i - 1][3]]
-        written = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_records(unique, self.keyed)]
-        return written, len(unique)
 
     def _content_key(self, files, path: str) -> bytes:
         if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds

@@ -191,15 +191,9 @@ def part_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, c
 
 
 def segment_base(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, context: bytes) -> bytes:
-    """What every segment key of one export file starts with (spec §23.6)."""
+    """The key of one export file's memo in the messages cache (spec §23.6)."""
     doc = _dumps({"context": context.hex(), "platform": platform, "source": source})
     return keyed_hash(b"strongroom catalogue segment\0" + doc)
-
-
-def segment_key(keyed_hash: Callable[[bytes], bytes], base: bytes, state: bytes, chunk_id: bytes,
-                final: bool) -> bytes:
-    """The key of one chunk of an export file read in one reader state (spec §23.6)."""
-    return keyed_hash(base + blake3.blake3(state).digest() + chunk_id + (b"\1" if final else b"\0"))
 
 
 def chunk_records(lines: Iterable[bytes], cut_hash: Callable[[bytes], bytes]) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ repository's own index already shows. Tables (strongroom.index.MessageCache):
     parts      header blob id  -> sealed(description JSON length u32, JSON, chunk ids)
     snaps      snapshot id     -> catalogue root id, then the header blob id of each part
     partnodes  part key        -> size u64, id count u32, ids, chunk-list ids (for backups' reuse)
-    segments   segment key     -> sealed(message count u32, id count u32, ids, reader state after it)
+    segments   export file key -> sealed(zstd(piece memo)): record lines per (state, piece) (catalog_memo)
     meta       schema and a key check (another key's cache is dropped, not misread)
 
 Deduplication carries over: a chunk or part shared by thirty snapshots is stored and scanned
@@ -35,6 +35,7 @@ from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.fetcher import BlobFetcher
 from strongroom.index import MESSAGE_SCHEMA, MessageCache
 from strongroom.messages.catalog_format import PartHeader, Record, iter_records
+from strongroom.messages.catalog_memo import PieceMemo
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot
 from strongroom.tree import DIR, FILE
@@ -42,7 +43,6 @@ from strongroom.tree import DIR, FILE
 CONTEXT_CACHE = "strongroom 2026-11-22 v1 message cache key"
 _U32 = struct.Struct("<I")
 _NODE = struct.Struct("<QII")
-_SEGMENT = struct.Struct("<II")
 MAX_CHUNK_PLAIN = 64 * 1024 * 1024
 
 
@@ -82,36 +82,23 @@ class PartNodes:
             self._pending = []
 
 
-class SegmentTable:
-    """Segment key -> what reading one chunk of an export file gave (spec §23.6): the catalogue
-    chunks written for it (id and size), their message count and the reader's state after the
-    chunk. The state may hold the start of an unfinished message, so values are sealed."""
+class MemoTable:
+    """Export file -> its piece memo (catalog_memo, spec §23.6): the record lines and reader
+    states of the file's latest version, sealed like all message data here."""
 
     def __init__(self, index: MessageIndex) -> None:
         self._index = index
         self._pending: list[tuple[bytes, bytes]] = []
 
-    def lookup(self, key: bytes, known: Callable[[bytes], bool]
-               ) -> tuple[list[tuple[bytes, int]], int, bytes] | None:
+    def load(self, key: bytes) -> PieceMemo:
         raw = self._index.cache.get("segments", key)
-        if raw is None:
-            return None
-        plain = self._index._open("segments", key, raw)
-        count, n = _SEGMENT.unpack_from(plain)
-        end = _SEGMENT.size + 36 * n
-        if len(plain) < end:
-            return None
-        chunks = [(plain[i:i + 32], _U32.unpack_from(plain, i + 32)[0]) for i in range(_SEGMENT.size, end, 36)]
-        if not all(known(blob_id) for blob_id, _ in chunks):
-            return None  # pruned, or never stored (an interrupted backup): read the chunk again
-        return chunks, count, plain[end:]
+        return PieceMemo() if raw is None else PieceMemo.decode(self._index._open("segments", key, raw))
 
-    def remember(self, key: bytes, chunks: list[tuple[bytes, int]], count: int, state: bytes) -> None:
-        plain = _SEGMENT.pack(count, len(chunks)) + b"".join(i + _U32.pack(n) for i, n in chunks) + state
-        self._pending.append((key, self._index._seal("segments", key, plain)))
+    def remember(self, key: bytes, memo: PieceMemo) -> None:
+        self._pending.append((key, self._index._seal("segments", key, memo.encode())))
 
     def flush(self) -> None:
-        """Record what was remembered; call once the blobs are stored (after the writer's flush)."""
+        """Record what was remembered (after the writer's flush, like the part nodes)."""
         if self._pending:
             self._index.cache.put_many("segments", self._pending)
             self._pending = []
@@ -176,7 +163,7 @@ class MessageIndex:
             self.cache.clear()
             self.cache.put_many("meta", [(b"schema", MESSAGE_SCHEMA), (b"check", check)])
         self.part_nodes = PartNodes(self.cache)
-        self.segments = SegmentTable(self)
+        self.segments = MemoTable(self)
 
     def close(self) -> None:
         self.cache.close()

@@ -1,0 +1,136 @@
+"""What makes cataloguing a changed export file cost what changed in it (spec §23.6).
+
+A nightly full export changes a little in most of its files (new messages, edits, reactions,
+a volatile header), so most files must be read again, but most of their *records* are the same
+bytes as the night before. The file is fed to its reader's segment reader (§22.10) in pieces of
+about one record each, cut after the file's record separator (below). By the segment reader's
+contract, what a piece yields depends only on the reader state before it and its bytes, so the
+result for (state, piece) is remembered — the record lines it gave and the state after it — and
+the next version of the file answers every piece it still holds from that *memo*, parsing only
+pieces it has not seen. Which pieces a file is cut into never changes what is catalogued: any
+partition gives the same messages in the same order (§22.10). So the memo is a cache only.
+
+A memo is one value per export file in the local messages cache (catalog_index.MemoTable),
+sealed like all message data there, holding only the pieces of the file's latest version, and
+at most ``MEMO_MAX_BYTES`` of them (a larger file has its other pieces parsed every time): memory
+stays bounded whatever the file size.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+from typing import Callable, Iterable, Iterator
+
+import blake3
+
+from strongroom.messages.catalog_format import encode_record
+
+MEMO_MAX_BYTES = 32 * 1024 * 1024  # record lines and states kept per file
+MAX_PIECE = 1024 * 1024  # a piece is cut here when no separator came (compact JSON, odd input)
+SNIFF = 64 * 1024
+_MEMO_VERSION = 1
+_KEY = struct.Struct("<I?")
+
+
+def separator(head: bytes) -> bytes:
+    """Where records of this file most likely end, from its first bytes: a newline for JSON
+    lines, else the closing bracket (and comma) of the most frequent object-closing line of
+    pretty-printed JSON (the shallowest of those nearly as frequent: an array element's own
+    closing line, not a nested object's), else "}," (compact JSON). Only the memo's hit rate
+    depends on this choice, never what is catalogued."""
+    newlines = head.count(b"\n")
+    if newlines >= 2 and (head.startswith(b"{") + head.count(b"\n{")) * 2 > newlines:
+        return b"\n"
+    counts = [(head.count(b"\n" + b" " * k + b"},"), k) for k in range(17)]
+    best = max(n for n, _ in counts)
+    if best >= 2:
+        k = min(k for n, k in counts if n * 3 >= best * 2)
+        return b"\n" + b" " * k + b"},"
+    return b"},"
+
+
+def pieces(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator[tuple[bytes, bool]]:
+    """(piece, final) for the concatenated ``blocks``: each piece ends just after a separator
+    (or at MAX_PIECE bytes); the last piece (possibly empty) has ``final`` set. The separator
+    is sniffed from the first SNIFF bytes unless given."""
+    buf = b""
+    for block in blocks:
+        buf = buf + block if buf else block
+        if sep is None:
+            if len(buf) < SNIFF:
+                continue  # more to sniff from
+            sep = separator(buf[:SNIFF])
+        start = yield from _cut(buf, sep)
+        buf = buf[start:]
+    if sep is None:
+        sep = separator(buf)
+    start = yield from _cut(buf, sep)
+    yield buf[start:], True
+
+
+def _cut(data: bytes, sep: bytes):
+    """Yield the whole pieces at the start of ``data``; return where the unfinished rest begins."""
+    find, n, start = data.find, len(sep), 0
+    while True:
+        i = find(sep, start)
+        if i >= 0 and i + n - start <= MAX_PIECE:
+            yield data[start:i + n], False
+            start = i + n
+        elif len(data) - start > MAX_PIECE:
+            yield data[start:start + MAX_PIECE], False
+            start += MAX_PIECE
+        else:
+            return start
+
+
+class PieceMemo:
+    """Record lines and next state per (state, piece) of one export file: the previous version's
+    (read) and this version's (written, within MEMO_MAX_BYTES)."""
+
+    def __init__(self, entries: dict[bytes, tuple[tuple[bytes, ...], bytes]] | None = None) -> None:
+        self.previous = entries or {}
+        self.current: dict[bytes, tuple[tuple[bytes, ...], bytes]] = {}
+        self._size = 0
+        self.parsed = 0  # pieces parsed this time
+        self.reused = 0  # pieces answered from the memo
+
+    def read(self, reader, blocks: Iterable[bytes], warn: Callable[[str], None]) -> Iterator[tuple[bytes, ...]]:
+        """The record lines of each piece of the file in ``blocks``, in order, through ``reader``
+        (a segment reader) where the memo does not know the piece."""
+        state = reader.initial()
+        previous, current = self.previous, self.current
+        for piece, final in pieces(blocks):
+            h = blake3.blake3(_KEY.pack(len(state), final))
+            h.update(state)
+            h.update(piece)
+            key = h.digest(16)
+            hit = previous.get(key) or current.get(key)
+            if hit is not None:
+                self.reused += 1
+                lines, state = hit
+            else:
+                self.parsed += 1
+                messages, state = reader.feed(state, piece, final, warn)
+                lines = tuple(encode_record(m) for m in messages)
+                hit = (lines, state)
+            if key not in current and self._size < MEMO_MAX_BYTES:
+                current[key] = hit
+                self._size += 48 + len(state) + sum(map(len, lines))
+            yield lines
+
+    def encode(self) -> bytes:
+        """This version's entries (what the next version can reuse)."""
+        return bytes([_MEMO_VERSION]) + marshal.dumps(self.current)
+
+    @classmethod
+    def decode(cls, data: bytes) -> PieceMemo:
+        """A memo from ``encode``; an unreadable one (another Python's marshal, another version)
+        is an empty memo: the file is parsed again, nothing else changes."""
+        if not data or data[0] != _MEMO_VERSION:
+            return cls()
+        try:
+            entries = marshal.loads(data[1:])
+        except (ValueError, EOFError, TypeError):
+            return cls()
+        return cls(entries if isinstance(entries, dict) else None)
