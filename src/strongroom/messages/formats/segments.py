@@ -68,10 +68,15 @@ def _no_constants(name: str):
     raise Broken(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+#: _value_end found a value's end without parsing it
+_UNPARSED = object()
+
+
 def _parse(span: bytes):
     """The JSON value ``span`` (UTF-8, strict), numbers as ijson's use_float gives them."""
     try:
-        return json.loads(span.decode("utf-8"), parse_constant=_no_constants)
+        return _DECODER.decode(span.decode("utf-8"))
     except RecursionError:
         raise _TooDeep("nested too deeply") from None
 
@@ -270,7 +275,7 @@ class _Scan:
             for name in route[1]:
                 self.st["c"].pop(name, None)
             return pos + 1
-        end = _value_end(text, pos, final)
+        end, value = _value_end(text, pos, final)
         action = route[0] if route is not None and route[0] != DESCEND else None
         if end is None:
             if len(text) - pos > self.limit:
@@ -286,9 +291,9 @@ class _Scan:
                 self._too_long(action)
             self._after_value()
             return end
-        value = None
         try:
-            value = _parse(text[pos:end])
+            if value is _UNPARSED:
+                value = _parse(text[pos:end])
         except _TooDeep as exc:
             if action is not None:
                 self.report.bad_record("message" if action == RECORD else path, exc)
@@ -361,9 +366,9 @@ def _child(parent: str, frame: list) -> str:
     return f"{parent}.{name}" if parent else name
 
 
-def _value_end(text: bytes, pos: int, final: bool) -> int | None:
-    """The end of the JSON value starting at ``pos`` (not validated beyond finding its end), or
-    None if ``text`` ends before it does."""
+def _value_end(text: bytes, pos: int, final: bool) -> tuple[int | None, object]:
+    """The end of the JSON value starting at ``pos`` (None if ``text`` ends before it does),
+    and the value if finding the end parsed it (else _UNPARSED: not validated yet)."""
     c = text[pos]
     n = len(text)
     if c == _OPEN or c == _OPEN_ARRAY:
@@ -371,46 +376,41 @@ def _value_end(text: bytes, pos: int, final: bool) -> int | None:
         eol = text.find(b"\n", pos)
         if eol < 0:
             eol = n
-        line_rest = text[pos + 1:eol]
-        if not line_rest.strip():
+        end = -1
+        if not text[pos + 1:eol].strip():
             # pretty-printed: the bracket closes on the next line of exactly this indentation
             ls = text.rfind(b"\n", 0, pos) + 1
             indent = text[ls:pos]
             if not indent.strip(b" \t"):
-                e = text.find(b"\n" + indent + closer, eol)
-                if e >= 0:
-                    end = e + 1 + len(indent) + 1
-                    if _parses(text[pos:end]):
-                        return end
+                end = text.find(b"\n" + indent + closer, eol)
+                if end >= 0:
+                    end += len(indent) + 2
         elif eol < n or final:
             # one record per line: it ends where its line does (before a comma)
             end = len(text[:eol].rstrip(b" \t\r,"))
-            if end > pos and text[end - 1] == closer[0] and _parses(text[pos:end]):
-                return end
-        return _bracket_end(text, pos, final)
+            if end <= pos or text[end - 1] != closer[0]:
+                end = -1
+        if end > 0:
+            try:
+                return end, _parse(text[pos:end])
+            except ValueError:  # includes invalid UTF-8 and _TooDeep: the bracket scan decides
+                pass
+        return _bracket_end(text, pos, final), _UNPARSED
     if c == _QUOTE:
         m = _STRING.match(text, pos)
         if m is None:
             if final:
                 raise Broken("the document ends inside a string")
-            return None
-        return m.end()
+            return None, _UNPARSED
+        return m.end(), _UNPARSED
     m = _SCALAR_RUN.match(text, pos)
     if m is None:
         raise Broken(f"unexpected byte {bytes([c])!r}")
     if m.end() == n and not final:
-        return None
+        return None, _UNPARSED
     if _SCALAR.fullmatch(text, pos, m.end()) is None:
         raise Broken(f"not a JSON value: {text[pos:m.end()][:40]!r}")
-    return m.end()
-
-
-def _parses(span: bytes) -> bool:
-    try:
-        _parse(span)
-    except ValueError:  # includes invalid UTF-8 and _TooDeep: the bracket scan decides
-        return False
-    return True
+    return m.end(), _UNPARSED
 
 
 def _bracket_end(text: bytes, pos: int, final: bool) -> int | None:
