@@ -378,7 +378,8 @@ def test_an_over_long_skipped_or_captured_value_costs_no_memory(monkeypatch):
     monkeypatch.setattr(common, "MAX_LINE", 300)
     doc = {"guild": {"id": "1", "name": "g" * 1000}, "channel": {"id": "2", "name": "c"},
            "dateRange": {"after": ["\\" * 500, {"x": "]" * 500}]},
-           "messages": [{"id": "5", "timestamp": "2025-03-01T10:00:00Z", "content": "ok", "author": {"name": "a"}}]}
+           "messages": [{"id": "5", "timestamp": "2025-03-01T10:00:00Z", "content": "ok",
+                         "author": {"name": "a"}}]}
     case = _single("discord", "c.json", json.dumps(doc, indent=2).encode())
     for sizes in (iter(lambda: 1, None), random_sizes(2, 1, 200)):
         warnings: list[str] = []

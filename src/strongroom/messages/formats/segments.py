@@ -27,6 +27,10 @@ from ..model import Message
 from . import common
 from .common import RECORD_ERRORS, FileReport, Warn
 
+#: Changes whenever the state encoding, or the messages ``feed`` gives for a state, do: a cache
+#: keyed by states must key by it too (spec §22.10).
+STATE_VERSION = 1
+
 #: What a route does with the value at its path.
 DESCEND = "descend"  # open the container and route its members (a path on the way to records)
 RECORD = "record"  # a record: parsed whole and converted to messages
