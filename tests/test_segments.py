@@ -14,11 +14,13 @@ from strongroom.chunker import ChunkingProfiles, chunk_stream
 from strongroom.messages.formats import LocalExportFiles, common, find_exports, write_native
 from strongroom.messages.formats.segments import decode_state
 from strongroom.messages.formats.telegram import shape
+from strongroom.messages.formats.throughput import synthetic
 from strongroom.messages.model import Export, Message
 from strongroom.samples import ExportParams, write_day
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
-CONTEXT = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json")
+CONTEXT = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json", "realm.json")
+SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip"}
 
 
 class DictFiles:
@@ -113,12 +115,13 @@ def sample_cases(tmp_path_factory) -> list[Case]:
     root = tmp_path_factory.mktemp("samples")
     for day in range(3):  # three nights: history grows, some messages edited
         write_day(root, day, ExportParams(scale=0.4, attachment_share=0.0))
+    synthetic(str(root), 300)  # a Zulip realm (one message per line) and a Matrix room
     return cases_in(LocalExportFiles(root))
 
 
 def test_the_fixtures_and_samples_cover_every_supported_format(sample_cases):
-    assert {c.export.platform for c in FIXTURE_CASES} == {"slack", "mattermost", "telegram", "discord"}
-    assert {c.export.platform for c in sample_cases} == {"slack", "mattermost", "telegram", "discord"}
+    assert {c.export.platform for c in FIXTURE_CASES} == SEGMENTED
+    assert {c.export.platform for c in sample_cases} == SEGMENTED
     assert sum(c.path.endswith("full/result.json") for c in FIXTURE_CASES) == 1
 
 
@@ -406,8 +409,22 @@ def test_formats_read_whole_offer_no_segment_reader():
     files = LocalExportFiles(FIXTURES)
     for reader, export in find_exports(files):
         make = getattr(reader, "segment_reader", None)
-        if reader.platform in ("whatsapp", "zulip", "matrix"):
+        if reader.platform in ("whatsapp", "matrix"):
             assert make is None
         else:
             context = [p for p in export.files if p.rpartition("/")[2] in CONTEXT]
             assert all(make(files, export, p, lambda w: None) is None for p in context)
+
+
+def test_a_value_that_leads_to_no_record_is_never_carried():
+    contacts = [{"first_name": f"n{i}", "last_name": "\u5f20", "phone_number": "+1 555 %04d" % i}
+                for i in range(400)]
+    doc = {"about": "x", "contacts": {"about": "c", "list": contacts}, "frequent_contacts": {"list": [[[[]]]]},
+           "chats": {"list": [{"name": "one", "type": "personal_chat", "id": 1, "messages": [
+               {"id": 5, "type": "message", "date_unixtime": "1740823200", "from": "x", "text": "hi"}]}]}}
+    for dump in (lambda o: json.dumps(o, indent=1), json.dumps):
+        case = _single("telegram", "result.json", dump(doc).encode())
+        assert len(case.data) > 30_000
+        msgs, _, biggest = feed(case.segments(), case.data, random_sizes(5, 1, 500))
+        assert [(m.conversation, m.message_id) for m in msgs] == [("one", "5")]
+        assert biggest < 500 + 250  # a piece, one contact, the path

@@ -53,7 +53,7 @@ def measure_pieces(root: str) -> dict[str, dict[str, float]]:
     files = LocalExportFiles(root)
     out: dict[str, dict[str, float]] = defaultdict(lambda: {
         "files": 0, "bytes": 0, "pieces": 0, "messages": 0, "whole_cpu_s": 0.0, "pieces_cpu_s": 0.0})
-    context = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json")
+    context = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json", "realm.json")
     for reader, export in find_exports(files):
         make = getattr(reader, "segment_reader", None)
         for path in export.files if make is not None else ():
