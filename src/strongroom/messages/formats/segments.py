@@ -27,6 +27,10 @@ from ..model import Message
 from . import common
 from .common import RECORD_ERRORS, FileReport, Warn
 
+#: Changes whenever the state encoding, or the messages ``feed`` gives for a state, do: a cache
+#: keyed by states must key by it too (spec §22.10).
+STATE_VERSION = 1
+
 #: What a route does with the value at its path.
 DESCEND = "descend"  # open the container and route its members (a path on the way to records)
 RECORD = "record"  # a record: parsed whole and converted to messages
@@ -39,6 +43,9 @@ Routes = dict[str, tuple]
 #: record, captures → messages (raises one of common.RECORD_ERRORS for a record of the wrong shape)
 Convert = Callable[[object, dict], "list[Message]"]
 
+#: Containers open at once (a value that leads to no record is read token by token when it
+#: spans pieces; deeper nesting than this is taken as a broken document).
+MAX_DEPTH = 256
 _BOM = b"\xef\xbb\xbf"
 _WS = re.compile(rb"[ \t\n\r]*")
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
@@ -68,10 +75,15 @@ def _no_constants(name: str):
     raise Broken(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+#: _value_end found a value's end without parsing it
+_UNPARSED = object()
+
+
 def _parse(span: bytes):
     """The JSON value ``span`` (UTF-8, strict), numbers as ijson's use_float gives them."""
     try:
-        return json.loads(span.decode("utf-8"), parse_constant=_no_constants)
+        return _DECODER.decode(span.decode("utf-8"))
     except RecursionError:
         raise _TooDeep("nested too deeply") from None
 
@@ -96,7 +108,8 @@ class JsonSegments:
     under way, ``v`` a value expected, ``e`` the value ended), ``k`` the open containers
     ``[bracket, phase, key]``, ``c`` the captures, ``m`` the mode (``r`` reading, ``s`` skipping
     an over-long value, ``x`` broken: nothing more comes from this file, ``f`` finished), and in
-    skip mode ``d`` the bracket depth and ``q`` whether a string is open."""
+    skip mode ``d`` the bracket depth and ``q`` whether a string is open; ``p`` (with an unfinished
+    record in the carry) how far its bracket scan got: ``[offset, depth, in a string]``."""
 
     def __init__(self, path: str, routes: Routes, convert: Convert) -> None:
         self.path = path
@@ -147,6 +160,8 @@ class _Scan:
         self.report = report
         self.out = out
         self.limit = common.MAX_LINE
+        #: how far the bracket scan of the value the carry begins with got (see _value_end)
+        self.resume: list | None = st.pop("p", None)
         self.paths: list[str] = []  # ijson prefix of each open container
         for i, frame in enumerate(st["k"]):
             self.paths.append(_child(self.paths[-1], st["k"][i - 1]) if i else "")
@@ -262,15 +277,33 @@ class _Scan:
 
     def _value(self, text: bytes, pos: int, final: bool, path: str) -> int | None:
         """Handle the value at ``pos`` (path ``path``): its end, or None if it is unfinished."""
+        resume, self.resume = self.resume, None  # it belongs to the first value of the piece
         route = self.routes.get(path)
         c = text[pos]
-        if route is not None and route[0] == DESCEND and (c == _OPEN or c == _OPEN_ARRAY):
+        if (c == _OPEN or c == _OPEN_ARRAY) and (route is None or route[0] == DESCEND):
+            if route is None:
+                # A value that leads to no record: dropped whole when it ends in this text
+                # (parsed all the same: a document that stops parsing stops here too), else
+                # read token by token, so it is never carried whatever its size.
+                end, value, _ = _value_end(text, pos, final)
+                if end is not None:
+                    if value is _UNPARSED:
+                        try:
+                            _parse(text[pos:end])
+                        except _TooDeep:
+                            pass
+                        except ValueError as exc:
+                            raise Broken(_first_line(exc)) from None
+                    self._after_value()
+                    return end
+                if len(self.st["k"]) >= MAX_DEPTH:
+                    raise Broken(f"nested deeper than {MAX_DEPTH}")
             self.st["k"].append(["{" if c == _OPEN else "[", "k0" if c == _OPEN else "v0", None])
             self.paths.append(path)
-            for name in route[1]:
+            for name in route[1] if route is not None else ():
                 self.st["c"].pop(name, None)
             return pos + 1
-        end = _value_end(text, pos, final)
+        end, value, progress = _value_end(text, pos, final, resume)
         action = route[0] if route is not None and route[0] != DESCEND else None
         if end is None:
             if len(text) - pos > self.limit:
@@ -280,22 +313,24 @@ class _Scan:
                     self._too_long(action)
                 self.st["m"], self.st["d"], self.st["q"] = "s", 0, False
                 return -1
+            if progress is not None:
+                self.st["p"] = progress
             return None
         if end - pos > self.limit:
             if action is not None:
                 self._too_long(action)
             self._after_value()
             return end
-        value = None
         try:
-            value = _parse(text[pos:end])
+            if value is _UNPARSED:
+                value = _parse(text[pos:end])
         except _TooDeep as exc:
             if action is not None:
                 self.report.bad_record("message" if action == RECORD else path, exc)
             self._after_value()
             return end
         except ValueError as exc:
-            raise Broken(str(exc).splitlines()[0] if str(exc) else "invalid JSON") from None
+            raise Broken(_first_line(exc)) from None
         if action == RECORD:
             try:
                 self.out.extend(self.convert(value, self.st["c"]))
@@ -318,41 +353,17 @@ class _Scan:
         depth and whether a string is open; the carry is at most one byte (a backslash whose
         escaped byte is still to come)."""
         st = self.st
-        depth, in_string = st["d"], st["q"]
-        pos = 0
-        while True:
-            if in_string:
-                m = _STRING_REST.match(text, pos)
-                if m is None:
-                    st["d"], st["q"] = depth, True
-                    return None, text[_STRING_TAIL.match(text, pos).end():]
-                pos = m.end()
-                in_string = False
-                if depth == 0:
-                    break
-                continue
-            m = _BRACKETS.search(text, pos)
-            if m is None:
-                st["d"], st["q"] = depth, False
-                return None, b""
-            pos = m.end()
-            b = text[m.start()]
-            if b == _QUOTE:
-                if pos - m.start() == 1:
-                    in_string = True
-                    continue
-                if depth == 0:
-                    break
-            elif b == _OPEN or b == _OPEN_ARRAY:
-                depth += 1
-            else:
-                depth -= 1
-                if depth == 0:
-                    break
+        end, stop, st["d"], st["q"] = _scan(text, 0, st["d"], st["q"])
+        if end is None:
+            return None, text[stop:]
         del st["d"], st["q"]
         st["m"] = "r"
         self._after_value()
-        return text[pos:], b""
+        return text[end:], b""
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else "invalid JSON"
 
 
 def _child(parent: str, frame: list) -> str:
@@ -361,9 +372,12 @@ def _child(parent: str, frame: list) -> str:
     return f"{parent}.{name}" if parent else name
 
 
-def _value_end(text: bytes, pos: int, final: bool) -> int | None:
-    """The end of the JSON value starting at ``pos`` (not validated beyond finding its end), or
-    None if ``text`` ends before it does."""
+def _value_end(text: bytes, pos: int, final: bool,
+               resume: list | None = None) -> tuple[int | None, object, list | None]:
+    """The end of the JSON value starting at ``pos`` (None if ``text`` ends before it does);
+    the value if finding the end parsed it (else _UNPARSED: not validated yet); and for an
+    unfinished container, how far the bracket scan got (``[offset from pos, depth, in a
+    string]``), which ``resume`` takes back in the next piece so a long value is scanned once."""
     c = text[pos]
     n = len(text)
     if c == _OPEN or c == _OPEN_ARRAY:
@@ -371,64 +385,81 @@ def _value_end(text: bytes, pos: int, final: bool) -> int | None:
         eol = text.find(b"\n", pos)
         if eol < 0:
             eol = n
-        line_rest = text[pos + 1:eol]
-        if not line_rest.strip():
+        end = -1
+        if not text[pos + 1:eol].strip():
             # pretty-printed: the bracket closes on the next line of exactly this indentation
             ls = text.rfind(b"\n", 0, pos) + 1
             indent = text[ls:pos]
             if not indent.strip(b" \t"):
-                e = text.find(b"\n" + indent + closer, eol)
-                if e >= 0:
-                    end = e + 1 + len(indent) + 1
-                    if _parses(text[pos:end]):
-                        return end
+                start = max(eol, pos + resume[0] - len(indent) - 2) if resume else eol
+                end = text.find(b"\n" + indent + closer, start)
+                if end >= 0:
+                    end += len(indent) + 2
         elif eol < n or final:
             # one record per line: it ends where its line does (before a comma)
             end = len(text[:eol].rstrip(b" \t\r,"))
-            if end > pos and text[end - 1] == closer[0] and _parses(text[pos:end]):
-                return end
-        return _bracket_end(text, pos, final)
+            if end <= pos or text[end - 1] != closer[0]:
+                end = -1
+        if end > 0:
+            try:
+                return end, _parse(text[pos:end]), None
+            except ValueError:  # includes invalid UTF-8 and _TooDeep: the bracket scan decides
+                pass
+        if resume:
+            end, stop, depth, in_string = _scan(text, pos + resume[0], resume[1], resume[2])
+        else:
+            end, stop, depth, in_string = _scan(text, pos, 0, False)
+        if end is None and final:
+            raise Broken("the document ends inside a value")
+        return end, _UNPARSED, None if end is not None else [stop - pos, depth, in_string]
     if c == _QUOTE:
         m = _STRING.match(text, pos)
         if m is None:
             if final:
                 raise Broken("the document ends inside a string")
-            return None
-        return m.end()
+            return None, _UNPARSED, None
+        return m.end(), _UNPARSED, None
     m = _SCALAR_RUN.match(text, pos)
     if m is None:
         raise Broken(f"unexpected byte {bytes([c])!r}")
     if m.end() == n and not final:
-        return None
+        return None, _UNPARSED, None
     if _SCALAR.fullmatch(text, pos, m.end()) is None:
         raise Broken(f"not a JSON value: {text[pos:m.end()][:40]!r}")
-    return m.end()
+    return m.end(), _UNPARSED, None
 
 
-def _parses(span: bytes) -> bool:
-    try:
-        _parse(span)
-    except ValueError:  # includes invalid UTF-8 and _TooDeep: the bracket scan decides
-        return False
-    return True
-
-
-def _bracket_end(text: bytes, pos: int, final: bool) -> int | None:
-    depth = 0
-    for m in _BRACKETS.finditer(text, pos):
+def _scan(text: bytes, pos: int, depth: int, in_string: bool) -> tuple[int | None, int, int, bool]:
+    """Follow brackets and strings from ``pos`` (``depth`` brackets open, inside a string or
+    not): (the end of the value when its depth returns to 0, else None; where the scan stopped,
+    before a final backslash inside a string; the depth there; whether a string is open)."""
+    n = len(text)
+    while True:
+        if in_string:
+            m = _STRING_REST.match(text, pos)
+            if m is None:
+                return None, _STRING_TAIL.match(text, pos).end(), depth, True
+            pos = m.end()
+            in_string = False
+            if depth == 0:
+                return pos, pos, 0, False
+            continue
+        m = _BRACKETS.search(text, pos)
+        if m is None:
+            return None, n, depth, False
+        pos = m.end()
         b = text[m.start()]
         if b == _QUOTE:
-            if m.end() - m.start() == 1:  # an opening quote without its close
-                break
+            if pos - m.start() == 1:  # an opening quote whose close is not here yet
+                in_string = True
+            elif depth == 0:
+                return pos, pos, 0, False
         elif b == _OPEN or b == _OPEN_ARRAY:
             depth += 1
         else:
             depth -= 1
-            if depth == 0:
-                return m.end()
-    if final:
-        raise Broken("the document ends inside a value")
-    return None
+            if depth <= 0:
+                return pos, pos, 0, False
 
 
 class LineSegments:

@@ -19,6 +19,7 @@ from typing import BinaryIO, Iterable, Iterator
 from ..model import Export, ExportFiles, Message
 from .common import (
     RECORD_ERRORS, Warn, guarded, head, head_events, int_ms, json_items, log_warning, s, top_keys)
+from .segments import DESCEND, RECORD, JsonSegments
 
 PLATFORM = "zulip"
 _MESSAGES = re.compile(r"^messages-\d+\.json$")
@@ -55,13 +56,32 @@ class ZulipReader:
     def messages(self, files: ExportFiles, export: Export, warn: Warn | None = None) -> Iterator[Message]:
         # roles by name, not position: a caller may pass the files re-sorted or a subset
         warn = warn or log_warning
-        realm = _Realm()
-        for p in export.files:
-            if p.rpartition("/")[2] == "realm.json":
-                yield from guarded(p, warn, lambda report, p=p: realm.read(files, p, report))
+        realm = self._realm(files, export, warn)
         for p in export.files:
             if _MESSAGES.match(p.rpartition("/")[2]):
                 yield from guarded(p, warn, lambda report, p=p: _read(files, p, realm, report))
+
+    def segment_reader(self, files: ExportFiles, export: Export, path: str,
+                       warn: Warn | None = None) -> JsonSegments | None:
+        """A messages file piece by piece (spec §22.10): records under ``zerver_message``; the
+        context is realm.json (read once per export and tree)."""
+        if path not in export.files or not _MESSAGES.match(path.rpartition("/")[2]):
+            return None
+        memo = self._realm_memo  # the messages files of one export share it
+        if memo is None or memo[0] is not files or memo[1] != export:
+            memo = self._realm_memo = (files, export, self._realm(files, export, warn or log_warning))
+        realm, source = memo[2], path.rpartition("/")[2]
+        return JsonSegments(path, _SEGMENT_ROUTES, lambda rec, captures: [_message(rec, realm, source)])
+
+    _realm_memo: tuple | None = None
+
+    def _realm(self, files: ExportFiles, export: Export, warn: Warn) -> _Realm:
+        realm = _Realm()
+        for p in export.files:
+            if p.rpartition("/")[2] == "realm.json":
+                for _ in guarded(p, warn, lambda report, p=p: realm.read(files, p, report)):
+                    pass
+        return realm
 
 
 class _Realm:
@@ -104,17 +124,25 @@ def _read(files, path, realm: _Realm, report) -> Iterator[Message]:
     with files.open(path) as f:
         for n, m in enumerate(json_items(f, "zerver_message.item")):
             try:
-                if not isinstance(m, dict):
-                    raise TypeError(f"expected an object, got {type(m).__name__}")
-                sender = int(m["sender"])
-                yield Message(
-                    platform=PLATFORM, conversation=realm.conversation(int(m["recipient"]), sender),
-                    message_id=s(m["id"]), author=realm.user(sender),
-                    time_ms=int_ms(float(m["date_sent"]) * 1000),
-                    edited=m.get("last_edit_time") is not None, text=s(m.get("content")),
-                    source=source, topic=s(m.get("subject", m.get("topic_name"))))
+                yield _message(m, realm, source)
             except RECORD_ERRORS as exc:
                 report.bad_record(f"message {n}", exc)
+
+
+def _message(m, realm: _Realm, source: str) -> Message:
+    if not isinstance(m, dict):
+        raise TypeError(f"expected an object, got {type(m).__name__}")
+    sender = int(m["sender"])
+    return Message(
+        platform=PLATFORM, conversation=realm.conversation(int(m["recipient"]), sender),
+        message_id=s(m["id"]), author=realm.user(sender),
+        time_ms=int_ms(float(m["date_sent"]) * 1000),
+        edited=m.get("last_edit_time") is not None, text=s(m.get("content")),
+        source=source, topic=s(m.get("subject", m.get("topic_name"))))
+
+
+_SEGMENT_ROUTES = {"": (DESCEND, ()), "zerver_message": (DESCEND, ()),
+                   "zerver_message.item": (RECORD,)}
 
 
 # ---- native output

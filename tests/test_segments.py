@@ -1,0 +1,430 @@
+"""Export files read piece by piece (SegmentReader, spec §22.10) against the whole-file readers:
+equivalence for any partition, deterministic states, bounded memory, bad input never raises."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from strongroom.chunker import ChunkingProfiles, chunk_stream
+from strongroom.messages.formats import LocalExportFiles, common, find_exports, write_native
+from strongroom.messages.formats.segments import decode_state
+from strongroom.messages.formats.telegram import shape
+from strongroom.messages.formats.throughput import synthetic
+from strongroom.messages.model import Export, Message
+from strongroom.samples import ExportParams, write_day
+
+FIXTURES = Path(__file__).parent / "fixtures" / "exports"
+CONTEXT = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json", "realm.json")
+SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip"}
+
+
+class DictFiles:
+    """An ExportFiles tree of in-memory files."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def paths(self):
+        return sorted(self.files)
+
+    def size(self, path):
+        return len(self.files[path])
+
+    def open(self, path):
+        return io.BytesIO(self.files[path])
+
+
+class Case:
+    """One data file of a recognised export, with what the whole-file reader makes of it."""
+
+    def __init__(self, reader, files, export: Export, path: str) -> None:
+        self.reader, self.files, self.path = reader, files, path
+        # only this data file and the context files: the messages of this file alone
+        self.export = Export(export.platform, export.root, tuple(
+            p for p in export.files if p == path or p.rpartition("/")[2] in CONTEXT))
+        with files.open(path) as f:
+            self.data = f.read()
+
+    def whole(self, warn=None) -> list[Message]:
+        return list(self.reader.messages(self.files, self.export, warn=warn or (lambda w: None)))
+
+    def segments(self, warn=None):
+        return self.reader.segment_reader(self.files, self.export, self.path, warn or (lambda w: None))
+
+    def with_data(self, data: bytes) -> Case:
+        """The same file with other content (truncated, garbled)."""
+        tree = {p: self.files.open(p).read() for p in self.export.files}
+        tree[self.path] = data
+        return Case(self.reader, DictFiles(tree), self.export, self.path)
+
+    def __repr__(self) -> str:
+        return f"{self.export.platform}:{self.path}"
+
+
+def cases_in(files) -> list[Case]:
+    out = []
+    for reader, export in find_exports(files):
+        make = getattr(reader, "segment_reader", None)
+        for p in export.files:
+            if make is not None and make(files, export, p, lambda w: None) is not None:
+                out.append(Case(reader, files, export, p))
+    return out
+
+
+def feed(seg, data: bytes, sizes, warn=None) -> tuple[list[Message], dict[int, bytes], int]:
+    """Feed ``data`` in pieces of ``sizes`` (the last piece final): messages, the state at each
+    piece boundary, and the largest state seen."""
+    warn = warn or (lambda w: None)
+    state = seg.initial()
+    states = {0: state}
+    msgs: list[Message] = []
+    pos, biggest = 0, len(state)
+    sizes = iter(sizes)
+    while True:
+        size = next(sizes, len(data) - pos)
+        piece = data[pos:pos + size]
+        pos += len(piece)
+        got, state = seg.feed(state, piece, pos >= len(data), warn)
+        msgs += got
+        biggest = max(biggest, len(state))
+        if pos >= len(data):
+            return msgs, states, biggest
+        states[pos] = state
+
+
+def random_sizes(seed: int, low: int = 1, high: int = 5000):
+    rng = random.Random(seed)
+    while True:
+        yield rng.choice((0, rng.randint(low, high), rng.randint(low, 64)))
+
+
+def cdc_sizes(data: bytes, records: bool) -> list[int]:
+    return [len(c) for c in chunk_stream(io.BytesIO(data), ChunkingProfiles().text, records=records)]
+
+
+FIXTURE_CASES = cases_in(LocalExportFiles(FIXTURES))
+
+
+@pytest.fixture(scope="module")
+def sample_cases(tmp_path_factory) -> list[Case]:
+    root = tmp_path_factory.mktemp("samples")
+    for day in range(3):  # three nights: history grows, some messages edited
+        write_day(root, day, ExportParams(scale=0.4, attachment_share=0.0))
+    synthetic(str(root), 300)  # a Zulip realm (one message per line) and a Matrix room
+    return cases_in(LocalExportFiles(root))
+
+
+def test_the_fixtures_and_samples_cover_every_supported_format(sample_cases):
+    assert {c.export.platform for c in FIXTURE_CASES} == SEGMENTED
+    assert {c.export.platform for c in sample_cases} == SEGMENTED
+    assert sum(c.path.endswith("full/result.json") for c in FIXTURE_CASES) == 1
+
+
+@pytest.mark.parametrize("case", FIXTURE_CASES, ids=repr)
+def test_every_split_into_two_pieces_gives_the_whole_file_messages(case):
+    expected = case.whole()
+    assert expected  # every fixture file holds messages
+    seg = case.segments()
+    _, bytewise, _ = feed(seg, case.data, iter(lambda: 1, None))  # the state at every offset
+    for k in range(len(case.data) + 1):
+        msgs, states, _ = feed(seg, case.data, [k])
+        assert msgs == expected, k
+        if k < len(case.data):
+            assert states[k] == bytewise[k], k
+
+
+def test_random_and_chunker_partitions_give_the_same_messages_and_states(sample_cases):
+    for case in FIXTURE_CASES + sample_cases:
+        expected = case.whole()
+        seg = case.segments()
+        runs = [feed(seg, case.data, random_sizes(seed)) for seed in range(3)]
+        runs += [feed(seg, case.data, cdc_sizes(case.data, records)) for records in (False, True)]
+        runs.append(feed(seg, case.data, []))  # the whole file in one piece
+        seen: dict[int, bytes] = {}
+        for msgs, states, _ in runs:
+            assert msgs == expected, case
+            for offset, state in states.items():
+                assert seen.setdefault(offset, state) == state, (case, offset)
+
+
+def test_states_are_small_between_records_and_hold_the_captured_context(sample_cases):
+    discord = next(c for c in sample_cases if c.export.platform == "discord")
+    seg = discord.segments()
+    cut = discord.data.index(b"\n    },") + len(b"\n    },")  # just after the first message
+    _, states, _ = feed(seg, discord.data, [cut])
+    header, carry = decode_state(states[cut])
+    assert carry == b""
+    guild = json.loads(discord.data)["guild"]
+    channel = json.loads(discord.data)["channel"]
+    assert header["c"] == {"guild": {"id": guild["id"], "name": guild["name"]},
+                           "channel": {"id": channel["id"], "name": channel["name"]}}
+    assert len(states[cut]) < 250
+    slack = next(c for c in sample_cases if c.export.platform == "slack")
+    cut = slack.data.index(b"\n    },") + len(b"\n    },")
+    state = feed(slack.segments(), slack.data, [cut])[1][cut]
+    assert state == b'{"c":{},"k":[["[","v",null]],"m":"r","t":"v"}\0'
+    # an unfinished record is carried with its line's indentation (for the end guess)
+    cut += 10
+    state = feed(slack.segments(), slack.data, [cut])[1][cut]
+    assert state.partition(b"\0")[2] == slack.data[cut - 10:cut]
+
+
+def test_initial_state_equals_the_state_after_an_empty_piece():
+    for case in FIXTURE_CASES:
+        seg = case.segments()
+        assert seg.feed(seg.initial(), b"", False, lambda w: None) == ([], seg.initial())
+
+
+# ---- shapes the samples do not have
+
+
+def _single(platform: str, name: str, data: bytes, context: dict[str, bytes] | None = None) -> Case:
+    tree = dict(context or {})
+    tree[name] = data
+    files = DictFiles(tree)
+    found = [(r, e) for r, e in find_exports(files) if r.platform == platform]
+    assert found, name
+    reader, export = found[0]
+    return Case(reader, files, export, name)
+
+
+def _slack(day: bytes) -> Case:
+    return _single("slack", "ws/general/2025-03-01.json", day, {
+        "ws/channels.json": b'[{"id": "C1", "name": "general"}]',
+        "ws/users.json": b'[{"id": "U1", "name": "alice"}]'})
+
+
+SLACK_RECORDS = [
+    {"type": "message", "user": "U1", "text": "hello \u00e9 \U0001f600 \"quoted\" {braces} [x]",
+     "ts": "1740823200.000100"},
+    {"type": "message", "user": "U2", "text": "line\nbreak", "ts": "1740823201.000200",
+     "thread_ts": "1740823200.000100", "files": [{"name": "a.pdf"}], "edited": {"ts": "1"}},
+    {"type": "message", "subtype": "tombstone", "text": "deleted", "ts": "1740823202.000000"},
+    {"type": "message", "username": "bot", "text": "", "ts": "1740823203.5", "nested": [[{}], {"a": []}]},
+]
+
+
+def _all_partitions_match(case: Case, warnings_expected: bool | None = None) -> list[Message]:
+    whole_warnings: list[str] = []
+    expected = case.whole(whole_warnings.append)
+    seg = case.segments()
+    sizes = [iter(lambda: 1, None), [], [len(case.data) // 2]] + [random_sizes(s, 1, 40) for s in range(4)]
+    seen: dict[int, bytes] = {}
+    for sz in sizes:
+        warnings: list[str] = []
+        msgs, states, _ = feed(seg, case.data, sz, warnings.append)
+        assert msgs == expected, (case, sz)
+        if warnings_expected is not None:
+            assert bool(warnings) == warnings_expected, warnings
+        for offset, state in states.items():
+            assert seen.setdefault(offset, state) == state
+    return expected
+
+
+@pytest.mark.parametrize("dump", [
+    lambda o: json.dumps(o, indent=4),  # Slack's own layout
+    lambda o: json.dumps(o, indent="\t"),
+    lambda o: json.dumps(o, indent=2).replace("\n", "\r\n"),  # Windows line ends
+    lambda o: json.dumps(o),  # compact, one line: the bracket scan
+    lambda o: json.dumps(o, ensure_ascii=False, separators=(",", ":")),
+    lambda o: "\ufeff" + json.dumps(o, indent=1, ensure_ascii=False) + "\n\n",  # byte order mark
+    lambda o: "[" + ",\n".join(json.dumps(r) for r in o) + "]",  # one record per line
+])
+def test_layouts_of_the_same_document_read_alike(dump):
+    case = _slack(dump(SLACK_RECORDS).encode())
+    msgs = _all_partitions_match(case, warnings_expected=False)
+    assert [m.message_id for m in msgs] == ["1740823200.000100", "1740823201.000200", "1740823203.5"]
+    assert msgs[0].text == SLACK_RECORDS[0]["text"] and msgs[0].author == "alice"
+
+
+def test_numbers_read_as_ijson_reads_them():
+    """Telegram ids are converted with str(): int vs float must match ijson's use_float."""
+    records = ",".join(
+        '{"id": %s, "type": "message", "date_unixtime": "1740823200", "from": "a", "text": "t"}' % n
+        for n in ("7", "1e2", "2.50", "-0", "12345678901234", "1.5E-3", "0.0"))
+    doc = ('{"name": "g", "type": "private_group", "id": 1, "messages": [%s]}' % records).encode()
+    msgs = _all_partitions_match(_single("telegram", "result.json", doc), warnings_expected=False)
+    assert [m.message_id for m in msgs] == ["7", "100.0", "2.5", "0", "12345678901234", "0.0015", "0.0"]
+
+
+def test_telegram_chats_take_their_own_name_and_id():
+    chat = lambda name, cid, mid: {  # noqa: E731
+        **({"name": name} if name is not None else {}), "type": "personal_chat", "id": cid,
+        "messages": [{"id": mid, "type": "message", "date_unixtime": "1740823200", "from": "x",
+                      "text": ["a", {"type": "bold", "text": "b"}]}]}
+    doc = {"about": "x", "personal_information": {"user_id": 1},
+           "contacts": {"list": [{"first_name": "n", "phone_number": "1"}] * 50},
+           "chats": {"about": "c", "list": [chat("one", 1, 10), chat(None, 2, 20), chat(["odd"], 3, 30)]},
+           "left_chats": {"list": [chat("gone", 4, 40)]}}
+    case = _single("telegram", "result.json", json.dumps(doc, indent=1).encode())
+    msgs = _all_partitions_match(case, warnings_expected=False)
+    assert [(m.conversation, m.message_id, m.text) for m in msgs] == [
+        ("one", "10", "ab"), ("chat 2", "20", "ab"), ("chat 3", "30", "ab"), ("gone", "40", "ab")]
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+def test_native_output_one_record_per_line_reads_alike(platform):
+    msgs = [Message(platform, "guild/chan", str(100 + i), f"user{i % 3}", 1740823200000 + i * 1000,
+                    i % 4 == 0, f"text {i} {{}} [] \"q\"\n2nd line", reply_to=str(99 + i) if i % 5 else "")
+            for i in range(30)]
+    out = io.BytesIO()
+    write_native(platform, msgs, out)
+    case = _single(platform, "result.json", out.getvalue())
+    assert len(_all_partitions_match(case, warnings_expected=False)) == 30
+
+
+# ---- rule 4: bad input never raises
+
+
+def test_truncated_files_read_as_the_whole_file_reader_reads_them(sample_cases):
+    rng = random.Random(4)
+    picked = FIXTURE_CASES + [c for c in sample_cases if c.export.platform != "slack"][:4]
+    for case in picked:
+        n = len(case.data)
+        for cut in sorted({*rng.sample(range(n), min(n, 25)), 1, 2, n - 1}):
+            broken = case.with_data(case.data[:cut])
+            whole_warnings: list[str] = []
+            expected = broken.whole(whole_warnings.append)
+            seg = broken.segments()
+            for sizes in ([], random_sizes(cut, 1, 3000)):
+                warnings: list[str] = []
+                msgs, _, _ = feed(seg, broken.data, sizes, warnings.append)
+                assert msgs == expected, (case, cut)
+                if case.export.platform == "mattermost":  # a cut post line, as the whole file
+                    assert len(warnings) == len(whole_warnings)
+                elif cut < len(case.data.rstrip()):
+                    assert len(warnings) == 1, (case, cut)  # a cut document is reported
+
+
+@pytest.mark.parametrize("garbage", [b"\x00", b"\xff", b"}", b'"', b"{", b"]", b","])
+def test_garbled_files_read_as_the_whole_file_reader_reads_them(garbage, sample_cases):
+    """What came before the damage, one warning, nothing after (or, where the damage still
+    leaves JSON, the same records skipped)."""
+    rng = random.Random(garbage[0])
+    picked = FIXTURE_CASES + [c for c in sample_cases if c.export.platform in ("telegram", "discord")][:2]
+    for case in picked:
+        for _ in range(10):
+            at = rng.randrange(1, len(case.data) - 1)
+            bad = case.with_data(case.data[:at] + garbage + case.data[at:])
+            if case.export.platform == "telegram" and shape(bad.data) != shape(case.data):
+                continue  # no longer recognised as the same shape: not a reading question
+            whole_warnings: list[str] = []
+            expected = bad.whole(whole_warnings.append)
+            seg = bad.segments()
+            for sizes in ([], random_sizes(at, 1, 2000), cdc_sizes(bad.data, False)):
+                warnings: list[str] = []
+                msgs, _, _ = feed(seg, bad.data, sizes, warnings.append)
+                assert msgs == expected, (case, at)
+                assert sum("unreadable from here on" in w for w in warnings) == \
+                    sum("unreadable from here on" in w for w in whole_warnings), (case, at)
+
+
+def test_a_garbled_line_is_skipped_like_the_whole_file_reader_does():
+    case = next(c for c in FIXTURE_CASES if c.export.platform == "mattermost")
+    lines = case.data.split(b"\n")
+    post = next(i for i, line in enumerate(lines) if b'"post"' in line)
+    lines[post] = lines[post][:30] + b"\x00" + lines[post][30:]
+    bad = case.with_data(b"\n".join(lines))
+    msgs = _all_partitions_match(bad, warnings_expected=True)
+    assert len(msgs) == len(case.whole()) - 3  # that post had two replies
+
+
+def test_records_of_the_wrong_shape_are_skipped_with_a_warning():
+    records = ['"just a string"', "42", "null", '{"type": "message", "text": "no ts"}',
+               '{"ts": "1740823200.000100", "files": "not a list"}', '{"ts": "x.y"}',
+               json.dumps(SLACK_RECORDS[0]), '[1, 2]']
+    case = _slack(("[\n" + ",\n".join(records) + "\n]").encode())
+    msgs = _all_partitions_match(case, warnings_expected=True)
+    assert [m.message_id for m in msgs] == ["1740823200.000100"]
+    warnings: list[str] = []
+    feed(case.segments(), case.data, [], warnings.append)
+    assert len(warnings) == 7 and all("message skipped" in w for w in warnings)
+    # Discord and Telegram: a record without its id
+    doc = {"guild": {"id": "1", "name": "g"}, "channel": {"id": "2", "name": "c"}, "messages": [
+        {"timestamp": "2025-03-01T10:00:00+00:00", "content": "no id", "author": {"name": "a"}},
+        {"id": "5", "timestamp": "2025-03-01T10:00:00+00:00", "content": "ok", "author": {"name": "a"}}]}
+    msgs = _all_partitions_match(_single("discord", "c.json", json.dumps(doc, indent=2).encode()), True)
+    assert [(m.conversation, m.message_id) for m in msgs] == [("g/c", "5")]
+
+
+def test_record_warnings_are_capped_per_piece():
+    case = _slack(("[" + ",".join(["1"] * 30) + "]").encode())
+    warnings: list[str] = []
+    feed(case.segments(), case.data, [], warnings.append)
+    assert len(warnings) == 11 and warnings[-1].endswith("30 malformed records skipped in all")
+
+
+# ---- rule 3: bounded memory
+
+
+def test_an_over_long_record_is_skipped_and_never_accumulated(monkeypatch):
+    monkeypatch.setattr(common, "MAX_LINE", 400)
+    big = dict(SLACK_RECORDS[1], text='x\\"{[' * 300, ts="1740823209.000000")
+    records = [SLACK_RECORDS[0], big, SLACK_RECORDS[1], {"ts": "1740823210.1", "text": "s" * 2000}]
+    case = _slack(json.dumps(records, indent=4).encode())
+    seg = case.segments()
+    for sizes in (iter(lambda: 1, None), [], random_sizes(1, 1, 300), [500, 0, 1]):
+        warnings: list[str] = []
+        msgs, _, biggest = feed(seg, case.data, sizes, warnings.append)
+        assert [m.message_id for m in msgs] == ["1740823200.000100", "1740823201.000200"]
+        assert warnings == [f"{case.path}: message skipped: ValueError: longer than 400 bytes"] * 2
+        if sizes != []:
+            assert biggest <= 400 + 300  # the carry never outgrows the limit (+ a piece, a header)
+
+
+def test_an_over_long_skipped_or_captured_value_costs_no_memory(monkeypatch):
+    monkeypatch.setattr(common, "MAX_LINE", 300)
+    doc = {"guild": {"id": "1", "name": "g" * 1000}, "channel": {"id": "2", "name": "c"},
+           "dateRange": {"after": ["\\" * 500, {"x": "]" * 500}]},
+           "messages": [{"id": "5", "timestamp": "2025-03-01T10:00:00Z", "content": "ok",
+                         "author": {"name": "a"}}]}
+    case = _single("discord", "c.json", json.dumps(doc, indent=2).encode())
+    for sizes in (iter(lambda: 1, None), random_sizes(2, 1, 200)):
+        warnings: list[str] = []
+        msgs, _, biggest = feed(case.segments(), case.data, sizes, warnings.append)
+        assert [(m.conversation, m.message_id) for m in msgs] == [("c", "5")]  # the guild's name is lost
+        assert warnings == [f"{case.path}: context value skipped: ValueError: longer than 300 bytes"]
+        assert biggest <= 300 + 250
+
+
+def test_an_over_long_line_is_skipped(monkeypatch):
+    case = next(c for c in FIXTURE_CASES if c.export.platform == "mattermost")
+    longest = max(len(line) for line in case.data.split(b"\n"))
+    monkeypatch.setattr(common, "MAX_LINE", longest - 1)
+    expected = case.whole()  # the whole-file reader skips it too
+    assert 0 < len(expected) < 6
+    for sizes in (iter(lambda: 1, None), [], random_sizes(3, 1, 200)):
+        warnings: list[str] = []
+        msgs, _, biggest = feed(case.segments(), case.data, sizes, warnings.append)
+        assert msgs == expected and len(warnings) == 1
+        assert biggest <= longest + 200
+
+
+def test_formats_read_whole_offer_no_segment_reader():
+    files = LocalExportFiles(FIXTURES)
+    for reader, export in find_exports(files):
+        make = getattr(reader, "segment_reader", None)
+        if reader.platform in ("whatsapp", "matrix"):
+            assert make is None
+        else:
+            context = [p for p in export.files if p.rpartition("/")[2] in CONTEXT]
+            assert all(make(files, export, p, lambda w: None) is None for p in context)
+
+
+def test_a_value_that_leads_to_no_record_is_never_carried():
+    contacts = [{"first_name": f"n{i}", "last_name": "\u5f20", "phone_number": "+1 555 %04d" % i}
+                for i in range(400)]
+    doc = {"about": "x", "contacts": {"about": "c", "list": contacts}, "frequent_contacts": {"list": [[[[]]]]},
+           "chats": {"list": [{"name": "one", "type": "personal_chat", "id": 1, "messages": [
+               {"id": 5, "type": "message", "date_unixtime": "1740823200", "from": "x", "text": "hi"}]}]}}
+    for dump in (lambda o: json.dumps(o, indent=1), json.dumps):
+        case = _single("telegram", "result.json", dump(doc).encode())
+        assert len(case.data) > 30_000
+        msgs, _, biggest = feed(case.segments(), case.data, random_sizes(5, 1, 500))
+        assert [(m.conversation, m.message_id) for m in msgs] == [("one", "5")]
+        assert biggest < 500 + 250  # a piece, one contact, the path
