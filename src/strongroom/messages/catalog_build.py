@@ -26,9 +26,10 @@ from strongroom.commands import WarningCallback, ignore_warning
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
 from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
-                                                 export_relative, part_key, segment_base)
+                                                 export_relative, memo_key, part_key)
 from strongroom.messages.catalog_memo import PieceMemo
 from strongroom.messages.external_sort import ExternalSorter
+from strongroom.messages.formats.segments import STATE_VERSION
 from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
 from strongroom.repository import Repository
@@ -189,8 +190,9 @@ class CatalogBuilder:
         previous version of the file, in the same reader state, is not parsed again: its record
         lines and the state after it come from the file's memo (catalog_memo)."""
         source = export_relative(export.root, path)
-        memo_key = segment_base(self.keyed, export.platform, source, context)
-        memo = self.memos.load(memo_key) if self.memos is not None else PieceMemo()
+        # the readers' state version too: a memo made by other reader code is never used
+        file_key = memo_key(self.keyed, export.platform, source, context, STATE_VERSION)
+        memo = self.memos.load(file_key) if self.memos is not None else PieceMemo()
         counted = _Counted()
 
         def lines() -> Iterator[bytes]:
@@ -206,7 +208,7 @@ class CatalogBuilder:
         self.stats.pieces_parsed += memo.parsed
         self.stats.pieces_reused += memo.reused
         if self.memos is not None:
-            self.memos.remember(memo_key, memo)
+            self.memos.remember(file_key, memo)
         header = PartHeader(export.platform, source, key, counted.n).encode()
         content = FileContent(self.writer)
         content.append(self.writer.add(DATA, header, text=True)[0])

@@ -190,9 +190,10 @@ def part_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, c
     return keyed_hash(b"strongroom catalogue part\0" + doc)
 
 
-def segment_base(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, context: bytes) -> bytes:
+def memo_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, context: bytes,
+                 state_version: int) -> bytes:
     """The key of one export file's memo in the messages cache (spec §23.6)."""
-    doc = _dumps({"context": context.hex(), "platform": platform, "source": source})
+    doc = _dumps({"context": context.hex(), "platform": platform, "source": source, "states": state_version})
     return keyed_hash(b"strongroom catalogue segment\0" + doc)
 
 

@@ -19,7 +19,9 @@ stays bounded whatever the file size.
 from __future__ import annotations
 
 import marshal
+import re
 import struct
+from collections import Counter
 from typing import Callable, Iterable, Iterator
 
 import blake3
@@ -31,6 +33,7 @@ MAX_PIECE = 1024 * 1024  # a piece is cut here when no separator came (compact J
 SNIFF = 64 * 1024
 _MEMO_VERSION = 1
 _KEY = struct.Struct("<I?")
+_CLOSING_LINE = re.compile(rb"\n( {0,16})\},")
 
 
 def separator(head: bytes) -> bytes:
@@ -42,10 +45,10 @@ def separator(head: bytes) -> bytes:
     newlines = head.count(b"\n")
     if newlines >= 2 and (head.startswith(b"{") + head.count(b"\n{")) * 2 > newlines:
         return b"\n"
-    counts = [(head.count(b"\n" + b" " * k + b"},"), k) for k in range(17)]
-    best = max(n for n, _ in counts)
+    counts = Counter(map(len, _CLOSING_LINE.findall(head)))
+    best = max(counts.values(), default=0)
     if best >= 2:
-        k = min(k for n, k in counts if n * 3 >= best * 2)
+        k = min(k for k, n in counts.items() if n * 3 >= best * 2)
         return b"\n" + b" " * k + b"},"
     return b"},"
 
