@@ -25,8 +25,8 @@ import blake3
 from strongroom.commands import WarningCallback, ignore_warning
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
-from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
-                                                 export_relative, memo_key, part_key)
+from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records, chunk_records, content_key,
+                                                 encode_record, export_relative, memo_key, part_key)
 from strongroom.messages.catalog_memo import PieceMemo
 from strongroom.messages.external_sort import ExternalSorter
 from strongroom.messages.formats.segments import STATE_VERSION
@@ -177,9 +177,14 @@ class CatalogBuilder:
         make = getattr(reader, "segment_reader", None)
         return make(files, export, path, self.warn) if make is not None else None
 
-    @staticmethod
-    def _content(files, path: str) -> Iterator[bytes]:
-        """The bytes of ``path`` as the snapshot holds them, in blocks (never the whole file)."""
+    def _content(self, files, path: str) -> Iterator[bytes]:
+        """The bytes of ``path`` as the snapshot holds them, in blocks (never the whole file):
+        a snapshot file's chunks one by one (cheaper here than a read-ahead fetcher: most are
+        small and cached), a zip member's in 1 MiB reads."""
+        if self.tree.has(path):
+            for chunk_id in self.tree.chunk_ids(path):
+                yield self.repo.load_blob(chunk_id)
+            return
         with files.open(path) as f:
             while block := f.read(1 << 20):
                 yield block
@@ -195,16 +200,16 @@ class CatalogBuilder:
         memo = self.memos.load(file_key) if self.memos is not None else PieceMemo()
         counted = _Counted()
 
-        def lines() -> Iterator[bytes]:
+        def marked() -> Iterator[tuple[bytes, bool]]:
             previous = None
-            for piece_lines in memo.read(segment_reader, self._content(files, path), self.warn):
-                for line in piece_lines:
+            for lines, marks in memo.read(segment_reader, self._content(files, path), self.warn, self.keyed):
+                for i, line in enumerate(lines):
                     if line != previous:  # the same message twice in a row is recorded once
                         previous = line
                         counted.n += 1
-                        yield line
+                        yield line, bool(marks >> i & 1)
 
-        chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_records(lines(), self.keyed)]
+        chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_marked_records(marked())]
         self.stats.pieces_parsed += memo.parsed
         self.stats.pieces_reused += memo.reused
         if self.memos is not None:

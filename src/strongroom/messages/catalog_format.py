@@ -199,14 +199,23 @@ def memo_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, c
 
 def chunk_records(lines: Iterable[bytes], cut_hash: Callable[[bytes], bytes]) -> Iterator[bytes]:
     """Group record lines (without newlines) into chunks of whole lines; see the module doc."""
+    return chunk_marked_records((line, may_cut_after(line, cut_hash)) for line in lines)
+
+
+def may_cut_after(line: bytes, cut_hash: Callable[[bytes], bytes]) -> bool:
+    """Whether a chunk may end after ``line`` once it holds MIN_CHUNK bytes (spec §23.2)."""
+    return int.from_bytes(cut_hash(line)[:4], "little") % CUT_MODULUS == 0
+
+
+def chunk_marked_records(marked: Iterable[tuple[bytes, bool]]) -> Iterator[bytes]:
+    """``chunk_records`` for lines whose ``may_cut_after`` is already known (a memo keeps it)."""
     buf: list[bytes] = []
     size = 0
-    for line in lines:
+    for line, may_cut in marked:
         buf.append(line)
         buf.append(b"\n")
         size += len(line) + 1
-        if size >= MAX_CHUNK or (size >= MIN_CHUNK
-                                 and int.from_bytes(cut_hash(line)[:4], "little") % CUT_MODULUS == 0):
+        if size >= MAX_CHUNK or (may_cut and size >= MIN_CHUNK):
             yield b"".join(buf)
             buf, size = [], 0
     if buf:

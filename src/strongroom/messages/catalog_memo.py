@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import marshal
 import re
-import struct
 from collections import Counter
 from typing import Callable, Iterable, Iterator
 
 import blake3
 
-from strongroom.messages.catalog_format import encode_record
+from strongroom.messages.catalog_format import encode_record, may_cut_after
 
 MEMO_MAX_BYTES = 32 * 1024 * 1024  # record lines and states kept per file
 MAX_PIECE = 1024 * 1024  # a piece is cut here when no separator came (compact JSON, odd input)
 SNIFF = 64 * 1024
-_MEMO_VERSION = 1
-_KEY = struct.Struct("<I?")
+_MEMO_VERSION = 3
 _CLOSING_LINE = re.compile(rb"\n( {0,16})\},")
 
 
@@ -64,63 +62,67 @@ def pieces(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator[tuple[
             if len(buf) < SNIFF:
                 continue  # more to sniff from
             sep = separator(buf[:SNIFF])
-        start = yield from _cut(buf, sep)
-        buf = buf[start:]
+        *whole, buf = buf.split(sep)
+        for part in whole:
+            yield from _bounded(part + sep)
+        while len(buf) > MAX_PIECE:
+            yield buf[:MAX_PIECE], False
+            buf = buf[MAX_PIECE:]
     if sep is None:
         sep = separator(buf)
-    start = yield from _cut(buf, sep)
-    yield buf[start:], True
+    *whole, buf = buf.split(sep)
+    for part in whole:
+        yield from _bounded(part + sep)
+    while len(buf) > MAX_PIECE:
+        yield buf[:MAX_PIECE], False
+        buf = buf[MAX_PIECE:]
+    yield buf, True
 
 
-def _cut(data: bytes, sep: bytes):
-    """Yield the whole pieces at the start of ``data``; return where the unfinished rest begins."""
-    find, n, start = data.find, len(sep), 0
-    while True:
-        i = find(sep, start)
-        if i >= 0 and i + n - start <= MAX_PIECE:
-            yield data[start:i + n], False
-            start = i + n
-        elif len(data) - start > MAX_PIECE:
-            yield data[start:start + MAX_PIECE], False
-            start += MAX_PIECE
-        else:
-            return start
+def _bounded(piece: bytes) -> Iterator[tuple[bytes, bool]]:
+    """``piece`` (not final), in MAX_PIECE parts if it is longer."""
+    if len(piece) <= MAX_PIECE:
+        yield piece, False
+    else:
+        for i in range(0, len(piece), MAX_PIECE):
+            yield piece[i:i + MAX_PIECE], False
 
 
 class PieceMemo:
     """Record lines and next state per (state, piece) of one export file: the previous version's
     (read) and this version's (written, within MEMO_MAX_BYTES)."""
 
-    def __init__(self, entries: dict[bytes, tuple[tuple[bytes, ...], bytes]] | None = None) -> None:
+    def __init__(self, entries: dict | None = None) -> None:
+        # (state, final, BLAKE3 of the piece) -> (record lines, cut marks, next state)
         self.previous = entries or {}
-        self.current: dict[bytes, tuple[tuple[bytes, ...], bytes]] = {}
+        self.current: dict[tuple[bytes, bool, bytes], tuple[tuple[bytes, ...], int, bytes]] = {}
         self._size = 0
         self.parsed = 0  # pieces parsed this time
         self.reused = 0  # pieces answered from the memo
 
-    def read(self, reader, blocks: Iterable[bytes], warn: Callable[[str], None]) -> Iterator[tuple[bytes, ...]]:
-        """The record lines of each piece of the file in ``blocks``, in order, through ``reader``
-        (a segment reader) where the memo does not know the piece."""
+    def read(self, reader, blocks: Iterable[bytes], warn: Callable[[str], None], cut_hash: Callable[[bytes], bytes]
+             ) -> Iterator[tuple[tuple[bytes, ...], int]]:
+        """(record lines, cut marks) of each piece of the file in ``blocks``, in order, through
+        ``reader`` (a segment reader) where the memo does not know the piece. Bit i of the marks
+        is line i's ``may_cut_after`` (kept, so a reused line is not hashed again)."""
         state = reader.initial()
         previous, current = self.previous, self.current
         for piece, final in pieces(blocks):
-            h = blake3.blake3(_KEY.pack(len(state), final))
-            h.update(state)
-            h.update(piece)
-            key = h.digest(16)
+            key = (state, final, blake3.blake3(piece).digest(16))
             hit = previous.get(key) or current.get(key)
             if hit is not None:
                 self.reused += 1
-                lines, state = hit
+                lines, marks, state = hit
             else:
                 self.parsed += 1
                 messages, state = reader.feed(state, piece, final, warn)
                 lines = tuple(encode_record(m) for m in messages)
-                hit = (lines, state)
+                marks = sum(1 << i for i, line in enumerate(lines) if may_cut_after(line, cut_hash))
+                hit = (lines, marks, state)
             if key not in current and self._size < MEMO_MAX_BYTES:
                 current[key] = hit
-                self._size += 48 + len(state) + sum(map(len, lines))
-            yield lines
+                self._size += 64 + len(state) + sum(map(len, lines))
+            yield lines, marks
 
     def encode(self) -> bytes:
         """This version's entries (what the next version can reuse)."""
