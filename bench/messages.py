@@ -65,6 +65,15 @@ def bench_backup(nights: int, scale: float, work: Path) -> dict:
     params = params_for("text-heavy", scale)
     src = work / "exports"
     rows = []
+    seen: list = []  # the catalogue builder's statistics of each catalogued backup
+    build = catalog_build.build_catalog
+
+    def counting_build(*args, **kwargs):
+        root, stats = build(*args, **kwargs)
+        seen.append(stats)
+        return root, stats
+
+    catalog_build.build_catalog = counting_build
     with _repo(work / "plain") as plain, _repo(work / "catalogued") as catalogued:
         for night in list(range(nights)) + [nights - 1]:
             repeat = bool(rows) and night == rows[-1]["night"]
@@ -78,8 +87,13 @@ def bench_backup(nights: int, scale: float, work: Path) -> dict:
                 if catalog:
                     assert result.snapshot.catalog, "the corpus has recognised exports"
             row["overhead"] = round(row["catalogue_cpu_s"] / row["plain_cpu_s"] - 1, 3)
+            if seen:  # messages catalogued, and pieces (~ records) of changed files parsed vs reused
+                row.update(messages=seen[-1].messages, pieces_parsed=seen[-1].pieces_parsed,
+                           pieces_reused=seen[-1].pieces_reused, parts_reused=seen[-1].parts_reused)
+                seen.clear()
             rows.append(row)
             print(json.dumps(row), flush=True)
+    catalog_build.build_catalog = build
     total_plain = sum(r["plain_cpu_s"] for r in rows)
     total_cat = sum(r["catalogue_cpu_s"] for r in rows)
     return {"nights": rows, "plain_cpu_s": round(total_plain, 2), "catalogue_cpu_s": round(total_cat, 2),
