@@ -428,3 +428,20 @@ def test_a_value_that_leads_to_no_record_is_never_carried():
         msgs, _, biggest = feed(case.segments(), case.data, random_sizes(5, 1, 500))
         assert [(m.conversation, m.message_id) for m in msgs] == [("one", "5")]
         assert biggest < 500 + 250  # a piece, one contact, the path
+
+
+def test_json_lines_with_a_byte_order_mark_and_windows_line_ends():
+    case = next(c for c in FIXTURE_CASES if c.export.platform == "mattermost")
+    bom = case.with_data(b"\xef\xbb\xbf" + case.data.replace(b"\n", b"\r\n"))
+    assert _all_partitions_match(bom, warnings_expected=False) == case.whole()
+
+
+def test_pieces_may_be_memoryviews():
+    for case in FIXTURE_CASES:
+        seg = case.segments()
+        state, msgs = seg.initial(), []
+        view = memoryview(case.data)
+        for i in range(0, len(case.data), 100):
+            got, state = seg.feed(state, view[i:i + 100], i + 100 >= len(case.data), lambda w: None)
+            msgs += got
+        assert msgs == case.whole(), case
