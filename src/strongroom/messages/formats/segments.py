@@ -48,6 +48,7 @@ Convert = Callable[[object, dict], "list[Message]"]
 MAX_DEPTH = 256
 _BOM = b"\xef\xbb\xbf"
 _WS = re.compile(rb"[ \t\n\r]*")
+_COMMA = re.compile(rb"[ \t\n\r]*,[ \t\n\r]*")
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 #: the rest of a string whose opening quote came before (skip mode)
 _STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
@@ -81,11 +82,16 @@ _UNPARSED = object()
 
 
 def _parse(span: bytes):
-    """The JSON value ``span`` (UTF-8, strict), numbers as ijson's use_float gives them."""
+    """The JSON value ``span`` (UTF-8, strict, nothing after it), numbers as ijson's use_float
+    gives them."""
+    text = span.decode("utf-8")
     try:
-        return _DECODER.decode(span.decode("utf-8"))
+        value, end = _DECODER.raw_decode(text)
     except RecursionError:
         raise _TooDeep("nested too deeply") from None
+    if end != len(text):
+        raise ValueError("extra data after a JSON value")
+    return value
 
 
 def encode_state(header: dict, carry: bytes = b"") -> bytes:
@@ -124,7 +130,7 @@ class JsonSegments:
         if st["m"] in ("x", "f"):
             return [], state
         out: list[Message] = []
-        report = FileReport(self.path, warn)
+        report = FileReport(self.path, warn or common.log_warning)
         scan = _Scan(self, st, report, out)
         try:
             text = carry + data
@@ -243,10 +249,17 @@ class _Scan:
                         self._close()
                         pos += 1
                         continue
-                    end = self._value(text, pos, final, _child(self.paths[-1], frame))
-                    if end is None or end < 0:
-                        return self._unfinished(text, pos, end)
-                    pos = end
+                    item = _child(self.paths[-1], frame)
+                    while True:  # the hot loop: element, comma, element...
+                        end = self._value(text, pos, final, item)
+                        if end is None or end < 0:
+                            return self._unfinished(text, pos, end)
+                        m = _COMMA.match(text, end)
+                        if m is None or m.end() == n or stack[-1] is not frame:
+                            pos = end
+                            break
+                        frame[1] = "v"
+                        pos = m.end()
 
     def _pending(self, text: bytes, pos: int) -> bytes:
         """The carry for an unfinished token at ``pos``: the token and its line's indentation."""
@@ -385,8 +398,9 @@ def _value_end(text: bytes, pos: int, final: bool,
         eol = text.find(b"\n", pos)
         if eol < 0:
             eol = n
-        end = -1
-        if not text[pos + 1:eol].strip():
+        line = text[pos:eol]
+        span = None
+        if not line[1:].strip():
             # pretty-printed: the bracket closes on the next line of exactly this indentation
             ls = text.rfind(b"\n", 0, pos) + 1
             indent = text[ls:pos]
@@ -394,15 +408,15 @@ def _value_end(text: bytes, pos: int, final: bool,
                 start = max(eol, pos + resume[0] - len(indent) - 2) if resume else eol
                 end = text.find(b"\n" + indent + closer, start)
                 if end >= 0:
-                    end += len(indent) + 2
+                    span = text[pos:end + len(indent) + 2]
         elif eol < n or final:
             # one record per line: it ends where its line does (before a comma)
-            end = len(text[:eol].rstrip(b" \t\r,"))
-            if end <= pos or text[end - 1] != closer[0]:
-                end = -1
-        if end > 0:
+            span = line.rstrip(b" \t\r,")
+            if span[-1] != closer[0]:
+                span = None
+        if span is not None:
             try:
-                return end, _parse(text[pos:end]), None
+                return pos + len(span), _parse(span), None
             except ValueError:  # includes invalid UTF-8 and _TooDeep: the bracket scan decides
                 pass
         if resume:
@@ -482,7 +496,7 @@ class LineSegments:
         st, carry = decode_state(state)
         if st["m"] == "f":
             return [], state
-        report = FileReport(self.path, warn)
+        report = FileReport(self.path, warn or common.log_warning)
         out: list[Message] = []
         limit = common.MAX_LINE
         text = carry + data
