@@ -248,3 +248,39 @@ def test_a_piece_without_separator_is_cut_at_max_piece(monkeypatch):
     data = b"x" * 1050
     got = list(catalog_memo.pieces([data[:300], data[300:]], sep=b"\n"))
     assert [len(p) for p, _ in got] == [100] * 10 + [50] and got[-1][1]
+
+
+class WarningSegments(LineSegments):
+    """Lines that are not JSON are skipped with a warning."""
+
+    def feed(self, state, data, final, warn):
+        self.log.append(len(data))
+        lines = (state + data).split(b"\n")
+        rest = b"" if final else lines.pop()
+        out = []
+        for line in lines:
+            if line.strip():
+                try:
+                    out.append(_message(line))
+                except ValueError:
+                    warn(f"team.chat.jsonl: a line is not JSON: {line[:20]!r}")
+        return out, rest
+
+
+class WarningReader(SegmentedReader):
+    def segment_reader(self, files, export, path, warn):
+        return WarningSegments(self.fed)
+
+
+def test_a_bad_record_is_reported_by_every_backup_that_holds_it(small_chunks_repo, tmp_path, monkeypatch):
+    repo, src = small_chunks_repo, tmp_path / "src"
+    reader = WarningReader()
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [reader])
+    path = src / "team.chat.jsonl"
+    for n in range(2):
+        write(path, night(n))
+        with path.open("a") as f:
+            f.write("this is not json\n")
+        result = run_backup(repo, BackupOptions(paths=[str(src)]))
+        assert result.warnings == ["team.chat.jsonl: a line is not JSON: b'this is not json'"]
+    assert len(reader.fed) < len(night(0)) + len(night(1))  # the second night reused pieces

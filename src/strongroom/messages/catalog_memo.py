@@ -30,7 +30,7 @@ from strongroom.messages.catalog_format import encode_record, may_cut_after
 MEMO_MAX_BYTES = 32 * 1024 * 1024  # record lines and states kept per file
 MAX_PIECE = 1024 * 1024  # a piece is cut here when no separator came (compact JSON, odd input)
 SNIFF = 64 * 1024
-_MEMO_VERSION = 3
+_MEMO_VERSION = 4
 _CLOSING_LINE = re.compile(rb"\n( {0,16})\},")
 
 
@@ -93,9 +93,9 @@ class PieceMemo:
     (read) and this version's (written, within MEMO_MAX_BYTES)."""
 
     def __init__(self, entries: dict | None = None) -> None:
-        # (state, final, BLAKE3 of the piece) -> (record lines, cut marks, next state)
+        # (state, final, BLAKE3 of the piece) -> (record lines, cut marks, next state, warnings)
         self.previous = entries or {}
-        self.current: dict[tuple[bytes, bool, bytes], tuple[tuple[bytes, ...], int, bytes]] = {}
+        self.current: dict[tuple[bytes, bool, bytes], tuple[tuple[bytes, ...], int, bytes, tuple[str, ...]]] = {}
         self._size = 0
         self.parsed = 0  # pieces parsed this time
         self.reused = 0  # pieces answered from the memo
@@ -104,7 +104,9 @@ class PieceMemo:
              ) -> Iterator[tuple[tuple[bytes, ...], int]]:
         """(record lines, cut marks) of each piece of the file in ``blocks``, in order, through
         ``reader`` (a segment reader) where the memo does not know the piece. Bit i of the marks
-        is line i's ``may_cut_after`` (kept, so a reused line is not hashed again)."""
+        is line i's ``may_cut_after`` (kept, so a reused line is not hashed again). The reader's
+        warnings for a piece (a record skipped) are kept too and given again when it is reused:
+        a bad record is reported by every backup that holds it, as when files are read whole."""
         state = reader.initial()
         previous, current = self.previous, self.current
         for piece, final in pieces(blocks):
@@ -112,13 +114,18 @@ class PieceMemo:
             hit = previous.get(key) or current.get(key)
             if hit is not None:
                 self.reused += 1
-                lines, marks, state = hit
+                lines, marks, state, warnings = hit
+                for message in warnings:
+                    warn(message)
             else:
                 self.parsed += 1
-                messages, state = reader.feed(state, piece, final, warn)
+                said: list[str] = []
+                messages, state = reader.feed(state, piece, final, said.append)
+                for message in said:
+                    warn(message)
                 lines = tuple(encode_record(m) for m in messages)
                 marks = sum(1 << i for i, line in enumerate(lines) if may_cut_after(line, cut_hash))
-                hit = (lines, marks, state)
+                hit = (lines, marks, state, tuple(said))
             if key not in current and self._size < MEMO_MAX_BYTES:
                 current[key] = hit
                 self._size += 64 + len(state) + sum(map(len, lines))
