@@ -118,12 +118,16 @@ def _all_records(repo, snap) -> list:
                       for r in search(index, [snap.id], Filters()) for r in [r.record])
 
 
-def test_segment_catalogue_holds_what_the_whole_file_reader_reads(small_chunks_repo, tmp_path, monkeypatch):
+def test_segment_catalogue_is_the_whole_file_readers_bit_for_bit(small_chunks_repo, tmp_path, monkeypatch):
     repo, src = small_chunks_repo, tmp_path / "src"
     segmented = SegmentedReader()
     for n in range(3):
         write(src / "team.chat.jsonl", night(n))
         snap = _backup(repo, src, segmented, monkeypatch)
+        with BlobWriter(repo) as writer:  # the same tree read whole, no memo involved
+            whole, _ = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=[WholeReader()])
+            writer.flush()
+        assert whole.hex() == snap.catalog
         expected = sorted((m["c"], m["i"], m["x"], m["e"]) for m in night(n))
         assert _all_records(repo, snap) == expected
         with MessageIndex(repo) as index:

@@ -190,8 +190,8 @@ class CatalogBuilder:
                 yield block
 
     def _read_segments(self, segment_reader, files, export: Export, path: str, key: bytes, context: bytes) -> None:
-        """Write the part of ``path`` from its reader's messages in file order (spec §23.6),
-        feeding the file to the segment reader in record-sized pieces. A piece seen in the
+        """Write the part of ``path`` (the same part as ``_read`` writes, spec §23.6), feeding the
+        file to the segment reader in record-sized pieces. A piece seen in the
         previous version of the file, in the same reader state, is not parsed again: its record
         lines and the state after it come from the file's memo (catalog_memo)."""
         source = export_relative(export.root, path)
@@ -199,17 +199,19 @@ class CatalogBuilder:
         file_key = memo_key(self.keyed, export.platform, source, context, STATE_VERSION)
         memo = self.memos.load(file_key) if self.memos is not None else PieceMemo()
         counted = _Counted()
+        with ExternalSorter(self.repo.scratch_folder()) as sorter:
+            for records in memo.read(segment_reader, self._content(files, path), self.warn, self.keyed):
+                sorter.extend(records)
 
-        def marked() -> Iterator[tuple[bytes, bool]]:
-            previous = None
-            for lines, marks in memo.read(segment_reader, self._content(files, path), self.warn, self.keyed):
-                for i, line in enumerate(lines):
-                    if line != previous:  # the same message twice in a row is recorded once
+            def marked() -> Iterator[tuple[bytes, bool]]:
+                previous = None
+                for _, _, _, line, may_cut in sorter.sorted():
+                    if line != previous:  # the same message twice in one file is recorded once
                         previous = line
                         counted.n += 1
-                        yield line, bool(marks >> i & 1)
+                        yield line, may_cut
 
-        chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_marked_records(marked())]
+            chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_marked_records(marked())]
         self.stats.pieces_parsed += memo.parsed
         self.stats.pieces_reused += memo.reused
         if self.memos is not None:

@@ -30,7 +30,7 @@ from strongroom.messages.catalog_format import encode_record, may_cut_after
 MEMO_MAX_BYTES = 32 * 1024 * 1024  # record lines and states kept per file
 MAX_PIECE = 1024 * 1024  # a piece is cut here when no separator came (compact JSON, odd input)
 SNIFF = 64 * 1024
-_MEMO_VERSION = 4
+_MEMO_VERSION = 5
 _CLOSING_LINE = re.compile(rb"\n( {0,16})\},")
 
 
@@ -93,18 +93,20 @@ class PieceMemo:
     (read) and this version's (written, within MEMO_MAX_BYTES)."""
 
     def __init__(self, entries: dict | None = None) -> None:
-        # (state, final, BLAKE3 of the piece) -> (record lines, cut marks, next state, warnings)
+        # (state, final, BLAKE3 of the piece) -> (records, next state, warnings), where a record is
+        # (conversation, time, id, record line, may_cut_after): sortable as spec §23.1 sorts
         self.previous = entries or {}
-        self.current: dict[tuple[bytes, bool, bytes], tuple[tuple[bytes, ...], int, bytes, tuple[str, ...]]] = {}
+        self.current: dict[tuple[bytes, bool, bytes], tuple[tuple[tuple, ...], bytes, tuple[str, ...]]] = {}
         self._size = 0
         self.parsed = 0  # pieces parsed this time
         self.reused = 0  # pieces answered from the memo
 
     def read(self, reader, blocks: Iterable[bytes], warn: Callable[[str], None], cut_hash: Callable[[bytes], bytes]
-             ) -> Iterator[tuple[tuple[bytes, ...], int]]:
-        """(record lines, cut marks) of each piece of the file in ``blocks``, in order, through
-        ``reader`` (a segment reader) where the memo does not know the piece. Bit i of the marks
-        is line i's ``may_cut_after`` (kept, so a reused line is not hashed again). The reader's
+             ) -> Iterator[tuple[tuple, ...]]:
+        """The records of each piece of the file in ``blocks``, in order, through ``reader`` (a
+        segment reader) where the memo does not know the piece: (conversation, time, id, record
+        line, ``may_cut_after`` of the line) — kept, so a reused record is neither encoded nor
+        hashed again. The reader's
         warnings for a piece (a record skipped) are kept too and given again when it is reused:
         a bad record is reported by every backup that holds it, as when files are read whole."""
         state = reader.initial()
@@ -114,7 +116,7 @@ class PieceMemo:
             hit = previous.get(key) or current.get(key)
             if hit is not None:
                 self.reused += 1
-                lines, marks, state, warnings = hit
+                records, state, warnings = hit
                 for message in warnings:
                     warn(message)
             else:
@@ -123,13 +125,13 @@ class PieceMemo:
                 messages, state = reader.feed(state, piece, final, said.append)
                 for message in said:
                     warn(message)
-                lines = tuple(encode_record(m) for m in messages)
-                marks = sum(1 << i for i, line in enumerate(lines) if may_cut_after(line, cut_hash))
-                hit = (lines, marks, state, tuple(said))
+                records = tuple((m.conversation, m.time_ms, m.message_id, line, may_cut_after(line, cut_hash))
+                                for m, line in ((m, encode_record(m)) for m in messages))
+                hit = (records, state, tuple(said))
             if key not in current and self._size < MEMO_MAX_BYTES:
                 current[key] = hit
-                self._size += 64 + len(state) + sum(map(len, lines))
-            yield lines, marks
+                self._size += 64 + len(state) + sum(2 * len(r[3]) for r in records)
+            yield records
 
     def encode(self) -> bytes:
         """This version's entries (what the next version can reuse)."""

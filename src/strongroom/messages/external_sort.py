@@ -24,6 +24,11 @@ class ExternalSorter:
         if len(self._items) >= self._run:
             self._spill()
 
+    def extend(self, items) -> None:
+        self._items.extend(items)
+        if len(self._items) >= self._run:
+            self._spill()
+
     def _spill(self) -> None:
         self._items.sort()
         run = tempfile.TemporaryFile(dir=self._folder)
