@@ -18,11 +18,12 @@ from strongroom.messages import catalog_build, catalog_memo
 from strongroom.messages.catalog_build import build_catalog
 from strongroom.messages.catalog_index import MessageIndex, cache_folder
 from strongroom.messages.catalog_query import Filters, conversation_records, diff, search, stats
-from strongroom.messages.model import Export, Message
+from strongroom.messages.model import Message
 from strongroom.repository import Repository
 from strongroom.storage import LocalStorage
 from strongroom.writer import BlobWriter
 from tests.conftest import PASSWORD, WEAK_KDF
+from tests.test_catalog import LineReader
 
 PLATFORM = "testchat"
 
@@ -32,20 +33,7 @@ def _message(line: bytes) -> Message:
     return Message(PLATFORM, d["c"], d["i"], d["a"], d["t"], d["e"], d["x"], "")
 
 
-class WholeReader:
-    """``*.chat.jsonl``: one JSON message per line; read whole only."""
-
-    platform = PLATFORM
-
-    def find(self, files):
-        return [Export(self.platform, p, (p,)) for p in files.paths() if p.endswith(".chat.jsonl")]
-
-    def messages(self, files, export):
-        for path in export.files:
-            with files.open(path) as f:
-                for line in f:
-                    if line.strip():
-                        yield _message(line)
+WholeReader = LineReader  # ``*.chat.jsonl``: one JSON message per line, read whole
 
 
 class LineSegments:
@@ -111,6 +99,16 @@ def _backup(repo, src, reader, monkeypatch):
     return result.snapshot
 
 
+def _nights(repo, src, reader, nights, monkeypatch, each=None):
+    """Back up ``nights`` nights of the series; return the last snapshot."""
+    for n in range(nights):
+        write(src / "team.chat.jsonl", night(n))
+        snap = _backup(repo, src, reader, monkeypatch)
+        if each is not None:
+            each(n, snap)
+    return snap
+
+
 def _all_records(repo, snap) -> list:
     with MessageIndex(repo) as index:
         index.ensure([snap])
@@ -120,10 +118,8 @@ def _all_records(repo, snap) -> list:
 
 def test_segment_catalogue_is_the_whole_file_readers_bit_for_bit(small_chunks_repo, tmp_path, monkeypatch):
     repo, src = small_chunks_repo, tmp_path / "src"
-    segmented = SegmentedReader()
-    for n in range(3):
-        write(src / "team.chat.jsonl", night(n))
-        snap = _backup(repo, src, segmented, monkeypatch)
+
+    def compare(n, snap):
         with BlobWriter(repo) as writer:  # the same tree read whole, no memo involved
             whole, _ = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=[WholeReader()])
             writer.flush()
@@ -134,6 +130,8 @@ def test_segment_catalogue_is_the_whole_file_readers_bit_for_bit(small_chunks_re
             index.ensure([snap])
             per_platform = {s.platform: s.messages for s in stats(index, snap.id)}
         assert per_platform == {PLATFORM: len(expected)}
+
+    _nights(repo, src, SegmentedReader(), 3, monkeypatch, compare)
     assert run_check(repo).ok
 
 
@@ -163,9 +161,7 @@ def test_the_catalogue_does_not_depend_on_the_cache(small_chunks_repo, tmp_path,
     """A catalogue written with a warm cache (pieces reused) equals one written from nothing."""
     repo, src = small_chunks_repo, tmp_path / "src"
     reader = SegmentedReader()
-    for n in range(3):
-        write(src / "team.chat.jsonl", night(n))
-        snap = _backup(repo, src, reader, monkeypatch)
+    snap = _nights(repo, src, reader, 3, monkeypatch)
     shutil.rmtree(cache_folder(repo))
     reader.fed.clear()
     with BlobWriter(repo) as writer:
