@@ -284,3 +284,19 @@ def test_a_bad_record_is_reported_by_every_backup_that_holds_it(small_chunks_rep
         result = run_backup(repo, BackupOptions(paths=[str(src)]))
         assert result.warnings == ["team.chat.jsonl: a line is not JSON: b'this is not json'"]
     assert len(reader.fed) < len(night(0)) + len(night(1))  # the second night reused pieces
+
+
+def test_a_memo_is_bounded_and_what_it_leaves_out_is_parsed_again(small_chunks_repo, tmp_path, monkeypatch):
+    repo, src = small_chunks_repo, tmp_path / "src"
+    monkeypatch.setattr(catalog_memo, "MEMO_MAX_BYTES", 4000)  # ~30 of the ~300 lines
+    reader = SegmentedReader()
+    write(src / "team.chat.jsonl", night(0))
+    _backup(repo, src, reader, monkeypatch)
+    reader.fed.clear()
+    lines = night(0)
+    lines[0] = msg("general", 0, "an edit in the remembered part", True)
+    write(src / "team.chat.jsonl", lines)
+    snap = _backup(repo, src, reader, monkeypatch)
+    remembered = 4000 // (64 + len(json.dumps(lines[5])) + 1) + 1
+    assert len(night(0)) + 1 - remembered - 2 <= len(reader.fed) <= len(night(0)) + 1 - remembered + 2
+    assert _all_records(repo, snap) == sorted((m["c"], m["i"], m["x"], m["e"]) for m in lines)

@@ -27,7 +27,7 @@ import blake3
 
 from strongroom.messages.catalog_format import encode_record, may_cut_after
 
-MEMO_MAX_BYTES = 32 * 1024 * 1024  # record lines and states kept per file
+MEMO_MAX_BYTES = 32 * 1024 * 1024  # pieces (bytes of the file) remembered per file
 MAX_PIECE = 1024 * 1024  # a piece is cut here when no separator came (compact JSON, odd input)
 SNIFF = 64 * 1024
 _MEMO_VERSION = 5
@@ -106,9 +106,9 @@ class PieceMemo:
         """The records of each piece of the file in ``blocks``, in order, through ``reader`` (a
         segment reader) where the memo does not know the piece: (conversation, time, id, record
         line, ``may_cut_after`` of the line) — kept, so a reused record is neither encoded nor
-        hashed again. The reader's
-        warnings for a piece (a record skipped) are kept too and given again when it is reused:
-        a bad record is reported by every backup that holds it, as when files are read whole."""
+        hashed again. The reader's warnings for a piece (a record skipped) are kept too and given
+        again when it is reused: a bad record is reported by every backup that holds it, as when
+        files are read whole."""
         state = reader.initial()
         previous, current = self.previous, self.current
         for piece, final in pieces(blocks):
@@ -130,7 +130,9 @@ class PieceMemo:
                 hit = (records, state, tuple(said))
             if key not in current and self._size < MEMO_MAX_BYTES:
                 current[key] = hit
-                self._size += 64 + len(state) + sum(2 * len(r[3]) for r in records)
+                # a record line is shorter than its piece of (pretty-printed) JSON: the pieces'
+                # size bounds the memo's, cheaply
+                self._size += 64 + len(state) + len(piece)
             yield records
 
     def encode(self) -> bytes:
