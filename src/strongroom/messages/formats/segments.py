@@ -29,7 +29,7 @@ from .common import RECORD_ERRORS, FileReport, Warn
 
 #: Changes whenever the state encoding, or the messages ``feed`` gives for a state, do: a cache
 #: keyed by states must key by it too (spec §22.10).
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 #: What a route does with the value at its path.
 DESCEND = "descend"  # open the container and route its members (a path on the way to records)
@@ -43,8 +43,8 @@ Routes = dict[str, tuple]
 #: record, captures → messages (raises one of common.RECORD_ERRORS for a record of the wrong shape)
 Convert = Callable[[object, dict], "list[Message]"]
 
-#: Containers open at once (a value that leads to no record is read token by token when it
-#: spans pieces; deeper nesting than this is taken as a broken document).
+#: Containers kept open in the state at once (a value that leads to no record is read token by
+#: token when it spans pieces; below this depth it is skipped by its brackets alone).
 MAX_DEPTH = 256
 _BOM = b"\xef\xbb\xbf"
 _WS = re.compile(rb"[ \t\n\r]*")
@@ -309,8 +309,9 @@ class _Scan:
                             raise Broken(_first_line(exc)) from None
                     self._after_value()
                     return end
-                if len(self.st["k"]) >= MAX_DEPTH:
-                    raise Broken(f"nested deeper than {MAX_DEPTH}")
+                if len(self.st["k"]) >= MAX_DEPTH:  # bound the state: skip it by its brackets
+                    self.st["m"], self.st["d"], self.st["q"] = "s", 0, False
+                    return -1
             self.st["k"].append(["{" if c == _OPEN else "[", "k0" if c == _OPEN else "v0", None])
             self.paths.append(path)
             for name in route[1] if route is not None else ():
