@@ -460,3 +460,12 @@ def test_deep_nesting_outside_records_reads_alike_in_any_pieces():
         assert biggest < 200 + 256 * 16 + 300  # a piece, the open containers, the context
         for offset, state in states.items():
             assert seen.setdefault(offset, state) == state
+
+
+def test_a_lone_surrogate_escape_reads_as_the_whole_file_reader_reads_it():
+    """A message cut inside an emoji ("\\ud83d" without its pair) must not yield a string that
+    cannot be encoded; ijson's C backend reads a lone high surrogate as "?"."""
+    records = [dict(SLACK_RECORDS[0], text="cut \ud83d"), dict(SLACK_RECORDS[1], text="pair \U0001f600")]
+    case = _slack(json.dumps(records, indent=4).encode())
+    msgs = _all_partitions_match(case, warnings_expected=False)
+    assert [m.text for m in msgs] == ["cut ?", "pair \U0001f600"]

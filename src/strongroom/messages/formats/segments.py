@@ -29,7 +29,7 @@ from .common import RECORD_ERRORS, FileReport, Warn
 
 #: Changes whenever the state encoding, or the messages ``feed`` gives for a state, do: a cache
 #: keyed by states must key by it too (spec §22.10).
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 #: What a route does with the value at its path.
 DESCEND = "descend"  # open the container and route its members (a path on the way to records)
@@ -91,6 +91,26 @@ def _parse(span: bytes):
         raise _TooDeep("nested too deeply") from None
     if end != len(text):
         raise ValueError("extra data after a JSON value")
+    if _SURROGATE_ESCAPE.search(span):
+        value = _mend(value)
+    return value
+
+
+#: An escaped surrogate (most are halves of a pair, which json.loads joins; a lone one would
+#: make strings that cannot be encoded as UTF-8).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _mend(value):
+    """``value`` with each lone surrogate replaced by "?", as ijson's C backend reads a lone
+    high surrogate (a low one stops it; here it reads alike)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("?", value)
+    if isinstance(value, list):
+        return [_mend(v) for v in value]
+    if isinstance(value, dict):
+        return {_mend(k): _mend(v) for k, v in value.items()}
     return value
 
 
