@@ -91,14 +91,17 @@ def _parse(span: bytes):
         raise _TooDeep("nested too deeply") from None
     if end != len(text):
         raise ValueError("extra data after a JSON value")
-    if _SURROGATE_ESCAPE.search(span):
+    if _LONE_SURROGATE_ESCAPE.search(span) or b"\\\\u" in span:
         value = _mend(value)
     return value
 
 
-#: An escaped surrogate (most are halves of a pair, which json.loads joins; a lone one would
-#: make strings that cannot be encoded as UTF-8).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: An escaped surrogate without its other half (pairs, common in Slack's all-ASCII files, are
+#: joined by json.loads; a lone one would make a string that cannot be encoded as UTF-8).  An
+#: escaped backslash before "u" could hide one from this test: that case is mended too.
+_LONE_SURROGATE_ESCAPE = re.compile(
+    rb"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD])[c-fC-F])")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
