@@ -445,3 +445,27 @@ def test_pieces_may_be_memoryviews():
             got, state = seg.feed(state, view[i:i + 100], i + 100 >= len(case.data), lambda w: None)
             msgs += got
         assert msgs == case.whole(), case
+
+
+def test_deep_nesting_outside_records_reads_alike_in_any_pieces():
+    deep = "[" * 600 + "]" * 600  # deeper than the state keeps open, valid JSON
+    doc = '{"guild": {"id": "1", "name": "g"}, "channel": {"id": "2", "name": "c"}, "x": %s, ' \
+          '"messages": [{"id": "5", "timestamp": "2025-03-01T10:00:00Z", "author": {"name": "a"}}]}' % deep
+    case = _single("discord", "c.json", doc.encode())
+    assert [m.message_id for m in case.whole()] == ["5"]
+    seen: dict[int, bytes] = {}
+    for sizes in ([], [300], [700], random_sizes(6, 1, 200)):
+        msgs, states, biggest = feed(case.segments(), case.data, sizes)
+        assert msgs == case.whole()
+        assert biggest < 200 + 256 * 16 + 300  # a piece, the open containers, the context
+        for offset, state in states.items():
+            assert seen.setdefault(offset, state) == state
+
+
+def test_a_lone_surrogate_escape_reads_as_the_whole_file_reader_reads_it():
+    """A message cut inside an emoji ("\\ud83d" without its pair) must not yield a string that
+    cannot be encoded; ijson's C backend reads a lone high surrogate as "?"."""
+    records = [dict(SLACK_RECORDS[0], text="cut \ud83d"), dict(SLACK_RECORDS[1], text="pair \U0001f600")]
+    case = _slack(json.dumps(records, indent=4).encode())
+    msgs = _all_partitions_match(case, warnings_expected=False)
+    assert [m.text for m in msgs] == ["cut ?", "pair \U0001f600"]

@@ -29,7 +29,7 @@ from .common import RECORD_ERRORS, FileReport, Warn
 
 #: Changes whenever the state encoding, or the messages ``feed`` gives for a state, do: a cache
 #: keyed by states must key by it too (spec §22.10).
-STATE_VERSION = 1
+STATE_VERSION = 3
 
 #: What a route does with the value at its path.
 DESCEND = "descend"  # open the container and route its members (a path on the way to records)
@@ -43,8 +43,8 @@ Routes = dict[str, tuple]
 #: record, captures → messages (raises one of common.RECORD_ERRORS for a record of the wrong shape)
 Convert = Callable[[object, dict], "list[Message]"]
 
-#: Containers open at once (a value that leads to no record is read token by token when it
-#: spans pieces; deeper nesting than this is taken as a broken document).
+#: Containers kept open in the state at once (a value that leads to no record is read token by
+#: token when it spans pieces; below this depth it is skipped by its brackets alone).
 MAX_DEPTH = 256
 _BOM = b"\xef\xbb\xbf"
 _WS = re.compile(rb"[ \t\n\r]*")
@@ -91,6 +91,29 @@ def _parse(span: bytes):
         raise _TooDeep("nested too deeply") from None
     if end != len(text):
         raise ValueError("extra data after a JSON value")
+    if _LONE_SURROGATE_ESCAPE.search(span) or b"\\\\u" in span:
+        value = _mend(value)
+    return value
+
+
+#: An escaped surrogate without its other half (pairs, common in Slack's all-ASCII files, are
+#: joined by json.loads; a lone one would make a string that cannot be encoded as UTF-8).  An
+#: escaped backslash before "u" could hide one from this test: that case is mended too.
+_LONE_SURROGATE_ESCAPE = re.compile(
+    rb"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD])[c-fC-F])")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _mend(value):
+    """``value`` with each lone surrogate replaced by "?", as ijson's C backend reads a lone
+    high surrogate (a low one stops it; here it reads alike)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("?", value)
+    if isinstance(value, list):
+        return [_mend(v) for v in value]
+    if isinstance(value, dict):
+        return {_mend(k): _mend(v) for k, v in value.items()}
     return value
 
 
@@ -309,8 +332,9 @@ class _Scan:
                             raise Broken(_first_line(exc)) from None
                     self._after_value()
                     return end
-                if len(self.st["k"]) >= MAX_DEPTH:
-                    raise Broken(f"nested deeper than {MAX_DEPTH}")
+                if len(self.st["k"]) >= MAX_DEPTH:  # bound the state: skip it by its brackets
+                    self.st["m"], self.st["d"], self.st["q"] = "s", 0, False
+                    return -1
             self.st["k"].append(["{" if c == _OPEN else "[", "k0" if c == _OPEN else "v0", None])
             self.paths.append(path)
             for name in route[1] if route is not None else ():

@@ -78,7 +78,8 @@ class SlackReader:
     def segment_reader(self, files: ExportFiles, export: Export, path: str,
                        warn: Warn | None = None) -> JsonSegments | None:
         """Day files piece by piece (spec §22.10): records are the top-level array's items; the
-        context is the folder's name and users.json (read once per export and tree)."""
+        context is the folder's name and users.json (read once per export and tree object: a
+        tree is taken not to change while it is read)."""
         m = _DAY.match(path)
         if m is None or (m.group(1) or "") != export.root or path not in export.files:
             return None

@@ -64,7 +64,7 @@ class ZulipReader:
     def segment_reader(self, files: ExportFiles, export: Export, path: str,
                        warn: Warn | None = None) -> JsonSegments | None:
         """A messages file piece by piece (spec §22.10): records under ``zerver_message``; the
-        context is realm.json (read once per export and tree)."""
+        context is realm.json (read once per export and tree object, as Slack's users.json)."""
         if path not in export.files or not _MESSAGES.match(path.rpartition("/")[2]):
             return None
         memo = self._realm_memo  # the messages files of one export share it
