@@ -21,6 +21,10 @@ MAX_DEPTH = 4096
 #: Walk steps (files, directories, symlinks) planned ahead of the one being written, at most:
 #: the fetcher's byte cap bounds the data in flight, this bounds the bookkeeping.
 MAX_PLANNED = 1024
+#: Bytes of blobs in flight (read and being decoded, or decoded and not yet written). Enough for
+#: four 4 MiB runs at once; a larger window measured no faster and touched more fresh memory
+#: (page faults: 10 k vs 4 k per text-heavy night restore at 64 vs 16 MiB).
+IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -352,7 +356,8 @@ def run_restore(repo: Repository, snapshot: Snapshot, target: str, *, includes: 
     a tree that tries to escape the target stops the restore with MaliciousTree. Archive nodes
     are rebuilt as the original file, or with ``expand`` restored as a folder of their members."""
     result = RestoreResult(snapshot)
-    with repo.lock(exclusive=False), RestoreTarget(target) as dest, BlobFetcher(repo) as fetcher:
+    with repo.lock(exclusive=False), RestoreTarget(target) as dest, \
+            BlobFetcher(repo, max_bytes=IN_FLIGHT_BYTES) as fetcher:
         # The snapshot was listed before this sync, so the index files it needs (stored before it)
         # are seen even if a concurrent backup committed it after the repository was opened.
         repo.sync_index()
