@@ -149,3 +149,10 @@ def box_dirs(tmp_path) -> Path:
     target = tmp_path / "box" / "target"
     target.mkdir(parents=True)
     return target
+
+
+@pytest.mark.parametrize("cpus, expected", [(1, 1), (2, 1), (3, 2), (4, 3), (16, 4), (None, 1)])
+def test_local_repositories_get_one_decoding_thread_per_spare_core(repo, monkeypatch, cpus, expected):
+    monkeypatch.setattr(restore_mod.os, "cpu_count", lambda: cpus)
+    assert restore_mod.decode_workers(repo.storage) == expected
+    assert restore_mod.decode_workers(object()) == 4  # remote storage waits on requests: always four
