@@ -156,3 +156,17 @@ def test_local_repositories_get_one_decoding_thread_per_spare_core(repo, monkeyp
     monkeypatch.setattr(restore_mod.os, "cpu_count", lambda: cpus)
     assert restore_mod.decode_workers(repo.storage) == expected
     assert restore_mod.decode_workers(object()) == 4  # remote storage waits on requests: always four
+
+
+def test_a_file_that_cannot_be_created_does_not_disturb_the_next_ones(repo, tmp_path):
+    # The chunks of "a" are requested before its turn; a directory in the way makes it fail
+    # before it is opened, and its chunks must not be handed to "b".
+    contents = {"a": os.urandom(30_000), "b": os.urandom(30_000), "c": os.urandom(10)}
+    snap = backup_files(repo, tmp_path / "src", contents)
+    base = tmp_path / "out" / str(tmp_path / "src").lstrip("/")
+    (base / "a").mkdir(parents=True)
+    result = run_restore(repo, snap, str(tmp_path / "out"))
+    assert len(result.errors) == 1 and result.errors[0].startswith(f"{tmp_path / 'src' / 'a'}: ")
+    assert "directory" in result.errors[0]
+    assert (base / "b").read_bytes() == contents["b"] and (base / "c").read_bytes() == contents["c"]
+    assert result.files == 2

@@ -160,8 +160,11 @@ class _Restore:
 
     def carry_out(self, step) -> None:
         if isinstance(step, _Leaf):
-            if self.guard(step.parts, lambda: self.restore_leaf(step)):
-                step.frame.restored_any = True
+            try:
+                if self.guard(step.parts, lambda: self.restore_leaf(step)):
+                    step.frame.restored_any = True
+            finally:  # whatever failed (even before the file was opened), its chunks are dropped
+                self.drain(step)
         elif isinstance(step, _DirDone):
             frame = step.frame
             if frame.created or frame.restored_any:
@@ -202,10 +205,7 @@ class _Restore:
 
     def restore_file(self, leaf: _Leaf) -> None:
         parts, node = leaf.parts, leaf.node
-        try:
-            written = self.target.write_file(parts, self.file_chunks(leaf), size_hint=node.size)
-        finally:
-            self.drain(leaf)
+        written = self.target.write_file(parts, self.file_chunks(leaf), size_hint=node.size)
         if self.verify:  # re-read what landed on disk and compare with the snapshot's chunk hashes
             from strongroom.commands.verify import verify_file
             verify_file(self.repo, os.path.join(self.target.root, *parts), node)
