@@ -36,7 +36,8 @@ MAX_LOCAL_WORKERS = 4
 REMOTE_WORKERS = 4
 
 
-def decode_workers(storage) -> int:
+def decode_workers(storage: object) -> int:
+    """How many threads decode blobs for a restore from ``storage`` (see MAX_LOCAL_WORKERS)."""
     if isinstance(storage, (LocalStorage, MemoryStorage)):
         return max(1, min(MAX_LOCAL_WORKERS, (os.cpu_count() or 2) - 1))
     return REMOTE_WORKERS
@@ -69,23 +70,27 @@ class _Leaf:
 
 @dataclass(eq=False)
 class _DirDone:
+    """Everything below the directory is done: its metadata can be applied."""
     frame: _DirFrame
 
 
 @dataclass(eq=False)
 class _Failed:
+    """The walk could not create or read something: recorded as an error at its turn."""
     path: bytes
     error: Exception
 
 
 @dataclass(eq=False)
 class _Expanded:
+    """An archive restored as a folder (``--expand``): listed in the result at its turn."""
     path: bytes
     node: Node
 
 
 @dataclass(eq=False)
 class _Stop:
+    """The tree tries to escape the target: the restore stops here (the walk stops first)."""
     error: MaliciousTree
 
 
