@@ -194,7 +194,13 @@ def test_restore_fails_only_the_file_with_the_damaged_chunk(repo, tmp_path, monk
     assert not (base / "b.bin").exists()
     pack = repo.index.lookup(chunks["a.bin"][0]).pack
     assert all(repo.index.lookup(c).pack == pack for ids in chunks.values() for c in ids)
-    assert sum(pack in load[0] for load in storage.data_loads()) == 3  # one run per file, not one load per chunk
+    # Runs span file boundaries: the pack is read front to back in ranges of at most 8 MiB, each once.
+    loads = [load[1:] for load in storage.data_loads() if pack in load[0]]  # (trees are in another pack)
+    all_ids = [c for name in ("a.bin", "b.bin", "c.bin") for c in chunks[name]]
+    first, last = repo.index.lookup(all_ids[0]).entry, repo.index.lookup(all_ids[-1]).entry
+    assert loads[0][0] == first.offset and sum(length for _, length in loads) == last.offset + last.length - first.offset
+    assert all(a + n == b for (a, n), (b, _) in zip(loads, loads[1:]))
+    assert all(length <= 8 << 20 for _, length in loads) and len(loads) < len(all_ids)
 
 
 def _file_chunks(repo, snap, source: Path, name: str):

@@ -158,13 +158,37 @@ def test_short_writes_are_completed(dirs: tuple[Path, Path], monkeypatch: pytest
         calls.append(len(data))
         return real_write(fd, bytes(data)[:7])
 
+    def short_writev(fd: int, buffers: list[bytes]) -> int:
+        calls.append([len(b) for b in buffers])
+        return real_write(fd, b"".join(buffers)[:7])
+
     payload = os.urandom(100)
     with RestoreTarget(target) as t:
         monkeypatch.setattr(rt.os, "write", short_write)
+        monkeypatch.setattr(rt.os, "writev", short_writev)
         assert t.write_file([b"f"], [payload[:50], payload[50:]]) == 100
         monkeypatch.undo()
     assert (target / "f").read_bytes() == payload
-    assert len(calls) == 15  # one coalesced buffer of 100 bytes, 7 bytes at a time
+    # one writev of both chunks (7 bytes taken), then the rest of each chunk 7 bytes at a time
+    assert calls == [[50, 50], 43, 36, 29, 22, 15, 8, 1, 50, 43, 36, 29, 22, 15, 8, 1]
+
+
+def test_small_chunks_go_out_in_few_large_writes(dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    target, _ = dirs
+    real_writev = os.writev
+    sizes = []
+
+    def counting_writev(fd: int, buffers: list[bytes]) -> int:
+        sizes.append(sum(len(b) for b in buffers))
+        return real_writev(fd, buffers)
+
+    chunks = [os.urandom(16 * 1024) for _ in range(200)]  # 3.1 MiB in 16 KiB chunks
+    with RestoreTarget(target) as t:
+        monkeypatch.setattr(rt.os, "writev", counting_writev)
+        assert t.write_file([b"f"], chunks) == 200 * 16 * 1024
+        monkeypatch.undo()
+    assert (target / "f").read_bytes() == b"".join(chunks)
+    assert sizes == [1 << 20, 1 << 20, 1 << 20, 8 * 16 * 1024]  # 64 chunks per writev, then the last 8
 
 
 def test_size_hint_does_not_change_the_size(dirs: tuple[Path, Path]) -> None:
