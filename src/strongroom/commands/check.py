@@ -16,12 +16,11 @@ ScratchSets, which spill to a temporary LMDB file.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from strongroom import dictionary
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
-from strongroom.commands.read_data import PackReport, Subset, read_pack
+from strongroom.commands.read_data import PackReport, Subset, verify_packs
 from strongroom.crypto.keyfile import read_key_info
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError
 from strongroom.index import ScratchSet
@@ -184,26 +183,10 @@ def _read_packs(repo: Repository, result: CheckResult, stored: dict[str, int], s
     def count(n: int) -> None:
         nonlocal done
         done += n  # only the main thread reports; races here only make progress approximate
-    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="check") as pool:
-        futures = []
-        for pack in chosen:
-            futures.append(pool.submit(_read_one, repo, pack, stored[pack], count))
-            while len(futures) > READ_THREADS:
-                _take(repo, result, futures.pop(0).result(), lost)
-                progress(Progress(files=result.packs_read, bytes=done, total_bytes=total))
-        for future in futures:
-            _take(repo, result, future.result(), lost)
-            progress(Progress(files=result.packs_read, bytes=done, total_bytes=total))
+    for report in verify_packs(repo, ((p, stored[p]) for p in chosen), threads=READ_THREADS, on_bytes=count):
+        _take(repo, result, report, lost)
+        progress(Progress(files=result.packs_read, bytes=done, total_bytes=total))
     result.seconds = time.monotonic() - started
-
-
-def _read_one(repo: Repository, pack: str, size: int, count) -> PackReport:
-    try:
-        return read_pack(repo, pack, size, on_bytes=count)
-    except ObjectNotFound:
-        return PackReport(pack, missing=True)
-    except StrongroomError as e:  # e.g. a storage error: report it against this pack, go on
-        return PackReport(pack, problems=[f"cannot be read: {e}"])
 
 
 def _take(repo: Repository, result: CheckResult, report: PackReport, lost: ScratchSet) -> None:
