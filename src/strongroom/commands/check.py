@@ -26,7 +26,7 @@ from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError
 from strongroom.index import ScratchSet
 from strongroom.indexfile import open_index_raw
 from strongroom.repository import Repository, object_name
-from strongroom.tree import ARCHIVE, DIR, FILE
+from strongroom.tree import ARCHIVE, DIR, FILE, decode_chunk_list
 
 MAX_DEPTH = 4096
 MAX_AFFECTED = 10_000  # reported individually; beyond this only counted
@@ -318,17 +318,32 @@ class _SnapshotWalker:
                     if why is not None:
                         return why
                 return None
-            for list_id in node.content_lists:
-                why = self.unavailable(list_id)
+            why = self.first_unavailable(node.content_lists, count=False)
+            if why is None:
+                why = self.first_unavailable(node.content)
+            for list_id in node.content_lists:  # as Repository.file_chunks reads them, one at a time
                 if why is not None:
-                    return why
-            for blob_id in self.repo.file_chunks(node):
-                self.result.blobs += 1
-                why = self.unavailable(blob_id)
-                if why is not None:
-                    return why
+                    break
+                why = self.first_unavailable(decode_chunk_list(self.repo.load_blob(list_id),
+                                                               f"chunk list {list_id.hex()[:16]}"))
+            return why
         except StrongroomError as e:
             return str(e)
+
+    def first_unavailable(self, blob_ids: list[bytes], *, count: bool = True) -> str | None:
+        """``unavailable`` of the first of ``blob_ids`` that is, counting the blobs up to it; the
+        index is asked about the whole list in one transaction (the usual answer: all there)."""
+        if not blob_ids:
+            return None
+        lost = self.lost
+        if (not lost or not any(b in lost for b in blob_ids)) and self.repo.index.has_all(blob_ids):
+            self.result.blobs += len(blob_ids) if count else 0
+            return None
+        for blob_id in blob_ids:
+            self.result.blobs += 1 if count else 0
+            why = self.unavailable(blob_id)
+            if why is not None:
+                return why
         return None
 
 

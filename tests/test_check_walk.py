@@ -1,0 +1,90 @@
+"""check's snapshot walk asks the index about a file's chunks a list at a time: it must still count
+the blobs up to the first one that cannot be read, and name that one, as a one-by-one walk does."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from strongroom.chunker import ChunkerParams, ChunkingProfiles
+from strongroom.commands.backup import BackupOptions, run_backup
+from strongroom.commands.check import CheckResult, _SnapshotWalker, run_check
+from strongroom.config import Config
+from strongroom.index import ScratchSet
+from strongroom.repository import Repository
+from strongroom.storage import LocalStorage
+from strongroom.tree import FILE, MAX_INLINE_CHUNKS
+
+from conftest import PASSWORD, WEAK_KDF
+
+SMALL_CHUNKS = ChunkingProfiles(ChunkerParams(64, 256, 1024), ChunkerParams(256, 1024, 4096))
+
+
+@pytest.fixture(scope="module")
+def listed(tmp_path_factory):
+    """A file long enough for three chunk-list blobs, and a small one with inline chunks."""
+    tmp = tmp_path_factory.mktemp("walk")
+    src = tmp / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(random.Random(3).randbytes(3 * MAX_INLINE_CHUNKS * 1024))
+    (src / "small.bin").write_bytes(os.urandom(5000))
+    repo = Repository.init(LocalStorage(tmp / "repo"), PASSWORD, kdf=WEAK_KDF, config=Config(chunking=SMALL_CHUNKS))
+    snap = run_backup(repo, BackupOptions(paths=[str(src)])).snapshot
+    files = {}
+    pending = [bytes.fromhex(snap.tree)]
+    while pending:
+        for node in repo.load_tree(pending.pop()):
+            if node.type == FILE:
+                files[node.name.decode()] = node
+            elif node.subtree:
+                pending.append(node.subtree)
+    yield repo, snap, files
+    repo.close()
+
+
+def walk(repo, snap, lost_ids=()) -> CheckResult:
+    result = CheckResult()
+    with ScratchSet() as lost:
+        for blob_id in lost_ids:
+            lost.add(blob_id)
+        walker = _SnapshotWalker(repo, result, lost)
+        try:
+            walker.walk(snap.id, bytes.fromhex(snap.tree))
+        finally:
+            walker.close()
+    return result
+
+
+def test_every_chunk_is_counted(listed):
+    repo, snap, files = listed
+    big, small = files["big.bin"], files["small.bin"]
+    assert len(big.content_lists) == 3 and big.content == []
+    assert small.content and not small.content_lists
+    total = sum(len(list(repo.file_chunks(n))) for n in (big, small))
+    result = walk(repo, snap)
+    assert (result.blobs, result.errors) == (total, [])
+    assert run_check(repo).blobs == total
+
+
+@pytest.mark.parametrize("position", [0, MAX_INLINE_CHUNKS - 1, MAX_INLINE_CHUNKS + 7, "last"])
+def test_the_first_lost_chunk_is_named_and_counted_up_to(listed, position):
+    repo, snap, files = listed
+    chunks = list(repo.file_chunks(files["big.bin"]))
+    index = len(chunks) - 1 if position == "last" else position
+    victim = chunks[index]
+    assert chunks.index(victim) == index  # random data: no chunk repeats
+    result = walk(repo, snap, [victim])
+    small = len(files["small.bin"].content)
+    assert result.blobs == index + 1 + small
+    assert [(a.path.rsplit("/", 1)[1], a.reason) for a in result.affected] == [
+        ("big.bin", f"blob {victim.hex()[:16]} is damaged or its pack is missing")]
+
+
+def test_a_lost_chunk_list_is_named_before_any_chunk_is_counted(listed):
+    repo, snap, files = listed
+    second = files["big.bin"].content_lists[1]
+    result = walk(repo, snap, [second])
+    assert result.blobs == len(files["small.bin"].content)
+    assert [a.reason for a in result.affected] == [f"blob {second.hex()[:16]} is damaged or its pack is missing"]
