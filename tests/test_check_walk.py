@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+from pathlib import Path
 
 import pytest
 
 from strongroom.chunker import ChunkerParams, ChunkingProfiles
+from strongroom.commands import check
 from strongroom.commands.backup import BackupOptions, run_backup
 from strongroom.commands.check import CheckResult, _SnapshotWalker, run_check
 from strongroom.config import Config
 from strongroom.index import ScratchSet
+from strongroom.pack import pack_path
 from strongroom.repository import Repository
 from strongroom.storage import LocalStorage
+from strongroom.testing.damage import flip_byte
 from strongroom.tree import FILE, MAX_INLINE_CHUNKS
 
 from conftest import PASSWORD, WEAK_KDF
@@ -88,3 +93,35 @@ def test_a_lost_chunk_list_is_named_before_any_chunk_is_counted(listed):
     result = walk(repo, snap, [second])
     assert result.blobs == len(files["small.bin"].content)
     assert [a.reason for a in result.affected] == [f"blob {second.hex()[:16]} is damaged or its pack is missing"]
+
+
+def test_read_data_walks_during_the_read_with_the_same_findings(listed, monkeypatch):
+    """With nothing damaged, the walk that ran alongside the read is the answer; with damage, the
+    walk after the read names the affected files (tests/test_check_read_data.py has more)."""
+    repo, snap, files = listed
+    plain = run_check(repo)
+    threads = []
+    real = check._check_snapshots
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(check, "_check_snapshots", recording)
+    deep = run_check(repo, read_data=True)
+    assert threads and threads[0].startswith("check-walk") and len(threads) == 1
+    assert (deep.snapshots, deep.trees, deep.blobs, deep.errors) == (plain.snapshots, plain.trees, plain.blobs, [])
+    assert deep.blobs_read == sum(len(repo.index.pack_entries(p)) for p, _ in repo.index.iter_packs())
+
+    victim = files["small.bin"].content[0]
+    location = repo.index.lookup(victim)
+    path = Path(repo.storage.root) / pack_path(location.pack)
+    flip_byte(path, location.entry.offset + 3)
+    try:
+        threads.clear()
+        damaged = run_check(repo, read_data=True)
+    finally:
+        flip_byte(path, location.entry.offset + 3)
+    assert threads[-1] == "MainThread"  # walked again once the damage was known
+    assert [(a.path.rsplit("/", 1)[1], a.reason) for a in damaged.affected] == [
+        ("small.bin", f"blob {victim.hex()[:16]} is damaged or its pack is missing")]
+    assert damaged.snapshots == plain.snapshots and damaged.blobs_read == deep.blobs_read

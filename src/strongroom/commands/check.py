@@ -15,7 +15,9 @@ ScratchSets, which spill to a temporary LMDB file.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from strongroom import dictionary
@@ -85,8 +87,9 @@ def run_check(repo: Repository, *, read_data: bool = False, subset: Subset | Non
         _check_dictionaries(repo, result)
         stored = _check_packs(repo, result, lost)
         if result.read_data:
-            _read_packs(repo, result, stored, subset or Subset(), lost, progress)
-        _check_snapshots(repo, result, lost, snapshot_ids)
+            _read_and_walk(repo, result, stored, subset or Subset(), lost, progress, snapshot_ids)
+        else:
+            _check_snapshots(repo, result, lost, snapshot_ids)
     return result
 
 
@@ -172,8 +175,45 @@ def _mark_lost(repo: Repository, pack: str, blob_ids, lost: ScratchSet) -> None:
             lost.add(blob_id)
 
 
+def _read_and_walk(repo: Repository, result: CheckResult, stored: dict[str, int], subset: Subset,
+                   lost: ScratchSet, progress: ProgressCallback, snapshot_ids: list[str]) -> None:
+    """Read the packs, then say which snapshots and files any damage found affects.
+
+    The walk needs the damaged blobs, which only the read finds; but usually there are none. So,
+    when nothing is known lost yet, the walk runs in a thread during the read (mostly Python, while
+    the read is mostly in code that releases the GIL) as if nothing will be found, and its findings
+    are kept if nothing was; otherwise it is stopped or discarded and the walk runs again after
+    the read, with the damaged blobs known. Either way the result is that of walking after."""
+    if len(lost):  # missing packs: the walk must know their blobs from the start
+        _read_packs(repo, result, stored, subset, lost, progress)
+        _check_snapshots(repo, result, lost, snapshot_ids)
+        return
+    early = CheckResult()
+    stop = threading.Event()
+    with ScratchSet() as nothing_lost, ThreadPoolExecutor(1, thread_name_prefix="check-walk") as side:
+        walking = side.submit(_check_snapshots, repo, early, nothing_lost, snapshot_ids, stop)
+        try:
+            _read_packs(repo, result, stored, subset, lost, progress, stop)
+        except BaseException:  # e.g. interrupted: do not wait for the whole walk
+            stop.set()
+            raise
+        finally:
+            if len(lost):
+                stop.set()
+            done = walking.exception() is None  # waits: the walk must not outlive nothing_lost
+    if len(lost) or not done:
+        _check_snapshots(repo, result, lost, snapshot_ids)
+        return
+    result.snapshots += early.snapshots
+    result.trees += early.trees
+    result.blobs += early.blobs
+    result.errors += early.errors
+    result.affected, result.affected_more, result.affected_snapshots = \
+        early.affected, early.affected_more, early.affected_snapshots
+
+
 def _read_packs(repo: Repository, result: CheckResult, stored: dict[str, int], subset: Subset,
-                lost: ScratchSet, progress: ProgressCallback) -> None:
+                lost: ScratchSet, progress: ProgressCallback, stop: threading.Event | None = None) -> None:
     chosen = list(subset.select(stored))
     result.packs_selected_of = len(stored)
     total = sum(stored[p] for p in chosen)
@@ -185,6 +225,8 @@ def _read_packs(repo: Repository, result: CheckResult, stored: dict[str, int], s
         done += n  # only the main thread reports; races here only make progress approximate
     for report in verify_packs(repo, ((p, stored[p]) for p in chosen), threads=READ_THREADS, on_bytes=count):
         _take(repo, result, report, lost)
+        if stop is not None and len(lost):
+            stop.set()  # the walk running alongside is of no use any more
         progress(Progress(files=result.packs_read, bytes=done, total_bytes=total))
     result.seconds = time.monotonic() - started
 
@@ -215,6 +257,10 @@ def _take(repo: Repository, result: CheckResult, report: PackReport, lost: Scrat
 # -- snapshots, trees and files -------------------------------------------------------------------
 
 
+class _Stopped(Exception):
+    """The walk was stopped (its findings are not wanted)."""
+
+
 @dataclass
 class _Frame:
     tree_id: bytes
@@ -228,11 +274,13 @@ class _SnapshotWalker:
     (everything below it available) is never entered again. Trees with damage below them are
     walked once per snapshot, so each affected snapshot gets its own list of affected files."""
 
-    def __init__(self, repo: Repository, result: CheckResult, lost: ScratchSet) -> None:
+    def __init__(self, repo: Repository, result: CheckResult, lost: ScratchSet,
+                 stop: threading.Event | None = None) -> None:
         self.repo = repo
         self.result = result
         self.lost = lost
         self.clean = ScratchSet()
+        self.stop = stop
 
     def close(self) -> None:
         self.clean.close()
@@ -271,6 +319,8 @@ class _SnapshotWalker:
             return
         bad_here: set[bytes] = set()  # trees with damage below, already reported in this snapshot
         while stack:
+            if self.stop is not None and self.stop.is_set():
+                raise _Stopped
             frame = stack[-1]
             node = next(frame.nodes, None)
             if node is None:
@@ -347,8 +397,9 @@ class _SnapshotWalker:
         return None
 
 
-def _check_snapshots(repo: Repository, result: CheckResult, lost: ScratchSet, snapshot_ids: list[str]) -> None:
-    walker = _SnapshotWalker(repo, result, lost)
+def _check_snapshots(repo: Repository, result: CheckResult, lost: ScratchSet, snapshot_ids: list[str],
+                     stop: threading.Event | None = None) -> None:
+    walker = _SnapshotWalker(repo, result, lost, stop)
     try:
         for snapshot_id in snapshot_ids:
             try:
