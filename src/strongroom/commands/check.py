@@ -6,11 +6,12 @@ snapshot's trees are readable and every chunk its files use is in the index, in 
 
 ``read_data`` (``--read-data``, optionally a subset): additionally read the chosen packs byte by
 byte: BLAKE3 of the whole pack against its name, the header against the index, and every blob
-authenticated, decrypted, decompressed and re-hashed. Blobs found damaged are then traced to the
-snapshots and files that use them.
+authenticated, decrypted, decompressed and re-hashed (read_data.verify_packs, on two worker
+threads). Blobs found damaged are then traced to the snapshots and files that use them; the
+snapshot walk runs alongside the read and is redone after it only if the read found damage.
 
-Memory: packs are streamed; sets that grow with the repository (damaged blobs, clean trees) are
-ScratchSets, which spill to a temporary LMDB file.
+Memory: at most read_data.IN_FLIGHT_BYTES of packs are held; sets that grow with the repository
+(damaged blobs, clean trees) are ScratchSets, which spill to a temporary LMDB file.
 """
 
 from __future__ import annotations
