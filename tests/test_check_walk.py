@@ -125,3 +125,15 @@ def test_read_data_walks_during_the_read_with_the_same_findings(listed, monkeypa
     assert [(a.path.rsplit("/", 1)[1], a.reason) for a in damaged.affected] == [
         ("small.bin", f"blob {victim.hex()[:16]} is damaged or its pack is missing")]
     assert damaged.snapshots == plain.snapshots and damaged.blobs_read == deep.blobs_read
+
+
+def test_an_interrupted_read_stops_the_walk_and_releases_the_lock(listed):
+    repo, snap, files = listed
+
+    def interrupt(progress):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_check(repo, read_data=True, progress=interrupt)
+    assert [t.name for t in threading.enumerate() if t.name.startswith(("check-walk", "check_"))] == []
+    assert list(repo.storage.list("locks")) == []
+    assert run_check(repo, read_data=True).errors == []
