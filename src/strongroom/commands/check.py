@@ -6,28 +6,30 @@ snapshot's trees are readable and every chunk its files use is in the index, in 
 
 ``read_data`` (``--read-data``, optionally a subset): additionally read the chosen packs byte by
 byte: BLAKE3 of the whole pack against its name, the header against the index, and every blob
-authenticated, decrypted, decompressed and re-hashed. Blobs found damaged are then traced to the
-snapshots and files that use them.
+authenticated, decrypted, decompressed and re-hashed (read_data.verify_packs, on two worker
+threads). Blobs found damaged are then traced to the snapshots and files that use them; the
+snapshot walk runs alongside the read and is redone after it only if the read found damage.
 
-Memory: packs are streamed; sets that grow with the repository (damaged blobs, clean trees) are
-ScratchSets, which spill to a temporary LMDB file.
+Memory: at most read_data.IN_FLIGHT_BYTES of packs are held; sets that grow with the repository
+(damaged blobs, clean trees) are ScratchSets, which spill to a temporary LMDB file.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from strongroom import dictionary
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
-from strongroom.commands.read_data import PackReport, Subset, read_pack
+from strongroom.commands.read_data import PackReport, Subset, verify_packs
 from strongroom.crypto.keyfile import read_key_info
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError
 from strongroom.index import ScratchSet
 from strongroom.indexfile import open_index_raw
 from strongroom.repository import Repository, object_name
-from strongroom.tree import ARCHIVE, DIR, FILE
+from strongroom.tree import ARCHIVE, DIR, FILE, decode_chunk_list
 
 MAX_DEPTH = 4096
 MAX_AFFECTED = 10_000  # reported individually; beyond this only counted
@@ -86,8 +88,9 @@ def run_check(repo: Repository, *, read_data: bool = False, subset: Subset | Non
         _check_dictionaries(repo, result)
         stored = _check_packs(repo, result, lost)
         if result.read_data:
-            _read_packs(repo, result, stored, subset or Subset(), lost, progress)
-        _check_snapshots(repo, result, lost, snapshot_ids)
+            _read_and_walk(repo, result, stored, subset or Subset(), lost, progress, snapshot_ids)
+        else:
+            _check_snapshots(repo, result, lost, snapshot_ids)
     return result
 
 
@@ -173,8 +176,45 @@ def _mark_lost(repo: Repository, pack: str, blob_ids, lost: ScratchSet) -> None:
             lost.add(blob_id)
 
 
+def _read_and_walk(repo: Repository, result: CheckResult, stored: dict[str, int], subset: Subset,
+                   lost: ScratchSet, progress: ProgressCallback, snapshot_ids: list[str]) -> None:
+    """Read the packs, then say which snapshots and files any damage found affects.
+
+    The walk needs the damaged blobs, which only the read finds; but usually there are none. So,
+    when nothing is known lost yet, the walk runs in a thread during the read (mostly Python, while
+    the read is mostly in code that releases the GIL) as if nothing will be found, and its findings
+    are kept if nothing was; otherwise it is stopped or discarded and the walk runs again after
+    the read, with the damaged blobs known. Either way the result is that of walking after."""
+    if len(lost):  # missing packs: the walk must know their blobs from the start
+        _read_packs(repo, result, stored, subset, lost, progress)
+        _check_snapshots(repo, result, lost, snapshot_ids)
+        return
+    early = CheckResult()
+    stop = threading.Event()
+    with ScratchSet() as nothing_lost, ThreadPoolExecutor(1, thread_name_prefix="check-walk") as side:
+        walking = side.submit(_check_snapshots, repo, early, nothing_lost, snapshot_ids, stop)
+        try:
+            _read_packs(repo, result, stored, subset, lost, progress, stop)
+        except BaseException:  # e.g. interrupted: do not wait for the whole walk
+            stop.set()
+            raise
+        finally:
+            if len(lost):
+                stop.set()
+            done = walking.exception() is None  # waits: the walk must not outlive nothing_lost
+    if len(lost) or not done:
+        _check_snapshots(repo, result, lost, snapshot_ids)
+        return
+    result.snapshots += early.snapshots
+    result.trees += early.trees
+    result.blobs += early.blobs
+    result.errors += early.errors
+    result.affected, result.affected_more, result.affected_snapshots = \
+        early.affected, early.affected_more, early.affected_snapshots
+
+
 def _read_packs(repo: Repository, result: CheckResult, stored: dict[str, int], subset: Subset,
-                lost: ScratchSet, progress: ProgressCallback) -> None:
+                lost: ScratchSet, progress: ProgressCallback, stop: threading.Event | None = None) -> None:
     chosen = list(subset.select(stored))
     result.packs_selected_of = len(stored)
     total = sum(stored[p] for p in chosen)
@@ -184,26 +224,12 @@ def _read_packs(repo: Repository, result: CheckResult, stored: dict[str, int], s
     def count(n: int) -> None:
         nonlocal done
         done += n  # only the main thread reports; races here only make progress approximate
-    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="check") as pool:
-        futures = []
-        for pack in chosen:
-            futures.append(pool.submit(_read_one, repo, pack, stored[pack], count))
-            while len(futures) > READ_THREADS:
-                _take(repo, result, futures.pop(0).result(), lost)
-                progress(Progress(files=result.packs_read, bytes=done, total_bytes=total))
-        for future in futures:
-            _take(repo, result, future.result(), lost)
-            progress(Progress(files=result.packs_read, bytes=done, total_bytes=total))
+    for report in verify_packs(repo, ((p, stored[p]) for p in chosen), threads=READ_THREADS, on_bytes=count):
+        _take(repo, result, report, lost)
+        if stop is not None and len(lost):
+            stop.set()  # the walk running alongside is of no use any more
+        progress(Progress(files=result.packs_read, bytes=done, total_bytes=total))
     result.seconds = time.monotonic() - started
-
-
-def _read_one(repo: Repository, pack: str, size: int, count) -> PackReport:
-    try:
-        return read_pack(repo, pack, size, on_bytes=count)
-    except ObjectNotFound:
-        return PackReport(pack, missing=True)
-    except StrongroomError as e:  # e.g. a storage error: report it against this pack, go on
-        return PackReport(pack, problems=[f"cannot be read: {e}"])
 
 
 def _take(repo: Repository, result: CheckResult, report: PackReport, lost: ScratchSet) -> None:
@@ -232,6 +258,10 @@ def _take(repo: Repository, result: CheckResult, report: PackReport, lost: Scrat
 # -- snapshots, trees and files -------------------------------------------------------------------
 
 
+class _Stopped(Exception):
+    """The walk was stopped (its findings are not wanted)."""
+
+
 @dataclass
 class _Frame:
     tree_id: bytes
@@ -245,11 +275,13 @@ class _SnapshotWalker:
     (everything below it available) is never entered again. Trees with damage below them are
     walked once per snapshot, so each affected snapshot gets its own list of affected files."""
 
-    def __init__(self, repo: Repository, result: CheckResult, lost: ScratchSet) -> None:
+    def __init__(self, repo: Repository, result: CheckResult, lost: ScratchSet,
+                 stop: threading.Event | None = None) -> None:
         self.repo = repo
         self.result = result
         self.lost = lost
         self.clean = ScratchSet()
+        self.stop = stop
 
     def close(self) -> None:
         self.clean.close()
@@ -288,6 +320,8 @@ class _SnapshotWalker:
             return
         bad_here: set[bytes] = set()  # trees with damage below, already reported in this snapshot
         while stack:
+            if self.stop is not None and self.stop.is_set():
+                raise _Stopped
             frame = stack[-1]
             node = next(frame.nodes, None)
             if node is None:
@@ -335,22 +369,38 @@ class _SnapshotWalker:
                     if why is not None:
                         return why
                 return None
-            for list_id in node.content_lists:
-                why = self.unavailable(list_id)
+            why = self.first_unavailable(node.content_lists, count=False)
+            if why is None:
+                why = self.first_unavailable(node.content)
+            for list_id in node.content_lists:  # as Repository.file_chunks reads them, one at a time
                 if why is not None:
-                    return why
-            for blob_id in self.repo.file_chunks(node):
-                self.result.blobs += 1
-                why = self.unavailable(blob_id)
-                if why is not None:
-                    return why
+                    break
+                why = self.first_unavailable(decode_chunk_list(self.repo.load_blob(list_id),
+                                                               f"chunk list {list_id.hex()[:16]}"))
+            return why
         except StrongroomError as e:
             return str(e)
+
+    def first_unavailable(self, blob_ids: list[bytes], *, count: bool = True) -> str | None:
+        """``unavailable`` of the first of ``blob_ids`` that is, counting the blobs up to it; the
+        index is asked about the whole list in one transaction (the usual answer: all there)."""
+        if not blob_ids:
+            return None
+        lost = self.lost
+        if (not lost or not any(b in lost for b in blob_ids)) and self.repo.index.has_all(blob_ids):
+            self.result.blobs += len(blob_ids) if count else 0
+            return None
+        for blob_id in blob_ids:
+            self.result.blobs += 1 if count else 0
+            why = self.unavailable(blob_id)
+            if why is not None:
+                return why
         return None
 
 
-def _check_snapshots(repo: Repository, result: CheckResult, lost: ScratchSet, snapshot_ids: list[str]) -> None:
-    walker = _SnapshotWalker(repo, result, lost)
+def _check_snapshots(repo: Repository, result: CheckResult, lost: ScratchSet, snapshot_ids: list[str],
+                     stop: threading.Event | None = None) -> None:
+    walker = _SnapshotWalker(repo, result, lost, stop)
     try:
         for snapshot_id in snapshot_ids:
             try:

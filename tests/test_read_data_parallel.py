@@ -1,0 +1,195 @@
+"""check --read-data's parallel reader (verify_packs: whole packs, blobs in worker batches) must
+find exactly what the sequential segment reader (read_pack) finds, for every kind of damage, and
+hold no more pack bytes than its cap."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from strongroom.commands import read_data
+from strongroom.commands.backup import BackupOptions, run_backup
+from strongroom.commands.check import run_check
+from strongroom.commands.read_data import PackReport, read_pack, verify_packs
+from strongroom.compression import NONE, ZSTD
+from strongroom.config import Config
+from strongroom.pack import DATA, PackWriter, pack_path
+from strongroom.repository import Repository
+from strongroom.storage import LocalStorage
+from strongroom.testing.damage import flip_byte, pack_regions, truncate
+
+from conftest import PASSWORD, WEAK_KDF
+
+
+@pytest.fixture
+def packed(repo_path, tmp_path):
+    """Eight packs of ~64 KiB, each with many small (compressed, dictionary-free) text blobs and a
+    few incompressible ones."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(8):
+        lines = b"".join(b"%d:%d message %d from user%d\n" % (i, n, n * 7919 % 100_003, n % 13) for n in range(3000))
+        (source / f"chat{i}.txt").write_bytes(lines)
+        (source / f"photo{i}.bin").write_bytes(os.urandom(20_000))
+    repo = Repository.init(LocalStorage(repo_path), PASSWORD, kdf=WEAK_KDF, config=Config(pack_size=64 * 1024))
+    run_backup(repo, BackupOptions(paths=[str(source)]))
+    yield repo
+    repo.close()
+
+
+def stored_packs(repo) -> dict[str, int]:
+    return {name.rsplit("/", 1)[1]: size for name, size in repo.storage.list("data")}
+
+
+def summary(report: PackReport) -> tuple:
+    return (report.name, report.size, report.missing, report.blobs_ok, report.problems, report.bad_blobs)
+
+
+def both_ways(repo) -> tuple[list[tuple], list[tuple]]:
+    packs = sorted(stored_packs(repo).items())
+    parallel = [summary(r) for r in verify_packs(repo, packs, threads=2)]
+    sequential = [summary(read_pack(repo, name, size)) for name, size in packs]
+    return parallel, sequential
+
+
+def pack_file(repo, name: str) -> Path:
+    return Path(repo.storage.root) / pack_path(name)
+
+
+def many_blob_pack(repo) -> str:
+    return max(stored_packs(repo), key=lambda p: len(repo.index.pack_entries(p)))
+
+
+@pytest.fixture(params=["default", "tiny batches and cap"])
+def sizes(request, monkeypatch):
+    if request.param != "default":  # one blob per batch, one pack held at a time
+        monkeypatch.setattr(read_data, "BATCH_BYTES", 1)
+        monkeypatch.setattr(read_data, "IN_FLIGHT_BYTES", 1)
+    return request.param
+
+
+def test_healthy_repository_reads_every_blob_once(packed, sizes):
+    parallel, sequential = both_ways(packed)
+    assert parallel == sequential
+    assert len(parallel) == len(stored_packs(packed)) >= 6
+    assert sum(s[3] for s in parallel) == sum(len(packed.index.pack_entries(p)) for p in stored_packs(packed))
+    assert all(not s[4] and not s[5] and not s[2] for s in parallel)
+    assert [s[1] for s in parallel] == [size for _, size in sorted(stored_packs(packed).items())]
+
+
+@pytest.mark.parametrize("region, where", [("blobs", 0), ("blobs", -1), ("header", 0.5), ("envelope", -1),
+                                           ("trailer", 0)])
+def test_every_damage_is_found_the_same_way(packed, sizes, region, where):
+    victim = many_blob_pack(packed)
+    start, end = pack_regions(pack_file(packed, victim))[region]
+    offset = end - 1 if where == -1 else start + int((end - start) * where)
+    flip_byte(pack_file(packed, victim), offset)
+    parallel, sequential = both_ways(packed)
+    assert parallel == sequential
+    damaged = [s for s in parallel if s[4] or s[5]]
+    assert [s[0] for s in damaged] == [victim]
+    assert "content does not match its name" in damaged[0][4]
+    if region == "blobs":  # exactly one blob fails to authenticate; the others verify
+        assert damaged[0][4] == ["content does not match its name"]
+        assert len(damaged[0][5]) == 1 and "authentication failed" in damaged[0][5][0][1]
+        assert damaged[0][3] == len(packed.index.pack_entries(victim)) - 1
+    else:  # the header is unreadable: the index's record stands in, and every blob still verifies
+        assert damaged[0][4][0].startswith("header unreadable") and damaged[0][5] == []
+        assert damaged[0][3] == len(packed.index.pack_entries(victim))
+
+
+def test_authentic_blobs_that_do_not_decode_or_match_their_id(packed, sizes):
+    """A writer with the key can seal a blob whose id or compression lies: the MAC passes, the
+    later steps must still catch it."""
+    writer = PackWriter(packed.master)
+    good = b"a blob that is what it claims" * 10
+    writer.add(packed.master.blob_id(good), DATA, NONE, good, len(good))
+    writer.add(bytes(32), DATA, NONE, good, len(good))  # wrong id
+    writer.add(packed.master.blob_id(good + b"!"), DATA, ZSTD, b"not a zstd frame", 100)  # bad frame
+    writer.add(packed.master.blob_id(good), DATA, NONE, good, len(good) + 1)  # wrong length
+    name, data = writer.finish()
+    packed.storage.store(pack_path(name), data)
+    parallel = [summary(r) for r in verify_packs(packed, [(name, len(data))])]
+    assert parallel == [summary(read_pack(packed, name, len(data)))]
+    (_, size, missing, ok, problems, bad) = parallel[0]
+    assert (size, missing, ok, problems) == (len(data), False, 1, [])
+    assert [why.split(": ", 1)[1] for _, why in bad] == [
+        "content does not match its id", "cannot decompress (error when determining content size)",
+        f"stored length {len(good)} differs from recorded {len(good) + 1}"]
+
+
+def test_truncated_and_missing_packs(packed, sizes):
+    names = sorted(stored_packs(packed))
+    listed = stored_packs(packed)  # sizes as listed before the damage
+    truncate(pack_file(packed, names[1]), -100)
+    os.remove(pack_file(packed, names[2]))
+    packs = sorted(listed.items())
+    parallel = [summary(r) for r in verify_packs(packed, packs)]
+    sequential = [summary(read_pack(packed, n, s)) for n, s in packs]
+    assert parallel == sequential
+    by_name = {s[0]: s for s in parallel}
+    assert by_name[names[2]][2] is True  # missing
+    assert by_name[names[1]][1] == listed[names[1]] - 100
+    assert f"short read at offset {listed[names[1]] - 100} of {listed[names[1]]}" in by_name[names[1]][4]
+
+
+def test_large_packs_are_read_in_segments(packed, monkeypatch):
+    """A pack above WHOLE_PACK_LIMIT is never loaded whole: the segment reader handles it."""
+    victim = many_blob_pack(packed)
+    start, end = pack_regions(pack_file(packed, victim))["blobs"]
+    flip_byte(pack_file(packed, victim), (start + end) // 2)
+    sequential = both_ways(packed)[1]
+    monkeypatch.setattr(read_data, "WHOLE_PACK_LIMIT", 1000)
+    monkeypatch.setattr(read_data, "SEGMENT", 4096)
+    ranges = []
+    load = packed.storage.load
+
+    def watched(name, offset=0, length=None):
+        ranges.append(length)
+        return load(name, offset, length)
+    monkeypatch.setattr(packed.storage, "load", watched)
+    parallel = [summary(r) for r in verify_packs(packed, sorted(stored_packs(packed).items()))]
+    assert parallel == sequential
+    assert None not in ranges and max(ranges) <= 64 * 1024  # the header's tail, then 4 KiB segments
+    assert ranges.count(4096) > len(stored_packs(packed))
+
+
+def test_pack_bytes_held_stay_under_the_cap(packed, monkeypatch):
+    sizes = stored_packs(packed)
+    cap = 2 * max(sizes.values())
+    monkeypatch.setattr(read_data, "IN_FLIGHT_BYTES", cap)
+    lock = threading.Lock()
+    held = [0, 0]  # now, most
+    load = packed.storage.load
+
+    def counting(name, offset=0, length=None):
+        data = load(name, offset, length)
+        with lock:
+            held[0] += len(data)
+            held[1] = max(held[1], held[0])
+        return data
+    monkeypatch.setattr(packed.storage, "load", counting)
+    yielded = 0
+    for report in verify_packs(packed, sorted(sizes.items())):
+        with lock:
+            held[0] -= report.size
+        yielded += 1
+    assert yielded == len(sizes)
+    assert held[0] == 0
+    assert 0 < held[1] <= cap
+
+
+def test_check_reports_a_damaged_blob_once_with_its_files(packed, sizes):
+    victim = many_blob_pack(packed)
+    start, end = pack_regions(pack_file(packed, victim))["blobs"]
+    flip_byte(pack_file(packed, victim), start + 10)
+    result = run_check(packed, read_data=True)
+    assert not result.ok
+    assert result.packs_read == len(stored_packs(packed))
+    assert result.blobs_read == sum(len(packed.index.pack_entries(p)) for p in stored_packs(packed))
+    assert [d["pack"] for d in result.damaged_packs] == [victim]
+    assert len(result.damaged_packs[0]["bad_blobs"]) == 1
+    assert len(result.affected) == 1 and result.affected[0].reason.endswith("is damaged or its pack is missing")
