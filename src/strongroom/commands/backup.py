@@ -19,6 +19,7 @@ from strongroom.commands import Progress, ProgressCallback, WarningCallback, ign
 from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
 from strongroom.globs import PathMatcher
 from strongroom.pack import DATA, TREE
+from strongroom.rechunk import guided_chunk_views
 from strongroom.recover import index_orphan_packs
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot, Summary
@@ -27,6 +28,7 @@ from strongroom.walker import describe_special, list_dir, node_from_stat, open_f
 from strongroom.writer import BlobWriter, FileContent, content_hasher, hash_stream
 
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
+LENGTH_LOOKUP_BATCH = 256  # previous chunk lengths read from the index per transaction
 
 
 @dataclass
@@ -86,6 +88,10 @@ class _Backup:
         self.total_bytes: int | None = None  # set by the size scan, when progress is shown
         self._unchanged_bytes = 0
         self.archives: list[dict] = []
+        # Changed files are chunked guided by their previous chunks (spec §7.5), unless --force asks
+        # for everything afresh, or the profiles' size ranges overlap (then a previous chunk's
+        # length would not tell which profile cut it).
+        self.guided = not opts.force and profiles.distinct()
 
     def warn(self, message: str, *, error: bool = True) -> None:
         if error:
@@ -106,8 +112,10 @@ class _Backup:
 
     # -- files -------------------------------------------------------------------------------
 
-    def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int, bytes]:
-        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read, content hash)."""
+    def store_stream(self, stream: BinaryIO, path: bytes, previous: Node | None = None
+                     ) -> tuple[list[bytes], list[bytes], int, bytes]:
+        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read, content hash).
+        ``previous``: the file's node in the parent snapshot, whose chunks guide the chunking."""
         hasher = content_hasher()
         head = _read_head(stream)
         content_class = classify(head)
@@ -117,9 +125,14 @@ class _Backup:
         total = 0
         blob_id_of, known, add = self.repo.master.blob_id, self.writer.known, self.writer.add
         records = text and self.repo.config.chunking.records
-        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher, records=records):
-            blob_id = blob_id_of(chunk)
-            if not known(blob_id):
+        if self.guided and previous is not None and previous.type == FILE and previous.size:
+            chunks = guided_chunk_views(stream, params, self._previous_chunks(previous), blob_id_of,
+                                        buffer=self.buffer, prefix=head, digest=hasher, records=records)
+        else:
+            chunks = ((view, blob_id_of(view), False) for view in
+                      chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher, records=records))
+        for chunk, blob_id, reused in chunks:
+            if not reused and not known(blob_id):
                 # copied: the view's buffer is about to be reused
                 add(DATA, bytes(chunk), blob_id, text=text)
             content.append(blob_id)
@@ -128,6 +141,24 @@ class _Backup:
             self._tick(path, len(chunk), False)
         ids, lists = content.finish()
         return ids, lists, total, hasher.digest()
+
+    def _previous_chunks(self, node: Node) -> Iterator[tuple[bytes, int | None]]:
+        """(id, length) of a previous version's chunks, lengths from the index in batches. If a
+        chunk-list blob cannot be read (check reports that), the list ends with an entry of unknown
+        length: never verified, and the chunk before it is not taken for the file's last."""
+        lookup_many = self.repo.index.lookup_many
+        batch: list[bytes] = []
+        try:
+            for chunk_id in self.repo.file_chunks(node):
+                batch.append(chunk_id)
+                if len(batch) == LENGTH_LOOKUP_BATCH:
+                    yield from _with_lengths(batch, lookup_many(batch))
+                    batch = []
+        except StrongroomError:
+            yield from _with_lengths(batch, lookup_many(batch))
+            yield bytes(32), None
+            return
+        yield from _with_lengths(batch, lookup_many(batch))
 
     def _reusable(self, node: Node, previous: Node | None) -> bool:
         """The metadata skip: an unchanged file keeps its previous node (plain, or archive when
@@ -161,7 +192,7 @@ class _Backup:
             with io.FileIO(fd, "rb", closefd=True) as f:
                 if not (self.opts.expand_archives and self.save_archive(fd, path, node)) \
                         and not self._same_content(f, path, node, previous):
-                    node.content, node.content_lists, node.size, node.content_hash = self.store_stream(f, path)
+                    node.content, node.content_lists, node.size, node.content_hash = self.store_stream(f, path, previous)
         except OSError as e:
             self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
             return None
@@ -320,6 +351,11 @@ class _Backup:
         self.summary.files_new += 1
         self.summary.bytes_total += node.size
         return self.writer.add(TREE, encode_tree([node]))[0]
+
+
+def _with_lengths(ids: list[bytes], locations: list) -> Iterator[tuple[bytes, int | None]]:
+    for chunk_id, location in zip(ids, locations):
+        yield chunk_id, location.entry.raw_length if location is not None and location.entry.type == DATA else None
 
 
 class _ArchiveSink:
