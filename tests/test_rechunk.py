@@ -20,6 +20,12 @@ def blob_id(data) -> bytes:
     return blake3.blake3(data, key=KEY).digest()
 
 
+def previous_chunks(pairs: list[tuple[bytes, int | None]]) -> PreviousChunks:
+    """As the backup makes them, with the lengths (here: given) asked for a few at a time."""
+    known = dict(pairs)
+    return PreviousChunks((i for i, _ in pairs), lambda ids: [known[i] for i in ids])
+
+
 def full_chunks(data: bytes, params: ChunkerParams, records: bool, buffer_size: int) -> list[bytes]:
     return [bytes(v) for v in chunk_views(io.BytesIO(data), params, buffer=bytearray(buffer_size), records=records)]
 
@@ -32,7 +38,8 @@ def guided(data: bytes, previous: list[bytes], params: ChunkerParams, records: b
     digest = blake3.blake3()
     chunks, reused = [], 0
     for view, chunk_id, was_reused in guided_chunk_views(
-            stream, params, [(blob_id(c), len(c)) for c in previous], blob_id, buffer=bytearray(buffer_size),
+            stream, params, previous_chunks([(blob_id(c), len(c)) for c in previous]), blob_id,
+            buffer=bytearray(buffer_size),
             prefix=prefix, digest=digest, records=records):
         assert chunk_id == blob_id(view)
         chunks.append(bytes(view))
@@ -158,18 +165,21 @@ def test_wrong_or_unknown_previous_lengths_only_cost_chunking() -> None:
                 [(blob_id(c), len(c) + 1) for c in expected],  # a wrong length
                 [(bytes(32), 100_000)] * 3):  # nonsense
         stream = io.BytesIO(base)
-        got = [bytes(v) for v, _, _ in guided_chunk_views(stream, SMALL, lie, blob_id, buffer=bytearray(1 << 20))]
+        got = [bytes(v) for v, _, _ in guided_chunk_views(stream, SMALL, previous_chunks(lie), blob_id,
+                                                           buffer=bytearray(1 << 20))]
         assert got == expected
 
 
 def test_previous_chunks_look_ahead_a_bounded_window() -> None:
     ids = [i.to_bytes(32, "big") for i in range(LOOKAHEAD * 2)]
-    prev = PreviousChunks((i, 10) for i in ids)
+    asked = []
+    prev = PreviousChunks(iter(ids), lambda some: asked.extend(some) or [10] * len(some))
     assert prev.peek() == (ids[0], 10, False)
     assert prev.skip_past(ids[5]) and prev.peek() == (ids[6], 10, False)
     assert not prev.skip_past(ids[LOOKAHEAD + 100])  # beyond the window
     assert prev.skip_past(ids[LOOKAHEAD + 5]) and prev.peek()[0] == ids[LOOKAHEAD + 6]
     assert prev.skip_past(ids[-1]) and prev.peek() is None
+    assert asked == ids[:16] + ids[LOOKAHEAD + 6:LOOKAHEAD + 22]  # only what was peeked at, 16 at a time
 
 
 # -- in a backup ------------------------------------------------------------------------------------

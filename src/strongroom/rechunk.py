@@ -26,16 +26,22 @@ from strongroom.chunker import ChunkerParams, buffer_size_for, chunk_cuts
 # How far ahead in the previous chunk list a freshly cut chunk is looked for (memory stays bounded
 # whatever the file's size; an edit that removed more than this many chunks only costs FastCDC).
 LOOKAHEAD = 4096
+LENGTH_BATCH = 16  # previous chunk lengths asked for at once
 _NEVER = 1 << 62
+_UNASKED = object()
 
 
 class PreviousChunks:
-    """The previous version's chunks as (id, length) in order, read ahead at most LOOKAHEAD.
-    A length of None (not in the index) is never verified, only skipped by a resync."""
+    """The previous version's chunk ids in order, read ahead at most LOOKAHEAD. Their lengths are
+    asked of ``lengths`` (ids -> length, or None when unknown: such a chunk is never verified, only
+    skipped by a resync) a few at a time, only for chunks about to be verified: in a file edited
+    all over, most previous chunks are never verified."""
 
-    def __init__(self, chunks: Iterable[tuple[bytes, int | None]]) -> None:
-        self._source = iter(chunks)
-        self._window: deque[tuple[int, bytes, int | None]] = deque()  # (sequence number, id, length)
+    def __init__(self, ids: Iterable[bytes], lengths: Callable[[list[bytes]], list[int | None]]) -> None:
+        self._source = iter(ids)
+        self._lengths = lengths
+        # [sequence number, id, length (_UNASKED until asked)]
+        self._window: deque[list] = deque()
         self._where: dict[bytes, deque[int]] = {}  # id -> sequence numbers in the window
         self._next_seq = 0
         self._done = False
@@ -43,12 +49,11 @@ class PreviousChunks:
 
     def _fill(self) -> None:
         while not self._done and len(self._window) < LOOKAHEAD:
-            item = next(self._source, None)
-            if item is None:
+            blob_id = next(self._source, None)
+            if blob_id is None:
                 self._done = True
                 return
-            blob_id, length = item
-            self._window.append((self._next_seq, blob_id, length))
+            self._window.append([self._next_seq, blob_id, _UNASKED])
             self._where.setdefault(blob_id, deque()).append(self._next_seq)
             self._next_seq += 1
 
@@ -56,8 +61,12 @@ class PreviousChunks:
         """(id, length, whether it is the last chunk) of the next previous chunk, or None."""
         if not self._window:
             return None
-        _, blob_id, length = self._window[0]
-        return blob_id, length, self._done and len(self._window) == 1
+        first = self._window[0]
+        if first[2] is _UNASKED:
+            ask = [entry for _, entry in zip(range(LENGTH_BATCH), self._window) if entry[2] is _UNASKED]
+            for entry, length in zip(ask, self._lengths([entry[1] for entry in ask])):
+                entry[2] = length
+        return first[1], first[2], self._done and len(self._window) == 1
 
     def pop(self) -> None:
         _, blob_id, _ = self._window.popleft()
@@ -115,8 +124,7 @@ class _Buffer:
 
 
 def guided_chunk_views(
-    stream: BinaryIO, params: ChunkerParams, previous: Iterable[tuple[bytes, int | None]],
-    blob_id: Callable[[memoryview], bytes], *, buffer: bytearray | None = None, prefix: bytes = b"",
+    stream: BinaryIO, params: ChunkerParams, previous: PreviousChunks, blob_id: Callable[[memoryview], bytes], *, buffer: bytearray | None = None, prefix: bytes = b"",
     digest: Any = None, records: bool = False,
 ) -> Iterator[tuple[memoryview, bytes, bool]]:
     """The chunks ``chunker.chunk_views`` yields for the same arguments, as (view, id, reused):
@@ -126,7 +134,7 @@ def guided_chunk_views(
     if len(buf) < 2 * params.max_size:
         raise ValueError("chunk buffer must hold at least two maximum-size chunks")
     b = _Buffer(stream, buf, prefix, digest)
-    prev = PreviousChunks(previous)
+    prev = previous
     lo, hi = params.min_size, params.max_size
     # Matched but not yet confirmed previous chunks, contiguous from b.pos: (length, id, horizon).
     pending: deque[tuple[int, bytes, int]] = deque()

@@ -11,15 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Iterable, Iterator
 
-from strongroom.archives.detect import detect
-from strongroom.archives.source import NotExpandable
-from strongroom.archives.store import store_archive
 from strongroom.chunker import SNIFF_SIZE, TEXT, buffer_size_for, chunk_views, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
 from strongroom.globs import PathMatcher
 from strongroom.pack import DATA, TREE
-from strongroom.rechunk import guided_chunk_views
+from strongroom.rechunk import PreviousChunks, guided_chunk_views
 from strongroom.recover import index_orphan_packs
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot, Summary
@@ -28,7 +25,7 @@ from strongroom.walker import describe_special, list_dir, node_from_stat, open_f
 from strongroom.writer import BlobWriter, FileContent, content_hasher, hash_stream
 
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
-LENGTH_LOOKUP_BATCH = 256  # previous chunk lengths read from the index per transaction
+UNKNOWN_CHUNK = bytes(32)  # not a chunk id the index can hold (the index has no entry for it)
 
 
 @dataclass
@@ -134,7 +131,7 @@ class _Backup:
         for chunk, blob_id, reused in chunks:
             if not reused and not known(blob_id):
                 # copied: the view's buffer is about to be reused
-                add(DATA, bytes(chunk), blob_id, text=text)
+                add(DATA, bytes(chunk), blob_id, text=text, unknown=True)
             content.append(blob_id)
             total += len(chunk)
             self.summary.bytes_read += len(chunk)
@@ -142,23 +139,20 @@ class _Backup:
         ids, lists = content.finish()
         return ids, lists, total, hasher.digest()
 
-    def _previous_chunks(self, node: Node) -> Iterator[tuple[bytes, int | None]]:
-        """(id, length) of a previous version's chunks, lengths from the index in batches. If a
-        chunk-list blob cannot be read (check reports that), the list ends with an entry of unknown
-        length: never verified, and the chunk before it is not taken for the file's last."""
-        lookup_many = self.repo.index.lookup_many
-        batch: list[bytes] = []
-        try:
-            for chunk_id in self.repo.file_chunks(node):
-                batch.append(chunk_id)
-                if len(batch) == LENGTH_LOOKUP_BATCH:
-                    yield from _with_lengths(batch, lookup_many(batch))
-                    batch = []
-        except StrongroomError:
-            yield from _with_lengths(batch, lookup_many(batch))
-            yield bytes(32), None
-            return
-        yield from _with_lengths(batch, lookup_many(batch))
+    def _previous_chunks(self, node: Node) -> PreviousChunks:
+        """A previous version's chunks, their lengths from the index. If a chunk-list blob cannot
+        be read (check reports that), the list ends with an id of unknown length: never verified,
+        and the chunk before it is not taken for the file's last."""
+        def ids() -> Iterator[bytes]:
+            try:
+                yield from self.repo.file_chunks(node)
+            except StrongroomError:
+                yield UNKNOWN_CHUNK
+
+        def lengths(chunk_ids: list[bytes]) -> list[int | None]:
+            return [loc.entry.raw_length if loc is not None and loc.entry.type == DATA else None
+                    for loc in self.repo.index.lookup_many(chunk_ids)]
+        return PreviousChunks(ids(), lengths)
 
     def _reusable(self, node: Node, previous: Node | None) -> bool:
         """The metadata skip: an unchanged file keeps its previous node (plain, or archive when
@@ -207,6 +201,10 @@ class _Backup:
     def save_archive(self, fd: int, path: bytes, node: Node) -> bool:
         """Store a zip/tar file member-wise into ``node``; False if it is not one (or cannot be:
         then a warning, not an error, and the caller stores it plain from the start)."""
+        # imported here: only --expand-archives needs them, and every backup's start-up would pay
+        from strongroom.archives.detect import detect
+        from strongroom.archives.source import NotExpandable
+        from strongroom.archives.store import store_archive
         kind = detect(fd)
         if kind is None:
             return False
@@ -351,11 +349,6 @@ class _Backup:
         self.summary.files_new += 1
         self.summary.bytes_total += node.size
         return self.writer.add(TREE, encode_tree([node]))[0]
-
-
-def _with_lengths(ids: list[bytes], locations: list) -> Iterator[tuple[bytes, int | None]]:
-    for chunk_id, location in zip(ids, locations):
-        yield chunk_id, location.entry.raw_length if location is not None and location.entry.type == DATA else None
 
 
 class _ArchiveSink:
