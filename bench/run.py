@@ -225,9 +225,7 @@ class Restic(Tool):
         self.cmd = ["restic", "--quiet", "--cache-dir", str(self.cache)]
 
     def init(self): self.run([*self.cmd, "init", "--repository-version", "2"])
-    def backup(self, path, day):
-        return self.run([*self.cmd, "backup", str(path), "--host", "bench", *self.backup_args])
-
+    def backup(self, path, day): return self.run([*self.cmd, "backup", str(path), "--host", "bench"])
     def restore(self, export): return self.run([*self.cmd, "restore", "latest", "--target", str(self.target)])
     def check(self): return self.run([*self.cmd, "check", "--read-data"])
     def prune(self, keep): return self.run([*self.cmd, "forget", "--keep-last", str(keep), "--prune"])
@@ -370,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     from corpus import params_for, write_night
     ensure_tools(tools)
     log = open(work / "commands.log", "w")  # noqa: SIM115 - closed at exit
-    by_name = {"strongroom": lambda: Strongroom(work, log, src, a.strongroom_backup_arg), "restic": lambda: Restic(work, log),
+    by_name = {"strongroom": lambda: Strongroom(work, log, src, a.strongroom_backup_arg),
+               "restic": lambda: Restic(work, log),
                "borg": lambda: Borg(work, log)}
     runners = [by_name[t]() for t in tools]
     export = work / "export"
