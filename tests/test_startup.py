@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from strongroom.cli import cli
 
-NOT_AT_START = ("strongroom.cli.copy", "strongroom.cli.messages", "strongroom.cli.operations", "strongroom.commands.run",
-                "strongroom.commands.copy", "strongroom.commands.check", "strongroom.commands.restore",
+NOT_AT_START = ("strongroom.cli.copy", "strongroom.cli.messages", "strongroom.cli.operations",
+                "strongroom.commands.run", "strongroom.commands.copy", "strongroom.commands.check", "strongroom.commands.restore",
                 "strongroom.commands.read_data", "strongroom.archives.store", "strongroom.messages.catalog_build")
 
 

@@ -124,8 +124,8 @@ class _Buffer:
 
 
 def guided_chunk_views(
-    stream: BinaryIO, params: ChunkerParams, previous: PreviousChunks, blob_id: Callable[[memoryview], bytes], *, buffer: bytearray | None = None, prefix: bytes = b"",
-    digest: Any = None, records: bool = False,
+    stream: BinaryIO, params: ChunkerParams, previous: PreviousChunks, blob_id: Callable[[memoryview], bytes], *,
+    buffer: bytearray | None = None, prefix: bytes = b"", digest: Any = None, records: bool = False,
 ) -> Iterator[tuple[memoryview, bytes, bool]]:
     """The chunks ``chunker.chunk_views`` yields for the same arguments, as (view, id, reused):
     ``reused`` when the chunk was verified against a previous chunk instead of being cut (so it

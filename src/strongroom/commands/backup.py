@@ -186,7 +186,8 @@ class _Backup:
             with io.FileIO(fd, "rb", closefd=True) as f:
                 if not (self.opts.expand_archives and self.save_archive(fd, path, node)) \
                         and not self._same_content(f, path, node, previous):
-                    node.content, node.content_lists, node.size, node.content_hash = self.store_stream(f, path, previous)
+                    stored = self.store_stream(f, path, previous)
+                    node.content, node.content_lists, node.size, node.content_hash = stored
         except OSError as e:
             self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
             return None
