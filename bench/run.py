@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {r.name: r.result for r in runners}
     text = report(results, days)
     header = (f"Run: `python bench/run.py --days {a.days} --scale {a.scale:g} --profile {a.profile} "
-              f"--tools {','.join(tools)} --keep {a.keep} --seed {a.seed} --strongroom-src {a.strongroom_src}`\n\n"
+              f"--tools {','.join(tools)} --keep {a.keep} --seed {a.seed} --strongroom-src {a.strongroom_src}"
+              + "".join(f" --strongroom-backup-arg={arg}" for arg in a.strongroom_backup_arg) + "`\n\n"
               f"Machine: {machine['cpus']} CPUs, {machine['memory_gb']} GiB; Python {machine['python']}; "
               f"{machine['strongroom']} ({machine['git']}); {machine['restic']}; {machine['borg']}\n")
     print("\n" + header + "\n" + text)
