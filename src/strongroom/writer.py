@@ -48,7 +48,6 @@ BATCH_BLOBS = 128
 MAX_UPLOADS = 2
 INDEX_FLUSH_BLOBS = 100_000
 DRY_RUN_MAX_PENDING = 1_000_000
-CONTENT_HASH_THREADS = 2
 
 
 class BlobWriter:
@@ -260,9 +259,9 @@ def content_hasher() -> blake3.blake3:
     """A hasher for a file's ``content_hash`` (spec "Trees"): plain BLAKE3 of the whole content
     (what ``b3sum`` prints). Not keyed: it lives only inside encrypted trees, which only full-key
     holders read, and it stays valid when ``copy`` moves a tree to another repository.
-    It is fed whole buffers (up to 8 MiB), which BLAKE3 hashes on two threads in half the time for
-    the same CPU time; short inputs stay on one."""
-    return blake3.blake3(max_threads=CONTENT_HASH_THREADS)
+    One thread: BLAKE3's ``max_threads=2`` halves the wall time of an 8 MiB update on an idle
+    machine, but costs 30-130 % more CPU time on a busy one (bench/RESULTS.md §11.1)."""
+    return blake3.blake3()
 
 
 def hash_stream(stream: BinaryIO, buffer: bytearray) -> tuple[bytes, int]:
