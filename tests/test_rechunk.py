@@ -239,9 +239,64 @@ def test_backup_of_changed_files_gives_the_chunks_of_a_forced_backup(repo_path, 
     (src / "attachment.bin").write_bytes(binary[:1_000_000] + b"x" + binary[1_000_000:])
     guided = run_backup(repo, BackupOptions(paths=[str(src)])).snapshot
     assert reused[True] > 3 * reused[False] > 0
+    reused[:] = [0, 0]
     forced = run_backup(repo, BackupOptions(paths=[str(src)], force=True)).snapshot
+    assert reused == [0, 0]  # --force: every file chunked afresh
     for name in [*edited, b"attachment.bin"]:
         chunks = _file_chunks(repo, guided, name)
         assert chunks == _file_chunks(repo, forced, name), name
         assert b"".join(repo.load_blob(c) for c in chunks) == (src / name.decode()).read_bytes()
     repo.close()
+
+
+def test_no_guidance_when_the_profiles_share_chunk_lengths(repo_path, tmp_path, monkeypatch) -> None:
+    """If a length could come from either profile, a previous chunk list does not tell which one
+    cut it (the file's class may have changed): every changed file is chunked afresh."""
+    import strongroom.commands.backup as backup_module
+    from strongroom.chunker import ChunkerParams, ChunkingProfiles
+    from strongroom.commands.backup import BackupOptions, run_backup
+    from strongroom.config import Config
+    from strongroom.repository import Repository
+    from strongroom.storage.local import LocalStorage
+    from tests.conftest import PASSWORD, WEAK_KDF
+
+    overlapping = ChunkingProfiles(ChunkerParams(4096, 16384, 65536), ChunkerParams(32768, 65536, 262144))
+    assert not overlapping.distinct() and ChunkingProfiles().distinct()
+    repo = Repository.init(LocalStorage(repo_path), PASSWORD, kdf=WEAK_KDF, config=Config(chunking=overlapping))
+    called = []
+    real = backup_module.guided_chunk_views
+    monkeypatch.setattr(backup_module, "guided_chunk_views", lambda *a, **k: called.append(1) or real(*a, **k))
+    src = tmp_path / "export"
+    src.mkdir()
+    data = text_records(random.Random(12), 2000)
+    (src / "a.json").write_bytes(data)
+    run_backup(repo, BackupOptions(paths=[str(src)]))
+    (src / "a.json").write_bytes(data + b"more")
+    snap = run_backup(repo, BackupOptions(paths=[str(src)])).snapshot
+    assert called == []
+    chunks = _file_chunks(repo, snap, b"a.json")
+    assert b"".join(repo.load_blob(c) for c in chunks) == data + b"more"
+    repo.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("records", [False, True])
+def test_random_edit_sequences(records: bool) -> None:
+    """Soak: 300 random versions, each derived from the last by a few random edits."""
+    rng = random.Random(99 + records)
+    data = text_records(rng, 800)
+    previous = full_chunks(data, SMALL, records, 3 * SMALL.max_size)
+    for _ in range(300):
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(data) + 1)
+            kind = rng.randrange(3)
+            if kind == 0:
+                data = data[:at] + text_records(rng, rng.randrange(1, 5)) + data[at:]
+            elif kind == 1:
+                data = data[:at] + data[at + rng.randrange(1, 3000):]
+            else:
+                data = data[:at] + rng.randbytes(rng.randrange(1, 20)) + data[at + 10:]
+        buffer_size = rng.choice((2 * SMALL.max_size, 3 * SMALL.max_size + 17, 1 << 16))
+        expected = full_chunks(data, SMALL, records, buffer_size)
+        assert guided(data, previous, SMALL, records, buffer_size, rng.randrange(0, 600))[0] == expected
+        previous = expected
