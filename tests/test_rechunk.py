@@ -176,10 +176,24 @@ def test_previous_chunks_look_ahead_a_bounded_window() -> None:
     prev = PreviousChunks(iter(ids), lambda some: asked.extend(some) or [10] * len(some))
     assert prev.peek() == (ids[0], 10, False)
     assert prev.skip_past(ids[5]) and prev.peek() == (ids[6], 10, False)
+    assert not prev.skip_past(ids[3])  # behind: not a resync
     assert not prev.skip_past(ids[LOOKAHEAD + 100])  # beyond the window
-    assert prev.skip_past(ids[LOOKAHEAD + 5]) and prev.peek()[0] == ids[LOOKAHEAD + 6]
-    assert prev.skip_past(ids[-1]) and prev.peek() is None
-    assert asked == ids[:16] + ids[LOOKAHEAD + 6:LOOKAHEAD + 22]  # only what was peeked at, 16 at a time
+    assert prev.skip_past(ids[LOOKAHEAD - 1]) and prev.peek()[0] == ids[LOOKAHEAD]
+    assert prev.skip_past(ids[LOOKAHEAD + 100]) and prev.peek()[0] == ids[LOOKAHEAD + 101]
+    assert prev.peek()[2] is False
+    assert prev.skip_past(ids[-2]) and prev.peek() == (ids[-1], 10, True)
+    prev.pop()
+    assert prev.peek() is None
+    # lengths: only near what was peeked at, 16 at a time
+    assert asked == ids[:16] + ids[LOOKAHEAD:LOOKAHEAD + 16] + ids[LOOKAHEAD + 101:LOOKAHEAD + 117] + ids[-1:]
+
+
+def test_a_repeated_previous_chunk_resyncs_to_its_next_occurrence() -> None:
+    a, b, c = (bytes([n]) * 32 for n in (1, 2, 3))
+    prev = PreviousChunks(iter([a, b, a, c]), lambda some: [10] * len(some))
+    assert prev.skip_past(a) and prev.peek()[0] == b
+    prev.pop()
+    assert prev.skip_past(a) and prev.peek() == (c, 10, True)
 
 
 # -- in a backup ------------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ When a previous chunk's cut is proven ("confirmed"):
   * records: once the bytes matched so far reach ``max`` past its start, or both versions end
     right after the matched bytes.
 Unconfirmed matches are chunked again with FastCDC. The chunks are therefore exactly those of
-``chunker.chunk_views`` (tests/test_rechunk.py compares both on many edits).
+``chunker.chunk_views`` (tests/test_rechunk.py compares both on many edits). A file edited all
+over (every few KiB, as the benchmark corpus's histories are) has nothing to skip: after
+GIVE_UP_AFTER failed checks that outnumber the matches two to one, it is chunked like a new file.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from strongroom.chunker import ChunkerParams, buffer_size_for, chunk_cuts
@@ -27,6 +30,9 @@ from strongroom.chunker import ChunkerParams, buffer_size_for, chunk_cuts
 # whatever the file's size; an edit that removed more than this many chunks only costs FastCDC).
 LOOKAHEAD = 4096
 LENGTH_BATCH = 16  # previous chunk lengths asked for at once
+# A file whose previous chunks keep failing to match (edited all over) is chunked like a new one
+# from then on: each failed check costs a keyed hash of a chunk and restarts FastCDC.
+GIVE_UP_AFTER = 8
 _NEVER = 1 << 62
 _UNASKED = object()
 
@@ -40,50 +46,54 @@ class PreviousChunks:
     def __init__(self, ids: Iterable[bytes], lengths: Callable[[list[bytes]], list[int | None]]) -> None:
         self._source = iter(ids)
         self._lengths = lengths
-        # [sequence number, id, length (_UNASKED until asked)]
-        self._window: deque[list] = deque()
-        self._where: dict[bytes, deque[int]] = {}  # id -> sequence numbers in the window
-        self._next_seq = 0
+        self._ids: list[bytes] = []  # the window: previous chunks base, base + 1, ...
+        self._lens: list = []  # their lengths, _UNASKED until asked
+        self._where: dict[bytes, int] = {}  # id -> its first index in the window
+        self._base = 0
+        self._next = 0  # index (counted from the file's first chunk) of the next previous chunk
         self._done = False
-        self._fill()
+        self._slide()
 
-    def _fill(self) -> None:
-        while not self._done and len(self._window) < LOOKAHEAD:
-            blob_id = next(self._source, None)
-            if blob_id is None:
-                self._done = True
-                return
-            self._window.append([self._next_seq, blob_id, _UNASKED])
-            self._where.setdefault(blob_id, deque()).append(self._next_seq)
-            self._next_seq += 1
+    def _slide(self) -> None:
+        """Start the window at the next chunk and fill it up to LOOKAHEAD ids."""
+        keep = self._next - self._base
+        self._ids, self._lens = self._ids[keep:], self._lens[keep:]
+        self._base = self._next
+        if not self._done:
+            more = list(islice(self._source, LOOKAHEAD - len(self._ids)))
+            self._done = len(self._ids) + len(more) < LOOKAHEAD
+            self._ids += more
+            self._lens += [_UNASKED] * len(more)
+        # built in one pass, last to first, so that an id seen twice maps to its first index
+        self._where = dict(zip(reversed(self._ids), range(len(self._ids) - 1, -1, -1)))
 
     def peek(self) -> tuple[bytes, int | None, bool] | None:
         """(id, length, whether it is the last chunk) of the next previous chunk, or None."""
-        if not self._window:
+        k = self._next - self._base
+        if k >= len(self._ids):
             return None
-        first = self._window[0]
-        if first[2] is _UNASKED:
-            ask = [entry for _, entry in zip(range(LENGTH_BATCH), self._window) if entry[2] is _UNASKED]
-            for entry, length in zip(ask, self._lengths([entry[1] for entry in ask])):
-                entry[2] = length
-        return first[1], first[2], self._done and len(self._window) == 1
+        if self._lens[k] is _UNASKED:
+            stop = min(k + LENGTH_BATCH, len(self._ids))
+            self._lens[k:stop] = self._lengths(self._ids[k:stop])
+        return self._ids[k], self._lens[k], self._done and k == len(self._ids) - 1
 
     def pop(self) -> None:
-        _, blob_id, _ = self._window.popleft()
-        seqs = self._where[blob_id]
-        seqs.popleft()
-        if not seqs:
-            del self._where[blob_id]
-        self._fill()
+        self._next += 1
+        if self._next - self._base > LOOKAHEAD // 2 and not self._done:
+            self._slide()
 
     def skip_past(self, blob_id: bytes) -> bool:
         """Position after the next previous chunk with this id, if the window holds one."""
-        seqs = self._where.get(blob_id)
-        if not seqs:
+        k = self._where.get(blob_id)
+        if k is None:
             return False
-        target = seqs[0]
-        while self._window and self._window[0][0] <= target:
-            self.pop()
+        if self._base + k < self._next:  # seen before the position: is it also after it?
+            try:
+                k = self._ids.index(blob_id, self._next - self._base)
+            except ValueError:
+                return False
+        self._next = self._base + k
+        self.pop()
         return True
 
 
@@ -140,6 +150,8 @@ def guided_chunk_views(
     pending: deque[tuple[int, bytes, int]] = deque()
     matched_end = 0  # b.pos + the pending lengths
     verifying = True
+    guiding = True  # False once checks failed too often: then FastCDC to the end
+    matched = failed = 0
     b.fill()
     while True:
         if verifying:
@@ -167,7 +179,10 @@ def guided_chunk_views(
             chunk_id = blob_id(b.view[matched_end:matched_end + length])
             if chunk_id != expected_id:
                 verifying = False
+                failed += 1
+                guiding = failed < GIVE_UP_AFTER or failed <= 2 * matched
                 continue
+            matched += 1
             prev.pop()
             if records:
                 horizon = hi
@@ -193,7 +208,7 @@ def guided_chunk_views(
             yield chunk, chunk_id, False
             chunk.release()
             b.pos = cut_stop
-            if prev.skip_past(chunk_id):
+            if guiding and prev.skip_past(chunk_id):
                 verifying = True  # in step with the previous version again
                 break
         matched_end = b.pos
