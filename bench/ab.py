@@ -7,6 +7,9 @@ bytes, fresh mtimes), then ``restore latest`` and ``check --read-data``. Every s
 process; the table shows the minimum (and median) CPU time (user + system) per step.
 
     python bench/ab.py --a HEAD --b src --night 5 --scale 60 --workdir /tmp/srbench-ab
+
+``--backup-arg`` passes an option to both backups (e.g. ``--backup-arg=--no-catalog``);
+``--backup-only`` skips restore and check.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from run import PASSWORD, run_step, source_label, source_snapshot  # noqa: E402
 STEPS = ("backup N-1", "backup N", "restore", "check --read-data")
 
 
-def one_round(work: Path, src: Path, corpus: dict[int, Path], night: int, log) -> dict[str, tuple[float, float]]:
+def one_round(work: Path, src: Path, corpus: dict[int, Path], night: int, log, backup_args: list[str] = (),
+              backup_only: bool = False) -> dict[str, tuple[float, float]]:
     repo, cache, target = work / "repo", work / "cache", work / "restore"
     for p in (repo, cache, target):
         shutil.rmtree(p, ignore_errors=True)
@@ -49,7 +53,9 @@ def one_round(work: Path, src: Path, corpus: dict[int, Path], night: int, log) -
     for label, n in (("backup N-1", night - 1), ("backup N", night)):
         shutil.rmtree(export, ignore_errors=True)
         shutil.copytree(corpus[n], export)  # fresh mtimes, the night's bytes: as a nightly export job
-        step(label, "backup", str(export), "--host", "bench")
+        step(label, "backup", str(export), "--host", "bench", *backup_args)
+    if backup_only:
+        return out
     step("restore", "restore", "latest", "--target", str(target))
     step("check --read-data", "check", "--read-data")
     return out
@@ -64,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=("attachment-heavy", "text-heavy"), default="attachment-heavy")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/srbench-ab")
+    ap.add_argument("--backup-arg", action="append", default=[], help="an extra option for both backups")
+    ap.add_argument("--backup-only", action="store_true", help="skip restore and check")
     a = ap.parse_args(argv)
     work = Path(a.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
@@ -82,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     with open(work / "commands.log", "a") as log:
         for r in range(a.rounds):
             for key in ("a", "b"):
-                results[key].append(one_round(work / key, sources[key], corpus, a.night, log))
+                results[key].append(one_round(work / key, sources[key], corpus, a.night, log, a.backup_arg,
+                                              a.backup_only))
                 print(f"round {r + 1} {key}: " + ", ".join(f"{k} {v[0]:.2f}" for k, v in results[key][-1].items()),
                       flush=True)
-    print(f"\nCPU seconds, min (median) of {a.rounds} rounds; {a.profile}, scale {a.scale}, night {a.night}")
+    print(f"\nCPU seconds, min (median) of {a.rounds} rounds; {a.profile}, scale {a.scale}, night {a.night}"
+          + (f"; backup {' '.join(a.backup_arg)}" if a.backup_arg else ""))
     print("| step | a | b | b/a |\n| --- | --- | --- | --- |")
-    for label in ("init", *STEPS):
+    for label in ("init", *(STEPS[:2] if a.backup_only else STEPS)):
         cpu = {k: [r[label][0] for r in results[k]] for k in results}
         ma, mb = min(cpu["a"]), min(cpu["b"])
         print(f"| {label} | {ma:.2f} ({statistics.median(cpu['a']):.2f}) | {mb:.2f} ({statistics.median(cpu['b']):.2f})"

@@ -179,18 +179,21 @@ class Tool:
 class Strongroom(Tool):
     name = "strongroom"
 
-    def __init__(self, work: Path, log, src: Path) -> None:
+    def __init__(self, work: Path, log, src: Path, backup_args: list[str] = ()) -> None:
         super().__init__(work, log)
         self.env.update(STRONGROOM_REPO=str(self.repo), STRONGROOM_PASSWORD=PASSWORD,
                         STRONGROOM_CACHE_DIR=str(self.cache), PYTHONPATH=str(src))
         self.cmd = [sys.executable, "-m", "strongroom"]
+        self.backup_args = list(backup_args)
 
     def has(self, *args: str) -> bool:
         r = subprocess.run([*self.cmd, *args, "--help"], env=self.env, capture_output=True, text=True)
         return r.returncode == 0 and (len(args) < 2 or args[-1] in r.stdout)
 
     def init(self): self.run([*self.cmd, "init"])
-    def backup(self, path, day): return self.run([*self.cmd, "backup", str(path), "--host", "bench"])
+    def backup(self, path, day):
+        return self.run([*self.cmd, "backup", str(path), "--host", "bench", *self.backup_args])
+
     def restore(self, export): return self.run([*self.cmd, "restore", "latest", "--target", str(self.target)])
 
     def check(self):
@@ -346,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strongroom-src", default="HEAD",
                     help="what to benchmark: a git revision of this checkout (default HEAD) or a "
                          "directory holding strongroom/ (e.g. src for the working tree); copied first")
+    ap.add_argument("--strongroom-backup-arg", action="append", default=[], metavar="ARG",
+                    help="an extra option for every strongroom backup (e.g. --strongroom-backup-arg=--no-catalog)")
     a = ap.parse_args(argv)
     if a.report:
         print(report(*load_results(Path(a.report))))
@@ -363,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     from corpus import params_for, write_night
     ensure_tools(tools)
     log = open(work / "commands.log", "w")  # noqa: SIM115 - closed at exit
-    by_name = {"strongroom": lambda: Strongroom(work, log, src), "restic": lambda: Restic(work, log),
+    by_name = {"strongroom": lambda: Strongroom(work, log, src, a.strongroom_backup_arg),
+               "restic": lambda: Restic(work, log),
                "borg": lambda: Borg(work, log)}
     runners = [by_name[t]() for t in tools]
     export = work / "export"
@@ -377,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "restic": version(["restic", "version"], env) if "restic" in tools else None,
         "borg": version(["borg", "--version"], env) if "borg" in tools else None,
         "git": source_label(a.strongroom_src),
+        "strongroom backup options": " ".join(a.strongroom_backup_arg) or None,
     }
     print(json.dumps(machine), flush=True)
     for r in runners:
@@ -411,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {r.name: r.result for r in runners}
     text = report(results, days)
     header = (f"Run: `python bench/run.py --days {a.days} --scale {a.scale:g} --profile {a.profile} "
-              f"--tools {','.join(tools)} --keep {a.keep} --seed {a.seed} --strongroom-src {a.strongroom_src}`\n\n"
+              f"--tools {','.join(tools)} --keep {a.keep} --seed {a.seed} --strongroom-src {a.strongroom_src}"
+              + "".join(f" --strongroom-backup-arg={arg}" for arg in a.strongroom_backup_arg) + "`\n\n"
               f"Machine: {machine['cpus']} CPUs, {machine['memory_gb']} GiB; Python {machine['python']}; "
               f"{machine['strongroom']} ({machine['git']}); {machine['restic']}; {machine['borg']}\n")
     print("\n" + header + "\n" + text)

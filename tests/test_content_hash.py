@@ -44,9 +44,9 @@ def count_chunking(monkeypatch) -> list[bytes]:
     chunked: list[bytes] = []
     real = backup_module._Backup.store_stream
 
-    def spy(self, stream, path):
+    def spy(self, stream, path, *rest):
         chunked.append(os.path.basename(path))
-        return real(self, stream, path)
+        return real(self, stream, path, *rest)
 
     monkeypatch.setattr(backup_module._Backup, "store_stream", spy)
     return chunked

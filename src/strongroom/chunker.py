@@ -49,6 +49,10 @@ class ChunkingProfiles:
     def for_class(self, content_class: str) -> ChunkerParams:
         return self.text if content_class == TEXT else self.binary
 
+    def distinct(self) -> bool:
+        """Whether no chunk length is possible in both profiles (except a file's last chunk)."""
+        return self.text.max_size < self.binary.min_size or self.binary.max_size < self.text.min_size
+
     def to_json(self) -> dict:
         doc = {"text": asdict(self.text), "binary": asdict(self.binary)}
         if self.records:  # absent when off: configs of repositories without it stay as they were
@@ -123,12 +127,7 @@ def chunk_views(
             return
         data = view[:end]
         consumed = 0
-        if records:
-            cuts = _record_cuts(buf, data, end, eof, params)
-        else:
-            cuts = ((c.offset, c.offset + c.length) for c in
-                    _fastcdc(data, params.min_size, params.avg_size, params.max_size))
-        for start, stop in cuts:
+        for start, stop in chunk_cuts(buf, data, 0, end, eof, params, records):
             if stop == end and not eof:
                 break  # possibly cut short by the buffer: chunk it again after the next fill
             chunk = data[start:stop]
@@ -142,6 +141,16 @@ def chunk_views(
             return
         view[: end - consumed] = view[consumed:end]
         end -= consumed
+
+
+def chunk_cuts(buf: bytearray, data: memoryview, start: int, end: int, eof: bool, params: ChunkerParams,
+               records: bool) -> Iterator[tuple[int, int]]:
+    """(start, stop) of the successive chunks of ``buf[start:end]`` (``data`` is a view of
+    ``buf``), lazily. The last one may be cut short by ``end`` unless ``eof``: callers drop it."""
+    if records:
+        return _record_cuts(buf, data, start, end, eof, params)
+    return ((start + c.offset, start + c.offset + c.length) for c in
+            _fastcdc(data[start:end], params.min_size, params.avg_size, params.max_size))
 
 
 # -- record boundaries (spec §7.4) ------------------------------------------------------------------
@@ -167,12 +176,11 @@ def record_cut(data: bytes | bytearray, start: int, cut: int, min_size: int) -> 
     return i + 1 if i >= 0 else cut
 
 
-def _record_cuts(buf: bytearray, data: memoryview, end: int, eof: bool, params: ChunkerParams
+def _record_cuts(buf: bytearray, data: memoryview, start: int, end: int, eof: bool, params: ChunkerParams
                  ) -> Iterator[tuple[int, int]]:
-    """(start, stop) of successive record-aligned chunks of ``buf[:end]``. Each cut needs
+    """(start, stop) of successive record-aligned chunks of ``buf[start:end]``. Each cut needs
     ``max_size`` bytes after its start (or the end of the stream), as §7.3 requires."""
     lo, avg, hi = params.min_size, params.avg_size, params.max_size
-    start = 0
     while start < end:
         limit = min(end, start + hi)
         if limit < start + hi and not eof:

@@ -12,7 +12,11 @@ import click
 
 from strongroom.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, StrongroomError
 from strongroom.cli.commands import cli
-from strongroom.cli import copy, drill, integrity, keys, messages, operations, retention  # noqa: F401  (they register their commands on cli)
+
+# They register their commands on cli when imported: only once a command outside cli/commands.py
+# is asked for, or all are listed (cli/lazy.py).
+cli.command_modules = tuple(f"strongroom.cli.{name}" for name in
+                            ("copy", "drill", "integrity", "keys", "messages", "operations", "retention"))
 
 
 def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:

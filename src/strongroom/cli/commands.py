@@ -1,4 +1,7 @@
-"""The click commands. Each one opens the repository, calls one use case, prints the result."""
+"""The click commands. Each one opens the repository, calls one use case, prints the result.
+
+Use cases other than backup's are imported in their commands: every command's start-up would
+otherwise pay for importing all of them (a nightly backup is the command run most)."""
 
 from __future__ import annotations
 
@@ -12,11 +15,9 @@ from strongroom import __version__
 from strongroom.chunker import ChunkerParams, ChunkingProfiles
 from strongroom.cli.context import (Location, from_password_options, human_bytes, json_option, print_json,
                                     repo_options, source_location, warn)
+from strongroom.cli.lazy import LazyGroup
 from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.commands.backup import BackupOptions, run_backup
-from strongroom.commands.check import run_check
-from strongroom.commands.ls import list_snapshot
-from strongroom.commands.restore import run_restore
 from strongroom.config import Config
 from strongroom.errors import EXIT_ERROR, EXIT_PARTIAL, UsageError
 from strongroom.globs import read_pattern_file
@@ -24,7 +25,7 @@ from strongroom.locking import remove_stale_locks
 from strongroom.repository import Repository
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="strongroom")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def cli(debug: bool) -> None:
@@ -182,6 +183,7 @@ def restore(location: Location, snapshot: str, target: str, includes: tuple[str,
     with location.open() as repo:
         snap = repo.find_snapshot(snapshot)
         with byte_progress("restore", progress_enabled(as_json), snap.summary.bytes_total or None) as progress:
+            from strongroom.commands.restore import run_restore
             result = run_restore(repo, snap, target, includes=list(includes), excludes=list(excludes),
                                  progress=progress, warn=warn, verify=verify, expand=expand)
     if as_json:
@@ -241,6 +243,7 @@ def ls_command(location: Location, snapshot: str, path: str | None, long_format:
     """List the files in SNAPSHOT, or only below PATH."""
     with location.open() as repo:
         snap = repo.find_snapshot(snapshot)
+        from strongroom.commands.ls import list_snapshot
         entries = list_snapshot(repo, snap, path)
         if as_json:
             print_json([e.to_json() for e in entries])
@@ -280,6 +283,7 @@ def check(location: Location, read_data: bool, subset: str | None, chain: bool, 
     spec = Subset.parse(subset) if subset is not None else None
     with location.open() as repo:
         with data_progress("check", progress_enabled(as_json) and (read_data or spec is not None)) as progress:
+            from strongroom.commands.check import run_check
             result = run_check(repo, read_data=read_data, subset=spec, progress=progress)
     print_check(result, as_json)
     if not result.ok:

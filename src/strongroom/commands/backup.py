@@ -11,14 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Iterable, Iterator
 
-from strongroom.archives.detect import detect
-from strongroom.archives.source import NotExpandable
-from strongroom.archives.store import store_archive
 from strongroom.chunker import SNIFF_SIZE, TEXT, buffer_size_for, chunk_views, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
 from strongroom.errors import SnapshotNotFound, SourceError, StrongroomError, UsageError
 from strongroom.globs import PathMatcher
 from strongroom.pack import DATA, TREE
+from strongroom.rechunk import PreviousChunks, guided_chunk_views
 from strongroom.recover import index_orphan_packs
 from strongroom.repository import Repository
 from strongroom.snapshot import Snapshot, Summary
@@ -27,6 +25,7 @@ from strongroom.walker import describe_special, list_dir, node_from_stat, open_f
 from strongroom.writer import BlobWriter, FileContent, content_hasher, hash_stream
 
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
+UNKNOWN_CHUNK = bytes(32)  # not a chunk id the index can hold (the index has no entry for it)
 
 
 @dataclass
@@ -86,6 +85,10 @@ class _Backup:
         self.total_bytes: int | None = None  # set by the size scan, when progress is shown
         self._unchanged_bytes = 0
         self.archives: list[dict] = []
+        # Changed files are chunked guided by their previous chunks (spec §7.5), unless --force asks
+        # for everything afresh, or the profiles' size ranges overlap (then a previous chunk's
+        # length would not tell which profile cut it).
+        self.guided = not opts.force and profiles.distinct()
 
     def warn(self, message: str, *, error: bool = True) -> None:
         if error:
@@ -106,8 +109,10 @@ class _Backup:
 
     # -- files -------------------------------------------------------------------------------
 
-    def store_stream(self, stream: BinaryIO, path: bytes) -> tuple[list[bytes], list[bytes], int, bytes]:
-        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read, content hash)."""
+    def store_stream(self, stream: BinaryIO, path: bytes, previous: Node | None = None
+                     ) -> tuple[list[bytes], list[bytes], int, bytes]:
+        """Chunk and store a stream; return (inline chunk ids, chunk-list ids, bytes read, content hash).
+        ``previous``: the file's node in the parent snapshot, whose chunks guide the chunking."""
         hasher = content_hasher()
         head = _read_head(stream)
         content_class = classify(head)
@@ -117,17 +122,37 @@ class _Backup:
         total = 0
         blob_id_of, known, add = self.repo.master.blob_id, self.writer.known, self.writer.add
         records = text and self.repo.config.chunking.records
-        for chunk in chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher, records=records):
-            blob_id = blob_id_of(chunk)
-            if not known(blob_id):
+        if self.guided and previous is not None and previous.type == FILE and previous.size:
+            chunks = guided_chunk_views(stream, params, self._previous_chunks(previous), blob_id_of,
+                                        buffer=self.buffer, prefix=head, digest=hasher, records=records)
+        else:
+            chunks = ((view, blob_id_of(view), False) for view in
+                      chunk_views(stream, params, buffer=self.buffer, prefix=head, digest=hasher, records=records))
+        for chunk, blob_id, reused in chunks:
+            if not reused and not known(blob_id):
                 # copied: the view's buffer is about to be reused
-                add(DATA, bytes(chunk), blob_id, text=text)
+                add(DATA, bytes(chunk), blob_id, text=text, unknown=True)
             content.append(blob_id)
             total += len(chunk)
             self.summary.bytes_read += len(chunk)
             self._tick(path, len(chunk), False)
         ids, lists = content.finish()
         return ids, lists, total, hasher.digest()
+
+    def _previous_chunks(self, node: Node) -> PreviousChunks:
+        """A previous version's chunks, their lengths from the index. If a chunk-list blob cannot
+        be read (check reports that), the list ends with an id of unknown length: never verified,
+        and the chunk before it is not taken for the file's last."""
+        def ids() -> Iterator[bytes]:
+            try:
+                yield from self.repo.file_chunks(node)
+            except StrongroomError:
+                yield UNKNOWN_CHUNK
+
+        def lengths(chunk_ids: list[bytes]) -> list[int | None]:
+            return [loc.entry.raw_length if loc is not None and loc.entry.type == DATA else None
+                    for loc in self.repo.index.lookup_many(chunk_ids)]
+        return PreviousChunks(ids(), lengths)
 
     def _reusable(self, node: Node, previous: Node | None) -> bool:
         """The metadata skip: an unchanged file keeps its previous node (plain, or archive when
@@ -161,7 +186,8 @@ class _Backup:
             with io.FileIO(fd, "rb", closefd=True) as f:
                 if not (self.opts.expand_archives and self.save_archive(fd, path, node)) \
                         and not self._same_content(f, path, node, previous):
-                    node.content, node.content_lists, node.size, node.content_hash = self.store_stream(f, path)
+                    stored = self.store_stream(f, path, previous)
+                    node.content, node.content_lists, node.size, node.content_hash = stored
         except OSError as e:
             self.warn(f"cannot read {os.fsdecode(path)}: {e.strerror}")
             return None
@@ -176,6 +202,10 @@ class _Backup:
     def save_archive(self, fd: int, path: bytes, node: Node) -> bool:
         """Store a zip/tar file member-wise into ``node``; False if it is not one (or cannot be:
         then a warning, not an error, and the caller stores it plain from the start)."""
+        # imported here: only --expand-archives needs them, and every backup's start-up would pay
+        from strongroom.archives.detect import detect
+        from strongroom.archives.source import NotExpandable
+        from strongroom.archives.store import store_archive
         kind = detect(fd)
         if kind is None:
             return False

@@ -1,0 +1,41 @@
+"""Start-up cost: the CLI imports only what the command run needs (cli/lazy.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from strongroom.cli import cli
+
+NOT_AT_START = ("strongroom.cli.copy", "strongroom.cli.messages", "strongroom.cli.operations",
+                "strongroom.commands.run", "strongroom.commands.copy", "strongroom.commands.check", "strongroom.commands.restore",
+                "strongroom.commands.read_data", "strongroom.archives.store", "strongroom.messages.catalog_build")
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_importing_the_cli_leaves_other_commands_unimported() -> None:
+    loaded = _modules_after("import strongroom.cli")
+    assert "strongroom.commands.backup" in loaded
+    assert not loaded & set(NOT_AT_START), sorted(loaded & set(NOT_AT_START))
+
+
+def test_a_command_from_another_module_is_found_when_asked_for() -> None:
+    loaded = _modules_after("from strongroom.cli import cli\nimport click\n"
+                            "assert cli.get_command(click.Context(cli), 'copy') is not None")
+    assert "strongroom.cli.copy" in loaded and "strongroom.cli.messages" in loaded
+
+
+def test_listing_the_commands_includes_every_module() -> None:
+    names = cli.list_commands(None)
+    for name in ("backup", "restore", "copy", "drill", "check", "key", "messages", "run", "forget", "prune"):
+        assert name in names
+    result = CliRunner().invoke(cli, ["no-such-command"])
+    assert result.exit_code == 2 and "No such command" in result.output
