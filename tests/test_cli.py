@@ -804,7 +804,9 @@ def _big_source(root: Path, megabytes: int = 48) -> Path:
     return src
 
 
-def test_interrupted_backup(initialised, repo_path, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_backup(initialised, repo_path, tmp_path, sig):
+    """Ctrl-C, or SIGTERM from a service manager: the same clean end."""
     src = _big_source(tmp_path)
     proc = subprocess.Popen(strongroom_command() + ["backup", str(src)], env=subprocess_env(initialised),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -812,7 +814,7 @@ def test_interrupted_backup(initialised, repo_path, tmp_path):
         # the backup is under way once it holds its lock
         wait_for(lambda: bool(repo_files(repo_path, "locks")), 60, "the backup's lock", proc)
         time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 
@@ -27,8 +28,18 @@ def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
     return [a for a in argv[:end] if a != "--debug"] + argv[end:], debug
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     argv, debug = _take_debug_flag(sys.argv[1:] if argv is None else list(argv))
+    try:
+        # SIGTERM (a service manager, `kill`, a container stopping) unwinds like Ctrl-C: locks are
+        # released and temporary files removed on the way out, exit code 130, for every command.
+        signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        pass
     try:
         code = cli.main(args=argv, prog_name="strongroom", standalone_mode=False)
         sys.exit(code or 0)

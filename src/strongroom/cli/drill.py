@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
-from typing import Iterator
-
 import click
 
 from strongroom.cli.commands import cli
@@ -13,24 +9,6 @@ from strongroom.cli.context import Location, human_bytes, json_option, print_jso
 from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.commands.drill import DrillResult, Sample, run_drill
 from strongroom.errors import EXIT_ERROR
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a service manager stopping the job) unwinds like Ctrl-C, so the scratch
-    directory is still removed."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _duration(seconds: float) -> str:
@@ -64,7 +42,7 @@ def drill(location: Location, snapshot: str, sample: str | None, everything: boo
     throughput measured while restoring the sample. Exits 1 if any file could not be restored or
     differs from the snapshot."""
     spec = Sample.parse(sample, everything=everything)
-    with location.open() as repo, _terminate_as_interrupt():
+    with location.open() as repo:
         snap = repo.find_snapshot(snapshot)
         with byte_progress("drill", progress_enabled(as_json)) as progress:
             result = run_drill(repo, snap, sample=spec, seed=seed, tmp_dir=tmp_dir, progress=progress)

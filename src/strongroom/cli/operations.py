@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import signal
 
 import click
 
@@ -72,7 +71,6 @@ def run(config: str | None, jobs: tuple[str, ...], notify_command: str | None, n
     A failing source does not stop the others. Exits with the worst step's code (3 if a backup
     was partial, the error's code if a step failed)."""
     policy = load_policy_file(find_config(config))
-    _stop_on_sigterm()
     options = RunOptions(jobs=list(jobs), notify=_notify_overrides(policy, notify_command, notify_url, notify_on),
                          metrics_file=metrics_file)
     on_step = (lambda step: None) if as_json else _print_step
@@ -83,15 +81,6 @@ def run(config: str | None, jobs: tuple[str, ...], notify_command: str | None, n
         _print_summary(result)
     if result.exit_code:
         raise SystemExit(result.exit_code)
-
-
-def _stop_on_sigterm() -> None:
-    """A service manager stops a run with SIGTERM: end it like Ctrl-C, so locks are released and
-    open repositories closed (exit code 130) instead of dying mid-step."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _notify_overrides(policy: PolicyFile, command: str | None, url: str | None, on: str | None):
