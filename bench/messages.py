@@ -109,6 +109,7 @@ def bench_backup_cli(nights: int, scale: float, work: Path) -> dict:
     user; the in-process numbers above leave out the start-up and key derivation both pay."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from corpus import params_for, write_night
+    from run import run_step
     params = params_for("text-heavy", scale)
     src = work / "exports"
     env = dict(os.environ, STRONGROOM_PASSWORD="bench", PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
@@ -120,16 +121,11 @@ def bench_backup_cli(nights: int, scale: float, work: Path) -> dict:
         stats_ = write_night(src, night, params)
         row = {"night": night, "bytes": stats_.bytes}
         for name, extra in (("plain", ["--no-catalog"]), ("catalogue", [])):
-            wall = time.monotonic()
-            proc = subprocess.Popen([*command, "backup", "-r", str(work / ("plain" if extra else "catalogued")),
-                                     str(src), "--json", *extra], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            assert proc.returncode == 0, proc.stderr.read()[-400:]
-            proc.stderr.close()
-            row[name + "_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
-            row[name + "_wall_s"] = round(time.monotonic() - wall, 2)
+            repo = work / ("plain" if extra else "catalogued")
+            with open(work / "commands.log", "ab") as log:
+                step = run_step([*command, "backup", "-r", str(repo), str(src), "--json", *extra], env, log=log)
+            assert step.rc == 0, f"backup failed: see {work / 'commands.log'}"
+            row[name + "_cpu_s"], row[name + "_wall_s"] = round(step.cpu, 2), round(step.seconds, 2)
         row["overhead_cpu"] = round(row["catalogue_cpu_s"] / row["plain_cpu_s"] - 1, 3)
         row["overhead_wall"] = round(row["catalogue_wall_s"] / row["plain_wall_s"] - 1, 3)
         rows.append(row)
