@@ -271,10 +271,10 @@ def run_index(repo: Repository, selector: str | None = None, *, all_snapshots: b
                 continue
             with BlobWriter(repo) as writer:  # files unchanged since an older snapshot are not read again
                 root, stats = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=readers,
-                                            reuse=index.part_nodes, segments=index.segments, warn=warn)
+                                            reuse=index.part_nodes, memos=index.memos, warn=warn)
                 writer.flush()
                 index.part_nodes.flush()
-                index.segments.flush()
+                index.memos.flush()
             if root is None:
                 result.indexed.append(Indexed(snap.id, None, stats))
                 continue

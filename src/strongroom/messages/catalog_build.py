@@ -76,22 +76,18 @@ def _messages(reader: ExportReader, files, export: Export, warn: WarningCallback
     return reader.messages(files, export, warn=warn) if takes_warn else reader.messages(files, export)
 
 
-class _Counted:
-    n = 0
-
-
 class _Monolithic(Exception):
     """A reader named a source that is not one of the export's files: catalogue it as a whole."""
 
 
 class CatalogBuilder:
     def __init__(self, repo: Repository, writer: BlobWriter, *, readers: Iterable[ExportReader] | None = None,
-                 reuse=None, segments=None, warn: WarningCallback = ignore_warning) -> None:
+                 reuse=None, memos=None, warn: WarningCallback = ignore_warning) -> None:
         self.repo = repo
         self.writer = writer
         self.readers = readers
         self.reuse = reuse  # a catalog_index.PartNodes, or None to read every export file
-        self.memos = segments  # a catalog_index.MemoTable, or None to parse every piece
+        self.memos = memos  # a catalog_index.MemoTable, or None to parse every piece
         self.warn = warn
         self.keyed = repo.master.blob_id
         self.stats = CatalogStats()
@@ -147,7 +143,7 @@ class CatalogBuilder:
         for path in todo:
             segment_reader = self._segment_reader(reader, files, export, path)
             if segment_reader is not None:
-                self._read_segments(segment_reader, files, export, path, keys[path], context)
+                self._read_pieces(segment_reader, files, export, path, keys[path], context)
                 segmented.append(path)
         todo = [p for p in todo if p not in segmented]
         if not todo:
@@ -170,7 +166,7 @@ class CatalogBuilder:
             key = part_key(self.keyed, export.platform, export_relative(export.root, first), everything, context)
             self._read(reader, files, export, {first: key}, {first}, monolithic=first)
 
-    # -- one file, chunk by chunk (spec §23.6) -------------------------------------------------
+    # -- one file, piece by piece (spec §23.6) -------------------------------------------------
 
     def _segment_reader(self, reader: ExportReader, files, export: Export, path: str):
         """The reader's piece-by-piece reader for ``path``, or None (then the file is read whole)."""
@@ -178,9 +174,9 @@ class CatalogBuilder:
         return make(files, export, path, self.warn) if make is not None else None
 
     def _content(self, files, path: str) -> Iterator[bytes]:
-        """The bytes of ``path`` as the snapshot holds them, in blocks (never the whole file):
-        a snapshot file's chunks one by one (cheaper here than a read-ahead fetcher: most are
-        small and cached), a zip member's in 1 MiB reads."""
+        """The bytes of ``path`` as the snapshot holds them, in blocks (never the whole file): a
+        snapshot file's chunks one by one (measured cheaper here than the read-ahead fetcher), a
+        zip member's in 1 MiB reads."""
         if self.tree.has(path):
             for chunk_id in self.tree.chunk_ids(path):
                 yield self.repo.load_blob(chunk_id)
@@ -189,26 +185,27 @@ class CatalogBuilder:
             while block := f.read(1 << 20):
                 yield block
 
-    def _read_segments(self, segment_reader, files, export: Export, path: str, key: bytes, context: bytes) -> None:
+    def _read_pieces(self, segment_reader, files, export: Export, path: str, key: bytes, context: bytes) -> None:
         """Write the part of ``path`` (the same part as ``_read`` writes, spec §23.6), feeding the
-        file to the segment reader in record-sized pieces. A piece seen in the
-        previous version of the file, in the same reader state, is not parsed again: its record
-        lines and the state after it come from the file's memo (catalog_memo)."""
+        file to the segment reader in record-sized pieces. A piece seen in the previous version
+        of the file, in the same reader state, is not parsed again: its records and the state
+        after it come from the file's memo (catalog_memo)."""
         source = export_relative(export.root, path)
         # the readers' state version too: a memo made by other reader code is never used
         file_key = memo_key(self.keyed, export.platform, source, context, STATE_VERSION)
         memo = self.memos.load(file_key) if self.memos is not None else PieceMemo()
-        counted = _Counted()
+        count = 0
         with ExternalSorter(self.repo.scratch_folder()) as sorter:
             for records in memo.read(segment_reader, self._content(files, path), self.warn, self.keyed):
                 sorter.extend(records)
 
             def marked() -> Iterator[tuple[bytes, bool]]:
+                nonlocal count
                 previous = None
                 for _, _, _, line, may_cut in sorter.sorted():
                     if line != previous:  # the same message twice in one file is recorded once
                         previous = line
-                        counted.n += 1
+                        count += 1
                         yield line, may_cut
 
             chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_marked_records(marked())]
@@ -216,7 +213,7 @@ class CatalogBuilder:
         self.stats.pieces_reused += memo.reused
         if self.memos is not None:
             self.memos.remember(file_key, memo)
-        header = PartHeader(export.platform, source, key, counted.n).encode()
+        header = PartHeader(export.platform, source, key, count).encode()
         content = FileContent(self.writer)
         content.append(self.writer.add(DATA, header, text=True)[0])
         size = len(header)
@@ -227,7 +224,7 @@ class CatalogBuilder:
         self._add_part(path, part_ids, lists, size)
         self.stats.files_read += 1
         self.stats.parts += 1
-        self.stats.messages += counted.n
+        self.stats.messages += count
         if self.reuse is not None:
             self.reuse.remember(key, part_ids, lists, size)
 
@@ -323,8 +320,8 @@ class CatalogBuilder:
 
 
 def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, readers=None, reuse=None,
-                  segments=None, warn: WarningCallback = ignore_warning) -> tuple[bytes | None, CatalogStats]:
-    builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, segments=segments, warn=warn)
+                  memos=None, warn: WarningCallback = ignore_warning) -> tuple[bytes | None, CatalogStats]:
+    builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, memos=memos, warn=warn)
     return builder.build(tree_id), builder.stats
 
 
@@ -342,10 +339,10 @@ def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, war
     try:
         with MessageIndex(repo) as index:  # its part table says which parts can be reused
             root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes,
-                                    segments=index.segments, warn=warn)
+                                    memos=index.memos, warn=warn)
             writer.flush()
             index.part_nodes.flush()
-            index.segments.flush()
+            index.memos.flush()
             return root
     except StrongroomError as e:
         warn(f"message catalogue not written: {e} (run `strongroom messages index` later)")

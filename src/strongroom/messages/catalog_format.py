@@ -194,7 +194,7 @@ def memo_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, c
                  state_version: int) -> bytes:
     """The key of one export file's memo in the messages cache (spec §23.6)."""
     doc = _dumps({"context": context.hex(), "platform": platform, "source": source, "states": state_version})
-    return keyed_hash(b"strongroom catalogue segment\0" + doc)
+    return keyed_hash(b"strongroom catalogue memo\0" + doc)
 
 
 def chunk_records(lines: Iterable[bytes], cut_hash: Callable[[bytes], bytes]) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ repository's own index already shows. Tables (strongroom.index.MessageCache):
     parts      header blob id  -> sealed(description JSON length u32, JSON, chunk ids)
     snaps      snapshot id     -> catalogue root id, then the header blob id of each part
     partnodes  part key        -> size u64, id count u32, ids, chunk-list ids (for backups' reuse)
-    segments   export file key -> sealed(zstd(piece memo)): record lines per (state, piece) (catalog_memo)
+    memos      export file key -> sealed(zstd(piece memo)): records per (state, piece) (catalog_memo)
     meta       schema and a key check (another key's cache is dropped, not misread)
 
 Deduplication carries over: a chunk or part shared by thirty snapshots is stored and scanned
@@ -91,16 +91,16 @@ class MemoTable:
         self._pending: list[tuple[bytes, bytes]] = []
 
     def load(self, key: bytes) -> PieceMemo:
-        raw = self._index.cache.get("segments", key)
-        return PieceMemo() if raw is None else PieceMemo.decode(self._index._open("segments", key, raw))
+        raw = self._index.cache.get("memos", key)
+        return PieceMemo() if raw is None else PieceMemo.decode(self._index._open("memos", key, raw))
 
     def remember(self, key: bytes, memo: PieceMemo) -> None:
-        self._pending.append((key, self._index._seal("segments", key, memo.encode())))
+        self._pending.append((key, self._index._seal("memos", key, memo.encode())))
 
     def flush(self) -> None:
         """Record what was remembered (after the writer's flush, like the part nodes)."""
         if self._pending:
-            self._index.cache.put_many("segments", self._pending)
+            self._index.cache.put_many("memos", self._pending)
             self._pending = []
 
 
@@ -163,7 +163,7 @@ class MessageIndex:
             self.cache.clear()
             self.cache.put_many("meta", [(b"schema", MESSAGE_SCHEMA), (b"check", check)])
         self.part_nodes = PartNodes(self.cache)
-        self.segments = MemoTable(self)
+        self.memos = MemoTable(self)
 
     def close(self) -> None:
         self.cache.close()
