@@ -300,3 +300,19 @@ def test_a_memo_is_bounded_and_what_it_leaves_out_is_parsed_again(small_chunks_r
     remembered = 4000 // (64 + len(json.dumps(lines[5])) + 1) + 1
     assert len(night(0)) + 1 - remembered - 2 <= len(reader.fed) <= len(night(0)) + 1 - remembered + 2
     assert _all_records(repo, snap) == sorted((m["c"], m["i"], m["x"], m["e"]) for m in lines)
+
+
+def test_a_damaged_memo_is_only_a_cache_miss(small_chunks_repo, tmp_path, monkeypatch):
+    repo, src = small_chunks_repo, tmp_path / "src"
+    reader = SegmentedReader()
+    write(src / "team.chat.jsonl", night(0))
+    _backup(repo, src, reader, monkeypatch)
+    with MessageIndex(repo) as index:
+        keys = index.cache.keys("memos")
+        assert len(keys) == 1
+        index.cache.put_many("memos", [(keys[0], b"\0" * 64)])  # fails authentication
+    reader.fed.clear()
+    write(src / "team.chat.jsonl", night(1))
+    snap = _backup(repo, src, reader, monkeypatch)  # no warning: _backup asserts there is none
+    assert len(reader.fed) == len(night(1)) + 1  # everything parsed again
+    assert _all_records(repo, snap) == sorted((m["c"], m["i"], m["x"], m["e"]) for m in night(1))

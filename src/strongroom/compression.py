@@ -124,8 +124,8 @@ def _decompress_with(data: bytes, limit: int, what: str, dict_id: int, zdict) ->
     return out
 
 
-def compress_frame(data: bytes) -> bytes:
-    return _compressor(DEFAULT_LEVEL).compress(data)
+def compress_frame(data: bytes, level: int = DEFAULT_LEVEL) -> bytes:
+    return _compressor(level).compress(data)
 
 
 def decompress_frame(data: bytes, limit: int, what: str, *, exact: bool = False) -> bytes:

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator
 
 import blake3
 
-from strongroom.compression import compress_frame, decompress_frame
+from strongroom.compression import DEFAULT_LEVEL, compress_frame, decompress_frame
 from strongroom.crypto.aead import NONCE_SIZE, Cipher
 from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.fetcher import BlobFetcher
@@ -92,10 +92,18 @@ class MemoTable:
 
     def load(self, key: bytes) -> PieceMemo:
         raw = self._index.cache.get("memos", key)
-        return PieceMemo() if raw is None else PieceMemo.decode(self._index._open("memos", key, raw))
+        if raw is None:
+            return PieceMemo()
+        try:
+            return PieceMemo.decode(self._index._open("memos", key, raw))
+        except IntegrityError:  # a damaged entry of a cache: parse the file again
+            return PieceMemo()
 
     def remember(self, key: bytes, memo: PieceMemo) -> None:
-        self._pending.append((key, self._index._seal("memos", key, memo.encode())))
+        plain = memo.encode()
+        if len(plain) <= MAX_CHUNK_PLAIN:  # (bounded by MEMO_MAX_BYTES; this only guards the reader's cap)
+            # zstd level 1: the whole memo is rewritten every time its file changes
+            self._pending.append((key, self._index._seal("memos", key, plain, level=1)))
 
     def flush(self) -> None:
         """Record what was remembered (after the writer's flush, like the part nodes)."""
@@ -176,9 +184,9 @@ class MessageIndex:
 
     # -- sealing -----------------------------------------------------------------------------
 
-    def _seal(self, table: str, key: bytes, plain: bytes) -> bytes:
+    def _seal(self, table: str, key: bytes, plain: bytes, level: int = DEFAULT_LEVEL) -> bytes:
         nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce + self._cipher.seal(nonce, compress_frame(plain), table.encode() + b"\0" + key)
+        return nonce + self._cipher.seal(nonce, compress_frame(plain, level), table.encode() + b"\0" + key)
 
     def _open(self, table: str, key: bytes, value: bytes) -> bytes:
         what = f"messages cache {table} entry {key.hex()[:16]}"

@@ -64,7 +64,11 @@ def pieces(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator[tuple[
             sep = separator(buf[:SNIFF])
         *whole, buf = buf.split(sep)
         for part in whole:
-            yield from _bounded(part + sep)
+            piece = part + sep
+            if len(piece) <= MAX_PIECE:
+                yield piece, False
+            else:
+                yield from _bounded(piece)
         while len(buf) > MAX_PIECE:
             yield buf[:MAX_PIECE], False
             buf = buf[MAX_PIECE:]
