@@ -25,8 +25,8 @@ import blake3
 from strongroom.commands import WarningCallback, ignore_warning
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
-from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records, chunk_records, content_key,
-                                                 encode_record, export_relative, memo_key, part_key)
+from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records, content_key, encode_record,
+                                                 export_relative, memo_key, part_key)
 from strongroom.messages.catalog_memo import PieceMemo
 from strongroom.messages.external_sort import ExternalSorter
 from strongroom.messages.formats.segments import STATE_VERSION
@@ -194,39 +194,15 @@ class CatalogBuilder:
         # the readers' state version too: a memo made by other reader code is never used
         file_key = memo_key(self.keyed, export.platform, source, context, STATE_VERSION)
         memo = self.memos.load(file_key) if self.memos is not None else PieceMemo()
-        count = 0
         with ExternalSorter(self.repo.scratch_folder()) as sorter:
             for records in memo.read(segment_reader, self._content(files, path), self.warn, self.keyed):
                 sorter.extend(records)
-
-            def marked() -> Iterator[tuple[bytes, bool]]:
-                nonlocal count
-                previous = None
-                for _, _, _, line, may_cut in sorter.sorted():
-                    if line != previous:  # the same message twice in one file is recorded once
-                        previous = line
-                        count += 1
-                        yield line, may_cut
-
-            chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk)) for chunk in chunk_marked_records(marked())]
+            self._write_part(export, path, key, ((line, may_cut) for _, _, _, line, may_cut in sorter.sorted()))
         self.stats.pieces_parsed += memo.parsed
         self.stats.pieces_reused += memo.reused
         if self.memos is not None:
             self.memos.remember(file_key, memo)
-        header = PartHeader(export.platform, source, key, count).encode()
-        content = FileContent(self.writer)
-        content.append(self.writer.add(DATA, header, text=True)[0])
-        size = len(header)
-        for blob_id, n in chunks:
-            content.append(blob_id)
-            size += n
-        part_ids, lists = content.finish()
-        self._add_part(path, part_ids, lists, size)
         self.stats.files_read += 1
-        self.stats.parts += 1
-        self.stats.messages += count
-        if self.reuse is not None:
-            self.reuse.remember(key, part_ids, lists, size)
 
     def _content_key(self, files, path: str) -> bytes:
         if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds
@@ -265,33 +241,37 @@ class CatalogBuilder:
     def _write_parts(self, export: Export, records: Iterator[tuple], keys: dict[str, bytes]) -> None:
         """Write one part per source file, streaming: only the part's chunk ids stay in memory."""
         for source, group in itertools.groupby(records, key=lambda r: r[0]):
-            count = 0
+            self._write_part(export, source, keys[source], ((line, None) for _, _, line in group))
 
-            def lines() -> Iterator[bytes]:
-                nonlocal count
-                previous = None
-                for _, _, line in group:
-                    if line != previous:  # the same message twice in one file is recorded once
-                        count += 1
-                        previous = line
-                        yield line
+    def _write_part(self, export: Export, path: str, key: bytes, lines: Iterable[tuple[bytes, bool | None]]) -> None:
+        """Write the part of ``path`` from its sorted record lines, each with its cut mark if known
+        (catalog_format.chunk_marked_records); the same message twice in a row is recorded once."""
+        count = 0
 
-            chunk_ids, size = [], 0
-            for chunk in chunk_records(lines(), self.keyed):
-                chunk_ids.append(self.writer.add(DATA, chunk, text=True)[0])
-                size += len(chunk)
-            key = keys[source]
-            header = PartHeader(export.platform, export_relative(export.root, source), key, count).encode()
-            content = FileContent(self.writer)
-            content.append(self.writer.add(DATA, header, text=True)[0])
-            for chunk_id in chunk_ids:
-                content.append(chunk_id)
-            ids, lists = content.finish()
-            self._add_part(source, ids, lists, size + len(header))
-            self.stats.parts += 1
-            self.stats.messages += count
-            if self.reuse is not None:
-                self.reuse.remember(key, ids, lists, size + len(header))
+        def unique() -> Iterator[tuple[bytes, bool | None]]:
+            nonlocal count
+            previous = None
+            for line, may_cut in lines:
+                if line != previous:
+                    count += 1
+                    previous = line
+                    yield line, may_cut
+
+        chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk))
+                  for chunk in chunk_marked_records(unique(), self.keyed)]
+        header = PartHeader(export.platform, export_relative(export.root, path), key, count).encode()
+        content = FileContent(self.writer)
+        content.append(self.writer.add(DATA, header, text=True)[0])
+        size = len(header)
+        for blob_id, n in chunks:
+            content.append(blob_id)
+            size += n
+        ids, lists = content.finish()
+        self._add_part(path, ids, lists, size)
+        self.stats.parts += 1
+        self.stats.messages += count
+        if self.reuse is not None:
+            self.reuse.remember(key, ids, lists, size)
 
     def _add_part(self, source: str, ids: list[bytes], lists: list[bytes], size: int) -> None:
         self.parts[source] = Node(name=os.fsencode(posixpath.basename(source)), type=FILE, mode=0o600, size=size,

@@ -199,7 +199,7 @@ def memo_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, c
 
 def chunk_records(lines: Iterable[bytes], cut_hash: Callable[[bytes], bytes]) -> Iterator[bytes]:
     """Group record lines (without newlines) into chunks of whole lines; see the module doc."""
-    return chunk_marked_records((line, may_cut_after(line, cut_hash)) for line in lines)
+    return chunk_marked_records(((line, None) for line in lines), cut_hash)
 
 
 def may_cut_after(line: bytes, cut_hash: Callable[[bytes], bytes]) -> bool:
@@ -207,15 +207,18 @@ def may_cut_after(line: bytes, cut_hash: Callable[[bytes], bytes]) -> bool:
     return int.from_bytes(cut_hash(line)[:4], "little") % CUT_MODULUS == 0
 
 
-def chunk_marked_records(marked: Iterable[tuple[bytes, bool]]) -> Iterator[bytes]:
-    """``chunk_records`` for lines whose ``may_cut_after`` is already known (a memo keeps it)."""
+def chunk_marked_records(marked: Iterable[tuple[bytes, bool | None]], cut_hash: Callable[[bytes], bytes]
+                         ) -> Iterator[bytes]:
+    """``chunk_records`` for (line, its ``may_cut_after``): a memo keeps the mark, so a known line
+    is not hashed again; None means not known, computed only once the chunk holds MIN_CHUNK."""
     buf: list[bytes] = []
     size = 0
     for line, may_cut in marked:
         buf.append(line)
         buf.append(b"\n")
         size += len(line) + 1
-        if size >= MAX_CHUNK or (may_cut and size >= MIN_CHUNK):
+        if size >= MAX_CHUNK or (size >= MIN_CHUNK
+                                 and (may_cut if may_cut is not None else may_cut_after(line, cut_hash))):
             yield b"".join(buf)
             buf, size = [], 0
     if buf:

@@ -62,34 +62,26 @@ def pieces(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator[tuple[
             if len(buf) < SNIFF:
                 continue  # more to sniff from
             sep = separator(buf[:SNIFF])
-        *whole, buf = buf.split(sep)
-        for part in whole:
-            piece = part + sep
-            if len(piece) <= MAX_PIECE:
-                yield piece, False
-            else:
-                yield from _bounded(piece)
-        while len(buf) > MAX_PIECE:
-            yield buf[:MAX_PIECE], False
-            buf = buf[MAX_PIECE:]
-    if sep is None:
-        sep = separator(buf)
-    *whole, buf = buf.split(sep)
-    for part in whole:
-        yield from _bounded(part + sep)
-    while len(buf) > MAX_PIECE:
-        yield buf[:MAX_PIECE], False
-        buf = buf[MAX_PIECE:]
+        buf = yield from _cut(buf, sep)
+    buf = yield from _cut(buf, sep if sep is not None else separator(buf))
     yield buf, True
 
 
-def _bounded(piece: bytes) -> Iterator[tuple[bytes, bool]]:
-    """``piece`` (not final), in MAX_PIECE parts if it is longer."""
-    if len(piece) <= MAX_PIECE:
-        yield piece, False
-    else:
-        for i in range(0, len(piece), MAX_PIECE):
-            yield piece[i:i + MAX_PIECE], False
+def _cut(buf: bytes, sep: bytes):
+    """Yield the whole pieces ``buf`` holds (none longer than MAX_PIECE) and, while the rest is
+    longer than MAX_PIECE, MAX_PIECE of it; return the rest."""
+    *whole, rest = buf.split(sep)
+    for part in whole:
+        piece = part + sep
+        if len(piece) <= MAX_PIECE:
+            yield piece, False
+        else:
+            for i in range(0, len(piece), MAX_PIECE):
+                yield piece[i:i + MAX_PIECE], False
+    while len(rest) > MAX_PIECE:
+        yield rest[:MAX_PIECE], False
+        rest = rest[MAX_PIECE:]
+    return rest
 
 
 class PieceMemo:
