@@ -316,3 +316,29 @@ def test_a_damaged_memo_is_only_a_cache_miss(small_chunks_repo, tmp_path, monkey
     snap = _backup(repo, src, reader, monkeypatch)  # no warning: _backup asserts there is none
     assert len(reader.fed) == len(night(1)) + 1  # everything parsed again
     assert _all_records(repo, snap) == sorted((m["c"], m["i"], m["x"], m["e"]) for m in night(1))
+
+
+def test_a_file_just_backed_up_is_read_from_its_source_only_while_it_is_unchanged(small_chunks_repo, tmp_path,
+                                                                                    monkeypatch):
+    """The backup's catalogue reads a changed export file from its source rather than decrypting
+    it, but only bytes whose size and content hash are the node's: a file changed since (same
+    size or not) is read from the repository, and the catalogue is the stored file's."""
+    repo, src = small_chunks_repo, tmp_path / "src"
+    snap = _nights(repo, src, SegmentedReader(), 1, monkeypatch)
+    path = src / "team.chat.jsonl"
+    tree = bytes.fromhex(snap.tree)
+
+    def build():
+        with BlobWriter(repo) as writer:
+            root, stats_ = build_catalog(repo, writer, tree, readers=[SegmentedReader()], read_sources=True)
+            writer.flush()
+        return root.hex(), stats_.files_read, stats_.sources_read
+
+    assert build() == (snap.catalog, 1, 1)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"lunch", b"LUNCH", 1))  # the same size, other bytes
+    assert build() == (snap.catalog, 1, 0)
+    path.write_bytes(data + json.dumps(msg("ops", 9999, "later")).encode() + b"\n")
+    assert build() == (snap.catalog, 1, 0)
+    path.unlink()
+    assert build() == (snap.catalog, 1, 0)

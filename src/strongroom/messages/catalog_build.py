@@ -49,6 +49,7 @@ class CatalogStats:
     parts: int = 0
     parts_reused: int = 0
     files_read: int = 0
+    sources_read: int = 0  # of files_read, read from the source files the backup just stored
     pieces_parsed: int = 0  # pieces (~ records) of changed export files parsed (spec §23.6)
     pieces_reused: int = 0  # pieces whose record lines came from the file's memo
     messages: int = 0  # in parts written this time (reused parts are not counted again)
@@ -230,6 +231,7 @@ class CatalogBuilder:
                 memo = PieceMemo(memo.previous)  # nothing read from the changed file counts
                 local = None
             else:
+                self.stats.sources_read += 1
                 for message in said:
                     self.warn(message)
         if local is None:
