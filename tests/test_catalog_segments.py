@@ -342,3 +342,35 @@ def test_a_file_just_backed_up_is_read_from_its_source_only_while_it_is_unchange
     assert build() == (snap.catalog, 1, 0)
     path.unlink()
     assert build() == (snap.catalog, 1, 0)
+
+
+def test_memos_not_written_for_a_month_are_dropped(small_chunks_repo, tmp_path, monkeypatch):
+    """A memo is kept while its file keeps changing; one not rewritten for MEMO_KEEP_DAYS (its
+    file gone, or unchanged since) is dropped at the next catalogued backup."""
+    from strongroom.messages import catalog_index
+    repo, src = small_chunks_repo, tmp_path / "src"
+    day = [20_000]
+    monkeypatch.setattr(catalog_index, "_today", lambda: day[0])
+    write(src / "old.chat.jsonl", night(0))
+    _nights(repo, src, SegmentedReader(), 1, monkeypatch)
+
+    def memos() -> int:
+        with MessageIndex(repo) as index:
+            return index.memos.count()
+
+    assert memos() == 2
+    (src / "old.chat.jsonl").unlink()  # its memo is no longer written; team's is, every night
+    for n, day[0] in ((1, 20_010), (2, 20_025), (3, 20_030)):
+        write(src / "team.chat.jsonl", night(n))
+        _backup(repo, src, SegmentedReader(), monkeypatch)
+        assert memos() == 2
+    day[0] = 20_031
+    write(src / "team.chat.jsonl", night(4))
+    _backup(repo, src, SegmentedReader(), monkeypatch)
+    assert memos() == 1
+    reader = SegmentedReader()  # the one left is team's: its next change parses only what changed
+    lines = night(4)
+    lines[10] = msg("ops", 10, "one more edit", True)
+    write(src / "team.chat.jsonl", lines)
+    _backup(repo, src, reader, monkeypatch)
+    assert len(reader.fed) == 1
