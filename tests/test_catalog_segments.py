@@ -316,3 +316,61 @@ def test_a_damaged_memo_is_only_a_cache_miss(small_chunks_repo, tmp_path, monkey
     snap = _backup(repo, src, reader, monkeypatch)  # no warning: _backup asserts there is none
     assert len(reader.fed) == len(night(1)) + 1  # everything parsed again
     assert _all_records(repo, snap) == sorted((m["c"], m["i"], m["x"], m["e"]) for m in night(1))
+
+
+def test_a_file_just_backed_up_is_read_from_its_source_only_while_it_is_unchanged(small_chunks_repo, tmp_path,
+                                                                                    monkeypatch):
+    """The backup's catalogue reads a changed export file from its source rather than decrypting
+    it, but only bytes whose size and content hash are the node's: a file changed since (same
+    size or not) is read from the repository, and the catalogue is the stored file's."""
+    repo, src = small_chunks_repo, tmp_path / "src"
+    snap = _nights(repo, src, SegmentedReader(), 1, monkeypatch)
+    path = src / "team.chat.jsonl"
+    tree = bytes.fromhex(snap.tree)
+
+    def build():
+        with BlobWriter(repo) as writer:
+            root, stats_ = build_catalog(repo, writer, tree, readers=[SegmentedReader()], read_sources=True)
+            writer.flush()
+        return root.hex(), stats_.files_read, stats_.sources_read
+
+    assert build() == (snap.catalog, 1, 1)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"lunch", b"LUNCH", 1))  # the same size, other bytes
+    assert build() == (snap.catalog, 1, 0)
+    path.write_bytes(data + json.dumps(msg("ops", 9999, "later")).encode() + b"\n")
+    assert build() == (snap.catalog, 1, 0)
+    path.unlink()
+    assert build() == (snap.catalog, 1, 0)
+
+
+def test_memos_not_written_for_a_month_are_dropped(small_chunks_repo, tmp_path, monkeypatch):
+    """A memo is kept while its file keeps changing; one not rewritten for MEMO_KEEP_DAYS (its
+    file gone, or unchanged since) is dropped at the next catalogued backup."""
+    from strongroom.messages import catalog_index
+    repo, src = small_chunks_repo, tmp_path / "src"
+    day = [20_000]
+    monkeypatch.setattr(catalog_index, "_today", lambda: day[0])
+    write(src / "old.chat.jsonl", night(0))
+    _nights(repo, src, SegmentedReader(), 1, monkeypatch)
+
+    def memos() -> int:
+        with MessageIndex(repo) as index:
+            return index.memos.count()
+
+    assert memos() == 2
+    (src / "old.chat.jsonl").unlink()  # its memo is no longer written; team's is, every night
+    for n, day[0] in ((1, 20_010), (2, 20_025), (3, 20_030)):
+        write(src / "team.chat.jsonl", night(n))
+        _backup(repo, src, SegmentedReader(), monkeypatch)
+        assert memos() == 2
+    day[0] = 20_031
+    write(src / "team.chat.jsonl", night(4))
+    _backup(repo, src, SegmentedReader(), monkeypatch)
+    assert memos() == 1
+    reader = SegmentedReader()  # the one left is team's: its next change parses only what changed
+    lines = night(4)
+    lines[10] = msg("ops", 10, "one more edit", True)
+    write(src / "team.chat.jsonl", lines)
+    _backup(repo, src, reader, monkeypatch)
+    assert len(reader.fed) == 1

@@ -452,7 +452,7 @@ class MessageCache:
     index cache, so each can be deleted alone). Plain byte keys and values: what is secret is
     encrypted by the caller before it gets here. Writes are committed every TXN_ENTRIES puts."""
 
-    TABLES = ("meta", "partnodes", "parts", "chunks", "snaps", "memos")
+    TABLES = ("meta", "partnodes", "parts", "chunks", "snaps", "memos", "memodays")
 
     def __init__(self, path: str | os.PathLike) -> None:
         self._env = _acquire_env(os.fspath(path))

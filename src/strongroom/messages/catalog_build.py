@@ -17,6 +17,7 @@ import inspect
 import itertools
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -34,7 +35,7 @@ from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
 from strongroom.repository import Repository
 from strongroom.tree import DIR, FILE, Node, encode_tree
-from strongroom.writer import BlobWriter, FileContent
+from strongroom.writer import BlobWriter, FileContent, content_hasher
 
 # Files that describe an export rather than hold its messages (user and channel lists): every
 # part of the export depends on them, so a change to one re-reads the whole export.
@@ -48,6 +49,7 @@ class CatalogStats:
     parts: int = 0
     parts_reused: int = 0
     files_read: int = 0
+    sources_read: int = 0  # of files_read, read from the source files the backup just stored
     pieces_parsed: int = 0  # pieces (~ records) of changed export files parsed (spec §23.6)
     pieces_reused: int = 0  # pieces whose record lines came from the file's memo
     messages: int = 0  # in parts written this time (reused parts are not counted again)
@@ -76,14 +78,40 @@ def _messages(reader: ExportReader, files, export: Export, warn: WarningCallback
     return reader.messages(files, export, warn=warn) if takes_warn else reader.messages(files, export)
 
 
+class _SourceChanged(Exception):
+    """A source file read for the catalogue is no longer what the snapshot stored."""
+
+
+def _verified_blocks(fd: int, size: int, content_hash: bytes) -> Iterator[bytes]:
+    """The file's blocks; _SourceChanged after the last one unless they are ``size`` bytes whose
+    BLAKE3 is ``content_hash`` (the node's, spec §12). Closes ``fd``."""
+    digest = content_hasher()
+    total = 0
+    try:
+        while block := os.read(fd, 1 << 20):
+            digest.update(block)
+            total += len(block)
+            yield block
+    except OSError:
+        raise _SourceChanged() from None
+    finally:
+        os.close(fd)
+    if total != size or digest.digest() != content_hash:
+        raise _SourceChanged()
+
+
 class _Monolithic(Exception):
     """A reader named a source that is not one of the export's files: catalogue it as a whole."""
 
 
 class CatalogBuilder:
     def __init__(self, repo: Repository, writer: BlobWriter, *, readers: Iterable[ExportReader] | None = None,
-                 reuse=None, memos=None, warn: WarningCallback = ignore_warning) -> None:
+                 reuse=None, memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False) -> None:
         self.repo = repo
+        # The snapshot was just taken from this machine's files (at "/" + its paths): a changed
+        # export file is read from there, if its bytes are still the ones stored (checked by the
+        # node's content hash), rather than decrypted from the repository.
+        self.read_sources = read_sources
         self.writer = writer
         self.readers = readers
         self.reuse = reuse  # a catalog_index.PartNodes, or None to read every export file
@@ -194,15 +222,56 @@ class CatalogBuilder:
         # the readers' state version too: a memo made by other reader code is never used
         file_key = memo_key(self.keyed, export.platform, source, context, STATE_VERSION)
         memo = self.memos.load(file_key) if self.memos is not None else PieceMemo()
-        with ExternalSorter(self.repo.scratch_folder()) as sorter:
-            for records in memo.read(segment_reader, self._content(files, path), self.warn, self.keyed):
-                sorter.extend(records)
-            self._write_part(export, path, key, ((line, may_cut) for _, _, _, line, may_cut in sorter.sorted()))
+        local = self._local_blocks(path) if self.read_sources else None
+        if local is not None:
+            said: list[str] = []  # given only if the local bytes turn out to be the stored ones
+            try:
+                self._pieces_to_part(memo, segment_reader, local, said.append, export, path, key)
+            except _SourceChanged:
+                memo = PieceMemo(memo.previous)  # nothing read from the changed file counts
+                local = None
+            else:
+                self.stats.sources_read += 1
+                for message in said:
+                    self.warn(message)
+        if local is None:
+            self._pieces_to_part(memo, segment_reader, self._content(files, path), self.warn, export, path, key)
         self.stats.pieces_parsed += memo.parsed
         self.stats.pieces_reused += memo.reused
         if self.memos is not None:
             self.memos.remember(file_key, memo)
         self.stats.files_read += 1
+
+    def _pieces_to_part(self, memo: PieceMemo, segment_reader, blocks: Iterable[bytes], warn, export: Export,
+                        path: str, key: bytes) -> None:
+        with ExternalSorter(self.repo.scratch_folder()) as sorter:
+            for records in memo.read(segment_reader, blocks, warn, self.keyed):
+                sorter.extend(records)  # a block's records
+            # every block was read (and, for local bytes, verified) before anything is written
+            self._write_part(export, path, key, ((line, may_cut) for _, _, _, line, may_cut in sorter.sorted()))
+
+    def _local_blocks(self, path: str) -> Iterator[bytes] | None:
+        """The blocks of the source file the snapshot's ``path`` was read from, checked against
+        the node's size and content hash (_SourceChanged after the last block if they differ);
+        None when there is no such regular file of the same size."""
+        if not self.tree.has(path):
+            return None  # a zip member
+        node = self.tree.node(path)
+        if node.content_hash is None:
+            return None
+        try:  # non-blocking: a FIFO put in the file's place must not hang the backup
+            fd = os.open("/" + path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size != node.size:
+            os.close(fd)
+            return None
+        return _verified_blocks(fd, node.size, node.content_hash)
 
     def _content_key(self, files, path: str) -> bytes:
         if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds
@@ -300,8 +369,10 @@ class CatalogBuilder:
 
 
 def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, readers=None, reuse=None,
-                  memos=None, warn: WarningCallback = ignore_warning) -> tuple[bytes | None, CatalogStats]:
-    builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, memos=memos, warn=warn)
+                  memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False
+                  ) -> tuple[bytes | None, CatalogStats]:
+    builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, memos=memos, warn=warn,
+                             read_sources=read_sources)
     return builder.build(tree_id), builder.stats
 
 
@@ -319,7 +390,7 @@ def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, war
     try:
         with MessageIndex(repo) as index:  # its part table says which parts can be reused
             root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes,
-                                    memos=index.memos, warn=warn)
+                                    memos=index.memos, warn=warn, read_sources=True)
             writer.flush()
             index.part_nodes.flush()
             index.memos.flush()

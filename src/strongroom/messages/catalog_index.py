@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -43,6 +44,7 @@ from strongroom.tree import DIR, FILE
 CONTEXT_CACHE = "strongroom 2026-11-22 v1 message cache key"
 _U32 = struct.Struct("<I")
 _NODE = struct.Struct("<QII")
+_DAY = struct.Struct("<I")
 MAX_CHUNK_PLAIN = 64 * 1024 * 1024
 
 
@@ -82,9 +84,19 @@ class PartNodes:
             self._pending = []
 
 
+#: A memo not rewritten for this many days is dropped (its export file is gone, or has not
+#: changed since: then its part is reused without the memo, and a later change parses it once).
+MEMO_KEEP_DAYS = 30
+
+
+def _today() -> int:
+    return int(time.time() // 86400)
+
+
 class MemoTable:
     """Export file -> its piece memo (catalog_memo, spec §23.6): the record lines and reader
-    states of the file's latest version, sealed like all message data here."""
+    states of the file's latest version, sealed like all message data here; and in ``memodays``
+    the day each memo was last written, so that memos of files that are gone do not stay."""
 
     def __init__(self, index: MessageIndex) -> None:
         self._index = index
@@ -106,10 +118,25 @@ class MemoTable:
             self._pending.append((key, self._index._seal("memos", key, plain, level=1)))
 
     def flush(self) -> None:
-        """Record what was remembered (after the writer's flush, like the part nodes)."""
+        """Record what was remembered (after the writer's flush, like the part nodes), and drop
+        the memos not written for MEMO_KEEP_DAYS."""
+        cache, today = self._index.cache, _today()
         if self._pending:
-            self._index.cache.put_many("memos", self._pending)
+            cache.put_many("memos", self._pending)
+            cache.put_many("memodays", [(key, _DAY.pack(today)) for key, _ in self._pending])
             self._pending = []
+        keys = cache.keys("memos")
+        days = cache.get_many("memodays", keys)
+        undated = [(key, _DAY.pack(today)) for key, day in zip(keys, days) if day is None]
+        if undated:  # written before days were kept: from today
+            cache.put_many("memodays", undated)
+        stale = [key for key, day in zip(keys, days) if day is not None and today - _DAY.unpack(day)[0] > MEMO_KEEP_DAYS]
+        if stale:
+            cache.delete_many("memos", stale)
+            cache.delete_many("memodays", stale)
+
+    def count(self) -> int:
+        return self._index.cache.count("memos")
 
 
 @dataclass

@@ -55,6 +55,13 @@ def pieces(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator[tuple[
     """(piece, final) for the concatenated ``blocks``: each piece ends just after a separator
     (or at MAX_PIECE bytes); the last piece (possibly empty) has ``final`` set. The separator
     is sniffed from the first SNIFF bytes unless given."""
+    for batch in piece_batches(blocks, sep):
+        yield from batch
+
+
+def piece_batches(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator[list[tuple[bytes, bool]]]:
+    """``pieces`` a list per block (one generator step per block, not per piece: this runs for
+    every record of every changed export file)."""
     buf = b""
     for block in blocks:
         buf = buf + block if buf else block
@@ -62,26 +69,25 @@ def pieces(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator[tuple[
             if len(buf) < SNIFF:
                 continue  # more to sniff from
             sep = separator(buf[:SNIFF])
-        buf = yield from _cut(buf, sep)
-    buf = yield from _cut(buf, sep if sep is not None else separator(buf))
-    yield buf, True
+        batch, buf = _cut(buf, sep)
+        if batch:
+            yield batch
+    batch, buf = _cut(buf, sep if sep is not None else separator(buf))
+    batch.append((buf, True))
+    yield batch
 
 
-def _cut(buf: bytes, sep: bytes):
-    """Yield the whole pieces ``buf`` holds (none longer than MAX_PIECE) and, while the rest is
-    longer than MAX_PIECE, MAX_PIECE of it; return the rest."""
+def _cut(buf: bytes, sep: bytes) -> tuple[list[tuple[bytes, bool]], bytes]:
+    """The whole pieces ``buf`` holds (none longer than MAX_PIECE) and, while the rest is longer
+    than MAX_PIECE, MAX_PIECE of it; and the rest."""
     *whole, rest = buf.split(sep)
-    for part in whole:
-        piece = part + sep
-        if len(piece) <= MAX_PIECE:
-            yield piece, False
-        else:
-            for i in range(0, len(piece), MAX_PIECE):
-                yield piece[i:i + MAX_PIECE], False
+    batch = [(part + sep, False) for part in whole]
+    if any(len(piece) > MAX_PIECE for piece, _ in batch):
+        batch = [(piece[i:i + MAX_PIECE], False) for piece, _ in batch for i in range(0, len(piece), MAX_PIECE)]
     while len(rest) > MAX_PIECE:
-        yield rest[:MAX_PIECE], False
+        batch.append((rest[:MAX_PIECE], False))
         rest = rest[MAX_PIECE:]
-    return rest
+    return batch, rest
 
 
 class PieceMemo:
@@ -98,38 +104,43 @@ class PieceMemo:
         self.reused = 0  # pieces answered from the memo
 
     def read(self, reader, blocks: Iterable[bytes], warn: Callable[[str], None], cut_hash: Callable[[bytes], bytes]
-             ) -> Iterator[tuple[tuple, ...]]:
-        """The records of each piece of the file in ``blocks``, in order, through ``reader`` (a
-        segment reader) where the memo does not know the piece: (conversation, time, id, record
-        line, ``may_cut_after`` of the line) — kept, so a reused record is neither encoded nor
-        hashed again. The reader's warnings for a piece (a record skipped) are kept too and given
-        again when it is reused: a bad record is reported by every backup that holds it, as when
-        files are read whole."""
+             ) -> Iterator[list[tuple]]:
+        """The records of the file in ``blocks``, a list per block of the file, in order, through
+        ``reader`` (a segment reader) where the memo does not know a piece: (conversation, time,
+        id, record line, ``may_cut_after`` of the line) — kept, so a reused record is neither
+        encoded nor hashed again. The reader's warnings for a piece (a record skipped) are kept
+        too and given again when it is reused: a bad record is reported by every backup that
+        holds it, as when files are read whole."""
         state = reader.initial()
         previous, current = self.previous, self.current
-        for piece, final in pieces(blocks):
-            key = (state, final, blake3.blake3(piece).digest(16))
-            hit = previous.get(key) or current.get(key)
-            if hit is not None:
-                self.reused += 1
-                records, state, warnings = hit
-                for message in warnings:
-                    warn(message)
-            else:
-                self.parsed += 1
-                said: list[str] = []
-                messages, state = reader.feed(state, piece, final, said.append)
-                for message in said:
-                    warn(message)
-                records = tuple((m.conversation, m.time_ms, m.message_id, line, may_cut_after(line, cut_hash))
-                                for m, line in ((m, encode_record(m)) for m in messages))
-                hit = (records, state, tuple(said))
-            if key not in current and self._size < MEMO_MAX_BYTES:
-                current[key] = hit
-                # a record line is shorter than its piece of (pretty-printed) JSON: the pieces'
-                # size bounds the memo's, cheaply
-                self._size += 64 + len(state) + len(piece)
-            yield records
+        known, remembered = previous.get, current.get
+        for batch in piece_batches(blocks):
+            out: list[tuple] = []
+            for piece, final in batch:
+                key = (state, final, blake3.blake3(piece).digest(16))
+                hit = known(key) or remembered(key)
+                if hit is not None:
+                    self.reused += 1
+                    records, state, warnings = hit
+                    for message in warnings:
+                        warn(message)
+                else:
+                    self.parsed += 1
+                    said: list[str] = []
+                    messages, state = reader.feed(state, piece, final, said.append)
+                    for message in said:
+                        warn(message)
+                    records = tuple((m.conversation, m.time_ms, m.message_id, line, may_cut_after(line, cut_hash))
+                                    for m, line in ((m, encode_record(m)) for m in messages))
+                    hit = (records, state, tuple(said))
+                if self._size < MEMO_MAX_BYTES and key not in current:
+                    current[key] = hit
+                    # a record line is shorter than its piece of (pretty-printed) JSON: the pieces'
+                    # size bounds the memo's, cheaply
+                    self._size += 64 + len(state) + len(piece)
+                if records:
+                    out.extend(records)
+            yield out
 
     def encode(self) -> bytes:
         """This version's entries (what the next version can reuse)."""

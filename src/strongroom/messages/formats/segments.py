@@ -56,9 +56,9 @@ _STRING_TAIL = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
 _BRACKETS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["{}\[\]]', re.S)
 _SCALAR_RUN = re.compile(rb"[-+.0-9eE]+|[a-z]+")
 _SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
-#: A newline and the blanks after it, right before a position: a record's indentation.  Carried
-#: with the record (or at a piece's end) so the end guess works across pieces; bounded.
-_INDENT = re.compile(rb"\n[ \t]{0,256}\Z")
+#: At most this many blanks after a newline, right before a position, are a record's indentation:
+#: carried with the record (or at a piece's end) so the end guess works across pieces.
+_MAX_INDENT = 256
 _OPEN, _CLOSE = ord("{"), ord("}")
 _OPEN_ARRAY, _CLOSE_ARRAY = ord("["), ord("]")
 _QUOTE = ord('"')
@@ -91,7 +91,8 @@ def _parse(span: bytes):
         raise _TooDeep("nested too deeply") from None
     if end != len(text):
         raise ValueError("extra data after a JSON value")
-    if _LONE_SURROGATE_ESCAPE.search(span) or b"\\\\u" in span:
+    # (the membership tests first: they are much cheaper than the search, and rarely true)
+    if ((b"\\ud" in span or b"\\uD" in span) and _LONE_SURROGATE_ESCAPE.search(span)) or b"\\\\u" in span:
         value = _mend(value)
     return value
 
@@ -117,16 +118,21 @@ def _mend(value):
     return value
 
 
+#: One encoder and decoder for every state (``json.dumps``/``loads`` with options build new ones
+#: per call, which cost more than encoding a state: this runs once per piece parsed).
+_STATE_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False)
+_STATE_DECODER = json.JSONDecoder()
+
+
 def encode_state(header: dict, carry: bytes = b"") -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() \
-        + b"\0" + carry
+    return _STATE_ENCODER.encode(header).encode() + b"\0" + carry
 
 
 def decode_state(state: bytes) -> tuple[dict, bytes]:
     head, sep, carry = state.partition(b"\0")
     if not sep:
         raise ValueError("not a segment reader state")
-    return json.loads(head), carry
+    return _STATE_DECODER.decode(head.decode()), carry
 
 
 class JsonSegments:
@@ -148,13 +154,36 @@ class JsonSegments:
     def initial(self) -> bytes:
         return encode_state({"c": {}, "k": [], "m": "r", "t": "b"})
 
-    def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
+    # The header a feed ended with, as encoded, decoded and with the paths of its open containers:
+    # the next piece usually starts from it (a state is encoded and decoded once per piece, which
+    # cost about as much as parsing the record in it).
+    _last_head: bytes = b""
+    _last_header: dict | None = None
+    _last_paths: list[str] = []
+
+    def _decode(self, state: bytes) -> tuple[dict, bytes, list[str] | None]:
+        head, sep, carry = state.partition(b"\0")
+        if sep and head == self._last_head and self._last_header is not None:
+            return _copy_header(self._last_header), carry, list(self._last_paths)
         st, carry = decode_state(state)
+        return st, carry, None
+
+    def _encode(self, st: dict, carry: bytes, paths: list[str] | None) -> bytes:
+        if st == self._last_header:
+            return self._last_head + b"\0" + carry
+        state = encode_state(st, carry)
+        if paths is not None:
+            self._last_head = state[:len(state) - len(carry) - 1]
+            self._last_header, self._last_paths = _copy_header(st), list(paths)
+        return state
+
+    def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
+        st, carry, paths = self._decode(state)
         if st["m"] in ("x", "f"):
             return [], state
         out: list[Message] = []
         report = FileReport(self.path, warn or common.log_warning)
-        scan = _Scan(self, st, report, out)
+        scan = _Scan(self, st, report, out, paths)
         try:
             text = carry + data
             carry = b""
@@ -176,13 +205,28 @@ class JsonSegments:
         report.close()
         if final and st["m"] != "x":
             st, carry = {"m": "f"}, b""
-        return out, encode_state(st, carry)
+        return out, self._encode(st, carry, scan.paths if st.get("m") in ("r", "s") else None)
+
+
+def _copy_header(st: dict) -> dict:
+    """A copy of a state header that a scan may change without changing ``st``: the scan mutates
+    only the container frames and the captures dict (captured values are replaced, never
+    changed)."""
+    copy = dict(st)
+    if "k" in st:
+        copy["k"] = [frame[:] for frame in st["k"]]
+    if "c" in st:
+        copy["c"] = dict(st["c"])
+    if "p" in st:
+        copy["p"] = list(st["p"])
+    return copy
 
 
 class _Scan:
     """One feed's work on a state (mutated in place)."""
 
-    def __init__(self, reader: JsonSegments, st: dict, report: FileReport, out: list[Message]) -> None:
+    def __init__(self, reader: JsonSegments, st: dict, report: FileReport, out: list[Message],
+                 paths: list[str] | None = None) -> None:
         self.routes = reader.routes
         self.convert = reader.convert
         self.st = st
@@ -191,9 +235,11 @@ class _Scan:
         self.limit = common.MAX_LINE
         #: how far the bracket scan of the value the carry begins with got (see _value_end)
         self.resume: list | None = st.pop("p", None)
-        self.paths: list[str] = []  # ijson prefix of each open container
-        for i, frame in enumerate(st["k"]):
-            self.paths.append(_child(self.paths[-1], st["k"][i - 1]) if i else "")
+        if paths is None:  # the ijson prefix of each open container: a function of the stack
+            paths = []
+            for i, frame in enumerate(st["k"]):
+                paths.append(_child(paths[-1], st["k"][i - 1]) if i else "")
+        self.paths: list[str] = paths
 
     # ---- the reading mode
 
@@ -286,8 +332,10 @@ class _Scan:
 
     def _pending(self, text: bytes, pos: int) -> bytes:
         """The carry for an unfinished token at ``pos``: the token and its line's indentation."""
-        m = _INDENT.search(text, max(0, pos - 258), pos)
-        return text[m.start() if m else pos:]
+        nl = text.rfind(b"\n", max(0, pos - _MAX_INDENT - 1), pos)
+        if nl >= 0 and not text[nl + 1:pos].strip(b" \t"):
+            return text[nl:]
+        return text[pos:]
 
     def _unfinished(self, text: bytes, pos: int, end: int | None) -> bytes:
         """The carry when the value at ``pos`` goes on past ``text``: the value so far, or (an
