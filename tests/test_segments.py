@@ -20,7 +20,7 @@ from strongroom.samples import ExportParams, write_day
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 CONTEXT = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json", "realm.json")
-SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip"}
+SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip", "whatsapp"}
 
 
 class DictFiles:
@@ -295,7 +295,7 @@ def test_truncated_files_read_as_the_whole_file_reader_reads_them(sample_cases):
                 warnings: list[str] = []
                 msgs, _, _ = feed(seg, broken.data, sizes, warnings.append)
                 assert msgs == expected, (case, cut)
-                if case.export.platform == "mattermost":  # a cut post line, as the whole file
+                if case.export.platform in ("mattermost", "whatsapp"):  # a cut line, as the whole file
                     assert len(warnings) == len(whole_warnings)
                 elif cut < len(case.data.rstrip()):
                     assert len(warnings) == 1, (case, cut)  # a cut document is reported
@@ -405,15 +405,15 @@ def test_an_over_long_line_is_skipped(monkeypatch):
         assert biggest <= longest + 200
 
 
-def test_formats_read_whole_offer_no_segment_reader():
+def test_context_files_offer_no_segment_reader():
     files = LocalExportFiles(FIXTURES)
     for reader, export in find_exports(files):
         make = getattr(reader, "segment_reader", None)
-        if reader.platform in ("whatsapp", "matrix"):
-            assert make is None
-        else:
-            context = [p for p in export.files if p.rpartition("/")[2] in CONTEXT]
-            assert all(make(files, export, p, lambda w: None) is None for p in context)
+        if make is None:
+            assert reader.platform == "matrix"
+            continue
+        context = [p for p in export.files if p.rpartition("/")[2] in CONTEXT]
+        assert all(make(files, export, p, lambda w: None) is None for p in context)
 
 
 def test_a_value_that_leads_to_no_record_is_never_carried():
