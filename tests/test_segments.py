@@ -20,7 +20,7 @@ from strongroom.samples import ExportParams, write_day
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 CONTEXT = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json", "realm.json")
-SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip", "whatsapp"}
+SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip", "whatsapp", "matrix"}
 
 
 class DictFiles:
@@ -408,10 +408,7 @@ def test_an_over_long_line_is_skipped(monkeypatch):
 def test_context_files_offer_no_segment_reader():
     files = LocalExportFiles(FIXTURES)
     for reader, export in find_exports(files):
-        make = getattr(reader, "segment_reader", None)
-        if make is None:
-            assert reader.platform == "matrix"
-            continue
+        make = reader.segment_reader
         context = [p for p in export.files if p.rpartition("/")[2] in CONTEXT]
         assert all(make(files, export, p, lambda w: None) is None for p in context)
 
