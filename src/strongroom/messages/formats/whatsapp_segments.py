@@ -11,8 +11,8 @@ The state carries what the whole-file reader keeps between lines (whatsapp.Chat)
 timestamp and its time, the occurrence counts of the current time, the record being read (its
 time, author and text lines: a message continues over the following lines until the next
 timestamp), whether the first line (which may start with a byte order mark) is still to come,
-and the bytes of an unfinished line.  Encoded as compact JSON with sorted keys, ``\\0``, the
-unfinished line.
+and the bytes of an unfinished line (encoded as lines of text, ``_encode``: this reader's
+per-piece cost is mostly its state's, and a JSON round trip cost more than the line's parse).
 
 ``pieces`` cuts a file's bytes before the lines that start a record, so a piece is about one
 message and a multi-line message is carried in the state only when it is longer than a piece.
@@ -20,7 +20,6 @@ message and a multi-line message is carried in the state only when it is longer 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Iterable, Iterator
 
@@ -66,51 +65,51 @@ def _bounded(piece: bytes) -> Iterator[tuple[bytes, bool]]:
 
 
 class WhatsAppSegments:
-    """A :class:`~strongroom.messages.model.SegmentReader` for one chat file.
-
-    State header keys: ``v`` the encoding's version, ``d`` day-first (the first pass's
-    decision), ``m`` the mode (``r`` reading, ``s`` skipping an over-long line up to its end,
-    ``f`` finished), ``b`` whether the first line is still to come, ``s`` the groups of the last
-    valid timestamp and ``t`` its time (ms), ``c`` author → records so far in the run of records
-    with time ``t``, ``p`` the record being read ``[time, author, [lines], size]`` (size -1: too
-    long, its text dropped) or null; the carry is the unfinished line."""
+    """A :class:`~strongroom.messages.model.SegmentReader` for one chat file (the state's
+    encoding: ``_encode``)."""
 
     def __init__(self, path: str, day_first: bool) -> None:
         self.path = path
         self.day_first = day_first
         self.conv = conversation(path)
         self.source = path.rpartition("/")[2]
+        # (the state feed returned last, what it encodes): a caller that feeds the state it got
+        # back (pieces parsed in a row) costs no decoding; any other state is decoded
+        self._last: tuple | None = None
 
     # the cutting a caller may use (catalog_memo): a piece per record
     pieces = staticmethod(pieces)
 
     def initial(self) -> bytes:
-        return _encode({"b": True, "c": {}, "d": self.day_first, "m": "r", "p": None, "s": None,
-                        "t": None, "v": _VERSION}, b"")
+        return _encode(self.day_first, True, "r", None, None, {}, None, b"")
 
     def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
-        st, carry = _decode(state)
-        if st["m"] == "f":
-            return [], state
+        last = self._last
+        self._last = None
         report = FileReport(self.path, warn or common.log_warning)
-        chat = Chat(st["d"], self.conv, self.source, report)
-        chat.counts, chat.last_time, chat.pending = st["c"], st["t"], st["p"]
-        chat.last_stamp = tuple(st["s"]) if st["s"] is not None else None
+        if last is not None and last[0] is state:
+            _, chat, first, mode, carry = last
+            chat.report = report
+        else:
+            day_first, first, mode, stamp, last_time, counts, pending, carry = _decode(state)
+            if mode == "f":
+                return [], state
+            chat = Chat(day_first, self.conv, self.source, report)
+            chat.counts, chat.last_time, chat.last_stamp, chat.pending = counts, last_time, stamp, pending
         out: list[Message] = []
         limit = common.MAX_LINE
         text = carry + data if carry else bytes(data)
-        if st["m"] == "s":  # the rest of an over-long line, up to its end
+        if mode == "s":  # the rest of an over-long line, up to its end
             nl = text.find(b"\n")
             text = b"" if nl < 0 else text[nl + 1:]
             if nl >= 0:
-                st["m"] = "r"
-        if st["m"] == "r":
+                mode = "r"
+        if mode == "r":
             lines = text.split(b"\n")
             partial = lines.pop()
             if final and partial:
                 lines.append(partial)
                 partial = b""
-            first = st["b"]
             for raw in lines:
                 if len(raw) > limit:  # the whole-file reader's lines() skips it alike
                     report.bad_record("a line", ValueError(f"longer than {limit} bytes"))
@@ -121,32 +120,67 @@ class WhatsAppSegments:
                     if msg is not None:
                         out.append(msg)
                 first = False
-            st["b"] = first
             if len(partial) > limit:
                 report.bad_record("a line", ValueError(f"longer than {limit} bytes"))
-                st["m"], st["b"], partial = "s", False, b""
+                mode, first, partial = "s", False, b""
             carry = partial
         if final:
             msg = chat.end()
             if msg is not None:
                 out.append(msg)
-            st, carry = {"m": "f", "v": _VERSION}, b""
-        else:
-            st["c"], st["t"], st["p"], st["s"] = chat.counts, chat.last_time, chat.pending, chat.last_stamp
+            report.close()
+            return out, _FINISHED
         report.close()
-        return out, _encode(st, carry)
+        state = _encode(chat.day_first, first, mode, chat.last_stamp, chat.last_time, chat.counts, chat.pending,
+                        carry)
+        self._last = (state, chat, first, mode, carry)
+        return out, state
 
 
-def _encode(header: dict, carry: bytes) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() \
-        + b"\0" + carry
+def _encode(day_first: bool, first: bool, mode: str, stamp: tuple | None, last_time: int | None,
+            counts: dict[str, int], pending: list | None, carry: bytes) -> bytes:
+    """The state: UTF-8 lines, then the carry (the unfinished line)::
+
+        W<version> <D|M day-first or not><1|0 first line to come><r|s mode> <len(carry)>
+        the last valid timestamp's groups joined by "," (None as ""), or "" for none
+        its time in ms, or ""
+        the number of authors counted in this time's run, then author and count, a line each
+        (the record being read, if any) its time, its author, its size (-1: too long, its
+        text dropped), then its text lines
+
+    Nothing but the carry can hold a line end (texts and authors come from lines), so the
+    fields need no escaping; the insertion order of ``counts`` follows the bytes read, so equal
+    prefixes give equal states."""
+    out = [f"W{_VERSION} {'D' if day_first else 'M'}{'1' if first else '0'}{mode} {len(carry)}",
+           "" if stamp is None else ",".join(g or "" for g in stamp),
+           "" if last_time is None else str(last_time), str(len(counts))]
+    for author, k in counts.items():
+        out += (author, str(k))
+    if pending is not None:
+        out += (str(pending[0]), pending[1], str(pending[3]))
+        out += pending[2]
+    return "\n".join(out).encode() + b"\0" + carry
 
 
-def _decode(state: bytes) -> tuple[dict, bytes]:
-    head, sep, carry = state.partition(b"\0")
-    if not sep:
-        raise ValueError("not a WhatsApp segment reader state")
-    st = json.loads(head)
-    if st.get("v") != _VERSION:
+_FINISHED = f"W{_VERSION} Mff 0".encode() + b"\0"  # after the last piece: nothing more comes
+
+
+def _decode(state: bytes) -> tuple:
+    end = state.find(b"\n", 0, 64)
+    first_line = state[:end] if end >= 0 else state[:state.index(b"\0")]  # (only a finished state has one line)
+    version, flags, size = first_line.decode().split(" ")
+    if version != f"W{_VERSION}":
         raise ValueError("a WhatsApp segment reader state of another version")
-    return st, carry
+    cut = len(state) - int(size)
+    carry = state[cut:]
+    day_first, first, mode = flags[0] == "D", flags[1] == "1", flags[2]
+    if mode == "f":
+        return day_first, first, mode, None, None, {}, None, carry
+    lines = state[:cut - 1].decode().split("\n")
+    stamp = tuple(g or None for g in lines[1].split(",")) if lines[1] else None
+    last_time = int(lines[2]) if lines[2] else None
+    n = int(lines[3])
+    counts = {lines[i]: int(lines[i + 1]) for i in range(4, 4 + 2 * n, 2)}
+    rest = lines[4 + 2 * n:]
+    pending = [int(rest[0]), rest[1], rest[3:], int(rest[2])] if rest else None
+    return day_first, first, mode, stamp, last_time, counts, pending, carry
