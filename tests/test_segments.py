@@ -637,8 +637,26 @@ def test_whatsapp_a_multi_line_message_across_many_pieces():
     assert _all_partitions_match(case, warnings_expected=False) == msgs
 
 
-def test_whatsapp_pieces_start_where_records_start():
+def test_whatsapp_pieces_start_where_some_records_start():
     from strongroom.messages.formats import whatsapp_segments
+    from zlib import crc32
+    case = _wa(_ambiguous(US, 200))
+    cut = list(whatsapp_segments.pieces([case.data]))
+    assert b"".join(p for p, _ in cut) == case.data and [f for _, f in cut] == [False] * (len(cut) - 1) + [True]
+    starts = [p.split(b" - ")[0] + b" - " for p, _ in cut[1:]]
+    assert all(crc32(s) % whatsapp_segments.GROUP == 0 for s in starts)
+    records = [line.split(b" - ")[0] + b" - " for line in case.data.split(b"\n") if line[:1].isdigit()]
+    assert sum(crc32(s) % whatsapp_segments.GROUP == 0 for s in records[1:]) == len(cut) - 1 == 50
+    msgs, state = [], case.segments().initial()
+    for piece, final in cut:
+        got, state = case.segments().feed(state, piece, final, lambda w: None)
+        msgs += got
+    assert msgs == case.whole()
+
+
+def test_whatsapp_pieces_one_record_each(monkeypatch):
+    from strongroom.messages.formats import whatsapp_segments
+    monkeypatch.setattr(whatsapp_segments, "GROUP", 1)
     case = _wa(_ambiguous(US, 50))
     cut = list(whatsapp_segments.pieces([case.data]))
     assert b"".join(p for p, _ in cut) == case.data
@@ -762,7 +780,9 @@ def test_the_catalogue_reads_changed_chat_files_piece_by_piece(repo, tmp_path, m
     from strongroom.commands.backup import BackupOptions, run_backup
     from strongroom.messages import catalog_build
     from strongroom.messages.formats import matrix, whatsapp
+    from strongroom.messages.formats import whatsapp_segments
     from strongroom.writer import BlobWriter
+    monkeypatch.setattr(whatsapp_segments, "GROUP", 1)  # a piece per record: counts to reason about
 
     class Whole:  # the same reader without its segment reader
         def __init__(self, reader):
