@@ -2,6 +2,7 @@
 piece with the previous night's memo (spec §22.10, §23.6).
 
     PYTHONPATH=src python bench/chat_segments.py --nights 4 --scale 10 [--repeat 3]
+    PYTHONPATH=src python bench/chat_segments.py --matrix 3000
 
 Each night of bench/corpus.py's text-heavy corpus is backed up without a catalogue; then the
 catalogue of its WhatsApp exports is built with the readers
@@ -30,8 +31,9 @@ from corpus import params_for, write_night  # noqa: E402
 from strongroom.commands.backup import BackupOptions, run_backup  # noqa: E402
 from strongroom.crypto.keyfile import KdfParams  # noqa: E402
 from strongroom.messages.catalog_build import build_catalog  # noqa: E402
+from strongroom.messages.catalog_format import encode_record, may_cut_after  # noqa: E402
 from strongroom.messages.catalog_memo import PieceMemo  # noqa: E402
-from strongroom.messages.formats import whatsapp  # noqa: E402
+from strongroom.messages.formats import matrix, whatsapp  # noqa: E402
 from strongroom.repository import Repository  # noqa: E402
 from strongroom.storage import LocalStorage  # noqa: E402
 from strongroom.writer import BlobWriter  # noqa: E402
@@ -67,12 +69,87 @@ class Memos:
         self.saved, self.fresh = self.fresh, {}
 
 
+def bench_matrix(events: int, repeat: int) -> None:
+    """--matrix N: the reading CPU (no repository) of an Element room of N events, the night
+    after a first read, read whole against piece by piece with the first read's memo, when the
+    night adds a plain message or an edit, to a room without edits and to one where every 50th
+    event is an edit (the context digest of §22.10: a new edit changes every state)."""
+    import io
+
+    import blake3
+
+    class Files:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def paths(self):
+            return ["room.json"]
+
+        def size(self, path):
+            return len(self.data)
+
+        def open(self, path):
+            return io.BytesIO(self.data)
+
+    def event(i: int, edit: bool = False) -> dict:
+        content = {"msgtype": "m.text", "body": f"message {i} " + "lorem ipsum dolor " * 5}
+        if edit:
+            content = {"msgtype": "m.text", "body": "* x", "m.new_content": {"msgtype": "m.text", "body": f"edit {i}"},
+                       "m.relates_to": {"rel_type": "m.replace", "event_id": f"$e{i - 10}"}}
+        return {"type": "m.room.message", "sender": f"@u{i % 20}:x", "event_id": f"$e{i}",
+                "origin_server_ts": 1740819600000 + i * 1000, "content": content, "unsigned": {"age": i}}
+
+    def room(evs: list[dict]) -> bytes:
+        return json.dumps({"room_name": "Ops", "export_date": "x", "exported_by": "@a:x", "messages": evs},
+                          indent=4).encode()
+
+    reader = matrix.MatrixReader()
+    cut_hash = lambda b: blake3.blake3(b).digest(16)  # noqa: E731
+
+    def whole(data: bytes) -> None:
+        files = Files(data)
+        for m in reader.messages(files, reader.find(files)[0], warn=lambda w: None):
+            may_cut_after(encode_record(m), cut_hash)
+
+    def pieces(data: bytes, previous: dict | None) -> PieceMemo:
+        files = Files(data)
+        memo = PieceMemo(previous)
+        segments = reader.segment_reader(files, reader.find(files)[0], "room.json", lambda w: None)
+        blocks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+        for _ in memo.read(segments, blocks, lambda w: None, cut_hash):
+            pass
+        return memo
+
+    def cpu(f) -> float:
+        best = None
+        for _ in range(repeat):
+            t = time.process_time()
+            f()
+            t = time.process_time() - t
+            best = t if best is None else min(best, t)
+        return round(best, 4)
+
+    for edits in (False, True):
+        base = [event(i, edits and i % 50 == 0 and i > 0) for i in range(events)]
+        first = pieces(room(base), None)
+        for night, extra in (("a plain message", event(events)), ("an edit", event(events, True))):
+            data = room(base + [extra])
+            memo = pieces(data, first.current)
+            print(json.dumps({"room": "with edits" if edits else "without edits", "night adds": night,
+                              "whole_cpu_s": cpu(lambda: whole(data)),
+                              "pieces_cpu_s": cpu(lambda: pieces(data, first.current)),
+                              "pieces_parsed": memo.parsed, "pieces_reused": memo.reused}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nights", type=int, default=4)
     ap.add_argument("--scale", type=float, default=10)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--matrix", type=int, metavar="EVENTS", help="measure a synthetic Matrix room instead")
     args = ap.parse_args()
+    if args.matrix:
+        return bench_matrix(args.matrix, max(args.repeat, 5))
     params = params_for("text-heavy", args.scale)
     kdf = KdfParams(memory_kib=64, iterations=1, lanes=1)
     segmented = [whatsapp.WhatsAppReader()]  # (the corpus has no Matrix room: its reader would only sniff)
