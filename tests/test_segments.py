@@ -20,7 +20,7 @@ from strongroom.samples import ExportParams, write_day
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 CONTEXT = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json", "realm.json")
-SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip"}
+SEGMENTED = {"slack", "mattermost", "telegram", "discord", "zulip", "whatsapp", "matrix"}
 
 
 class DictFiles:
@@ -295,7 +295,7 @@ def test_truncated_files_read_as_the_whole_file_reader_reads_them(sample_cases):
                 warnings: list[str] = []
                 msgs, _, _ = feed(seg, broken.data, sizes, warnings.append)
                 assert msgs == expected, (case, cut)
-                if case.export.platform == "mattermost":  # a cut post line, as the whole file
+                if case.export.platform in ("mattermost", "whatsapp"):  # a cut line, as the whole file
                     assert len(warnings) == len(whole_warnings)
                 elif cut < len(case.data.rstrip()):
                     assert len(warnings) == 1, (case, cut)  # a cut document is reported
@@ -405,15 +405,12 @@ def test_an_over_long_line_is_skipped(monkeypatch):
         assert biggest <= longest + 200
 
 
-def test_formats_read_whole_offer_no_segment_reader():
+def test_context_files_offer_no_segment_reader():
     files = LocalExportFiles(FIXTURES)
     for reader, export in find_exports(files):
-        make = getattr(reader, "segment_reader", None)
-        if reader.platform in ("whatsapp", "matrix"):
-            assert make is None
-        else:
-            context = [p for p in export.files if p.rpartition("/")[2] in CONTEXT]
-            assert all(make(files, export, p, lambda w: None) is None for p in context)
+        make = reader.segment_reader
+        context = [p for p in export.files if p.rpartition("/")[2] in CONTEXT]
+        assert all(make(files, export, p, lambda w: None) is None for p in context)
 
 
 def test_a_value_that_leads_to_no_record_is_never_carried():
@@ -469,3 +466,371 @@ def test_a_lone_surrogate_escape_reads_as_the_whole_file_reader_reads_it():
     case = _slack(json.dumps(records, indent=4).encode())
     msgs = _all_partitions_match(case, warnings_expected=False)
     assert [m.text for m in msgs] == ["cut ?", "pair \U0001f600"]
+
+
+# ---- WhatsApp: lines, a date order the whole file decides, messages over several lines
+
+
+def _wa(lines: list[str], name: str = "WhatsApp Chat with Ann.txt", end: str = "\n") -> Case:
+    return _single("whatsapp", name, (end.join(lines) + end).encode())
+
+
+def _ios(day: int, month: int, hour: int, minute: int, who: str, text: str) -> str:
+    return f"[{day:02d}/{month:02d}/2025, {hour:02d}:{minute:02d}:07] {who}: {text}"
+
+
+def _android_us(month: int, day: int, hour: int, minute: int, who: str, text: str) -> str:
+    h = hour % 12 or 12
+    return f"{month}/{day}/25, {h}:{minute:02d}\u202f{'AM' if hour < 12 else 'PM'} - {who}: {text}"
+
+
+def _ambiguous(stamp, n: int = 400) -> list[str]:
+    """``n`` records dated the 1st to the 12th of months 1 to 12 (either order reads as a
+    date), every seventh over three lines."""
+    out = []
+    for i in range(n):
+        text = f"message {i}" + ("\nsecond line\n  3/4 third" if i % 7 == 3 else "")
+        out.append(stamp(1 + i % 12, 1 + (i // 12) % 12, 8 + i % 10, i % 60, ("Ann", "Bo", "Cy")[i % 3], text))
+    return out
+
+
+def _ms(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> int:
+    import calendar
+    return calendar.timegm((y, mo, d, h, mi, s)) * 1000
+
+
+def _line_offsets(data: bytes) -> list[int]:
+    return [i + 1 for i, b in enumerate(data) if b == 10]
+
+
+def _splits_match(case: Case, offsets) -> None:
+    """Two pieces cut at each of ``offsets``: the whole-file messages, and the state the
+    byte-by-byte feed has there."""
+    expected = case.whole()
+    seg = case.segments()
+    _, bytewise, _ = feed(seg, case.data, iter(lambda: 1, None))
+    for k in offsets:
+        msgs, states, _ = feed(seg, case.data, [k])
+        assert msgs == expected, k
+        if k < len(case.data):
+            assert states[k] == bytewise[k], k
+
+
+IOS = lambda d, m, h, mi, who, t: _ios(d, m, h, mi, who, t)  # noqa: E731 - day, month: "[dd/mm/2025"
+US = lambda d, m, h, mi, who, t: _android_us(d, m, h, mi, who, t)  # noqa: E731 - "d/m/25" read US-style
+
+
+@pytest.mark.parametrize("stamp, decider, second", [
+    # iOS: 01/01 .. 12/12 say nothing, 13/01 decides day-first: record 1 ("02/01") is 2 January
+    (IOS, _ios(13, 1, 9, 0, "Ann", "late"), _ms(2025, 1, 2, 9, 1, 7)),
+    # Android, US: 1/1 .. 12/12 say nothing, 1/13 decides month-first: record 1 ("2/1") is 1 February
+    (US, _android_us(1, 13, 21, 0, "Ann", "late"), _ms(2025, 2, 1, 9, 1)),
+])
+def test_whatsapp_date_order_decided_after_hundreds_of_ambiguous_lines(stamp, decider, second):
+    lines = _ambiguous(stamp)
+    case = _wa(lines + [decider])
+    msgs = case.whole()
+    assert len(msgs) == 401 and msgs[1].time_ms == second
+    assert msgs[3].text == "message 3\nsecond line\n  3/4 third"
+    _splits_match(case, _line_offsets(case.data)[:40] + list(range(0, 300)) + [len(case.data) - 30])
+    assert _all_partitions_match(case, warnings_expected=False) == msgs
+
+
+def test_whatsapp_the_same_bytes_in_the_other_order_share_no_state():
+    """A memo keyed by states never gives a piece read in one date order to the other: the
+    identical ambiguous prefix of two files decided differently has different states."""
+    prefix = _ambiguous(IOS, 30)
+    day_first = _wa(prefix + [_ios(13, 1, 9, 0, "Ann", "late")])
+    month_first = _wa(prefix + ["[01/13/2025, 09:00:07] Ann: late"])
+    a, b = day_first.whole(), month_first.whole()
+    assert a[12].time_ms != b[12].time_ms and a[12].text == b[12].text == "message 12"
+    cut = _line_offsets(day_first.data)[20]
+    assert day_first.data[:cut] == month_first.data[:cut]
+    state_a = feed(day_first.segments(), day_first.data, [cut])[1][cut]
+    state_b = feed(month_first.segments(), month_first.data, [cut])[1][cut]
+    assert state_a != state_b
+    assert state_a.split(b" ")[1][:1] == b"D" and state_b.split(b" ")[1][:1] == b"M"  # day-first or not
+
+
+@pytest.mark.parametrize("stamp, second", [
+    (IOS, _ms(2025, 1, 2, 9, 1, 7)),  # a 24-hour clock: day-first, "02/01" is 2 January
+    (US, _ms(2025, 2, 1, 9, 1)),  # AM/PM: month-first, "2/1" is 1 February
+])
+def test_whatsapp_a_file_that_never_decides(stamp, second):
+    case = _wa(_ambiguous(stamp, 40))
+    msgs = _all_partitions_match(case, warnings_expected=False)
+    assert len(msgs) == 40 and msgs[1].time_ms == second
+
+
+IOS_SINK = [
+    "\u200e[02/03/2025, 09:00:00] Family: \u200eMessages and calls are end-to-end encrypted.",
+    "[02/03/2025, 09:00:00] Ann: first",
+    "[02/03/2025, 09:00:00] Ann: same second, same author: k = 1",
+    "[02/03/2025, 09:00:00] Bo: same second, other author",
+    "[02/03/2025, 09:01:00] Bo: a message",
+    "over",
+    "",
+    "[31/02/2025, 09:01:00] Cy: not a date: this line continues Bo's message",
+    "several lines",
+    "\u200e[14/03/2025, 10:00:00] Ann: \u200e<attached: 00000012-PHOTO.jpg>",
+    "[14/03/2025, 10:00:05] Cy: fixed <This message was edited>",
+    "[14/03/2025, 10:00:06] Cy: This message was deleted",
+    "[14/03/2025, 10:00:07] Cy: \u00e9 \U0001f600 \u5bb6",
+    "[14/03/2025, 10:00:08] a notice without an author",
+    "and its continuation, dropped",
+]
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_whatsapp_ios_every_split_reads_as_the_whole_file(end):
+    case = _single("whatsapp", "chats/WhatsApp Chat - Family.zip/_chat.txt",
+                   ("\ufeff" + end.join(IOS_SINK) + end).encode())
+    warnings: list[str] = []
+    msgs = case.whole(warnings.append)
+    assert len(warnings) == 1 and "not a valid date" in warnings[0]
+    assert [(m.author, m.message_id.rsplit("-", 1)[1], m.text, m.edited, m.attachments) for m in msgs] == [
+        ("Ann", "0", "first", False, ()),
+        ("Ann", "1", "same second, same author: k = 1", False, ()),
+        ("Bo", "0", "same second, other author", False, ()),
+        ("Bo", "0", "a message\nover\n\n[31/02/2025, 09:01:00] Cy: not a date: this line continues Bo's message"
+         "\nseveral lines", False, ()),
+        ("Ann", "0", "<attached: 00000012-PHOTO.jpg>", False, ("00000012-PHOTO.jpg",)),
+        ("Cy", "0", "fixed", True, ()),
+        ("Cy", "0", "\u00e9 \U0001f600 \u5bb6", False, ())]
+    assert {m.conversation for m in msgs} == {"Family"}
+    _splits_match(case, range(len(case.data) + 1))
+    for sizes in ([], random_sizes(7, 1, 30), [3, 1]):
+        said: list[str] = []
+        assert feed(case.segments(), case.data, sizes, said.append)[0] == msgs
+        assert len(said) == 1 and said[0].endswith("skipped: ValueError: not a valid date and time")
+
+
+def test_whatsapp_android_every_split_reads_as_the_whole_file():
+    lines = ["3/1/25, 9:05 PM - Messages and calls are end-to-end encrypted.",
+             "3/1/25, 9:05 PM - Bo Lee: Are we still on?",
+             "3/1/25, 9:05\u00a0p.\u00a0m. - Ann: yes",
+             "spanning",
+             "3/1/25, 21:06 - Ann: 24 h stamp in an AM/PM file",
+             "3/13/25, 12:00 AM - Bo Lee: IMG-20250313-WA0001.jpg (file attached)",
+             "look",
+             "3/13/25, 13:00 PM - Ann: not a valid hour: continues",
+             "3/14/25, 1:00 AM - You deleted this message"]
+    case = _wa(lines, "WhatsApp Chat with Bo Lee.txt")
+    msgs = case.whole()
+    assert [(m.author, m.time_ms, m.text, m.attachments) for m in msgs] == [
+        ("Bo Lee", _ms(2025, 3, 1, 21, 5), "Are we still on?", ()),
+        ("Ann", _ms(2025, 3, 1, 21, 5), "yes\nspanning", ()),
+        ("Ann", _ms(2025, 3, 1, 21, 6), "24 h stamp in an AM/PM file", ()),
+        ("Bo Lee", _ms(2025, 3, 13, 0, 0), "IMG-20250313-WA0001.jpg (file attached)\nlook\n"
+         "3/13/25, 13:00 PM - Ann: not a valid hour: continues", ("IMG-20250313-WA0001.jpg",))]
+    _splits_match(case, range(len(case.data) + 1))
+
+
+def test_whatsapp_a_multi_line_message_across_many_pieces():
+    body = [f"line {i} of a pasted log: 2025-03-01 10:{i % 60:02d}:00 INFO ok" for i in range(300)]
+    lines = [_ios(13, 3, 9, 0, "Ann", "before"), _ios(13, 3, 9, 1, "Bo", "the log:")] + body + \
+        [_ios(13, 3, 9, 2, "Ann", "after")]
+    case = _wa(lines)
+    msgs = case.whole()
+    assert [m.text.count("\n") for m in msgs] == [0, 300, 0]
+    _splits_match(case, _line_offsets(case.data))
+    assert _all_partitions_match(case, warnings_expected=False) == msgs
+
+
+def test_whatsapp_pieces_start_where_some_records_start():
+    from strongroom.messages.formats import whatsapp_segments
+    from zlib import crc32
+    case = _wa(_ambiguous(US, 200))
+    cut = list(whatsapp_segments.pieces([case.data]))
+    assert b"".join(p for p, _ in cut) == case.data and [f for _, f in cut] == [False] * (len(cut) - 1) + [True]
+    starts = [p.split(b" - ")[0] + b" - " for p, _ in cut[1:]]
+    assert all(crc32(s) % whatsapp_segments.GROUP == 0 for s in starts)
+    records = [line.split(b" - ")[0] + b" - " for line in case.data.split(b"\n") if line[:1].isdigit()]
+    assert sum(crc32(s) % whatsapp_segments.GROUP == 0 for s in records[1:]) == len(cut) - 1 == 50
+    msgs, state = [], case.segments().initial()
+    for piece, final in cut:
+        got, state = case.segments().feed(state, piece, final, lambda w: None)
+        msgs += got
+    assert msgs == case.whole()
+
+
+def test_whatsapp_pieces_one_record_each(monkeypatch):
+    from strongroom.messages.formats import whatsapp_segments
+    monkeypatch.setattr(whatsapp_segments, "GROUP", 1)
+    case = _wa(_ambiguous(US, 50))
+    cut = list(whatsapp_segments.pieces([case.data]))
+    assert b"".join(p for p, _ in cut) == case.data
+    # a piece per record, the last one final
+    assert [f for _, f in cut] == [False] * 49 + [True] and cut[-1][0].startswith(b"2/5/25, 5:49")
+    assert all(p[:1].isdigit() and p.endswith(b"\n") for p, _ in cut)
+    assert cut[3][0].count(b"\n") == 3  # a message over three lines is one piece
+    rng = random.Random(8)
+    for _ in range(5):  # whatever blocks the bytes come in
+        blocks, pos = [], 0
+        while pos < len(case.data):
+            n = rng.randint(1, 200)
+            blocks.append(case.data[pos:pos + n])
+            pos += n
+        assert list(whatsapp_segments.pieces(blocks)) == cut
+    msgs, state = [], case.segments().initial()
+    for piece, final in cut:
+        got, state = case.segments().feed(state, piece, final, lambda w: None)
+        msgs += got
+    assert msgs == case.whole()
+
+
+def test_whatsapp_pieces_without_a_record_start_are_cut_at_max_piece(monkeypatch):
+    from strongroom.messages.formats import whatsapp_segments
+    monkeypatch.setattr(whatsapp_segments, "MAX_PIECE", 100)
+    data = b"[13/03/2025, 09:00:00] Ann: x\n" + b"y" * 450 + b"\n[13/03/2025, 09:00:01] Ann: z\n"
+    cut = list(whatsapp_segments.pieces([data[i:i + 64] for i in range(0, len(data), 64)]))
+    assert b"".join(p for p, _ in cut) == data
+    assert max(len(p) for p, _ in cut) == 100 and cut[-1][1]
+
+
+def test_whatsapp_over_long_lines_and_messages_are_skipped_and_never_carried(monkeypatch):
+    monkeypatch.setattr(common, "MAX_LINE", 200)
+    lines = [_ios(13, 3, 9, 0, "Ann", "decides the order"),
+             _ios(13, 3, 9, 1, "Bo", "x" * 300),  # an over-long line: skipped (Bo's record with it)
+             "continues Ann's first message",
+             _ios(13, 3, 9, 2, "Cy", "a message over many lines")] + ["z" * 60] * 8 + [
+             _ios(13, 3, 9, 3, "Ann", "after")]
+    case = _wa(lines)
+    whole_warnings: list[str] = []
+    expected = case.whole(whole_warnings.append)
+    assert [(m.author, m.text) for m in expected] == [
+        ("Ann", "decides the order\ncontinues Ann's first message"), ("Ann", "after")]
+    assert len(whole_warnings) == 2
+    for sizes in (iter(lambda: 1, None), [], random_sizes(9, 1, 120)):
+        warnings: list[str] = []
+        msgs, _, biggest = feed(case.segments(), case.data, sizes, warnings.append)
+        assert msgs == expected
+        assert warnings == [f"{case.path}: a line skipped: ValueError: longer than 200 bytes",
+                            f"{case.path}: a message skipped: ValueError: longer than 200 bytes"]
+        assert biggest <= 200 + 120 + 250  # the limit, a piece, the header
+
+
+def test_whatsapp_authors_of_one_time_are_counted_up_to_a_limit(monkeypatch):
+    from strongroom.messages.formats import whatsapp
+    monkeypatch.setattr(whatsapp, "MAX_AUTHORS_PER_TIME", 3)
+    lines = [_ios(13, 3, 9, 0, who, "hi") for who in ("A", "B", "C", "D", "A", "E")] + [_ios(13, 3, 9, 1, "F", "ok")]
+    case = _wa(lines)
+    msgs = _all_partitions_match(case, warnings_expected=True)
+    assert [(m.author, m.message_id.rsplit("-", 1)[1]) for m in msgs] == [
+        ("A", "0"), ("B", "0"), ("C", "0"), ("A", "1"), ("F", "0")]
+
+
+# ---- Matrix: the room's name and the edits are the whole file's
+
+
+def _room(events: list[dict], room: str | None = "Ops") -> bytes:
+    doc = {"room_name": room, "export_date": "x", "exported_by": "@a:x", "messages": events} \
+        if room is not None else {"messages": events}
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+def _event(i: int, body: str, **content) -> dict:
+    return {"type": "m.room.message", "sender": f"@u{i % 3}:x", "event_id": f"$e{i}",
+            "origin_server_ts": 1740819600000 + i * 1000, "content": {"msgtype": "m.text", "body": body, **content}}
+
+
+def _edit(i: int, target: int, body: str) -> dict:
+    return _event(i, "* " + body, **{"m.new_content": {"msgtype": "m.text", "body": body},
+                                     "m.relates_to": {"rel_type": "m.replace", "event_id": f"$e{target}"}})
+
+
+def test_matrix_edits_anywhere_in_the_file_read_as_the_whole_file():
+    events = [_edit(0, 3, "edited before its original"), _event(1, "one"), _event(2, "two"),
+              _event(3, "three"), _edit(4, 1, "one, first edit"), _edit(5, 1, "one, second edit"),
+              {"type": "m.reaction", "sender": "@u1:x", "event_id": "$r", "origin_server_ts": 1, "content": {}},
+              _event(6, "reply", **{"m.relates_to": {"m.in_reply_to": {"event_id": "$e2"}}}),
+              dict(_event(7, ""), content={})]  # redacted
+    case = _single("matrix", "room.json", _room(events))
+    msgs = _all_partitions_match(case, warnings_expected=False)
+    assert [(m.conversation, m.message_id, m.text, m.edited, m.reply_to) for m in msgs] == [
+        ("Ops", "$e1", "one, second edit", True, ""), ("Ops", "$e2", "two", False, ""),
+        ("Ops", "$e3", "edited before its original", True, ""), ("Ops", "$e6", "reply", False, "$e2")]
+    _splits_match(case, range(0, len(case.data) + 1, 7))
+
+
+def test_matrix_a_later_edit_or_another_room_name_changes_every_state():
+    """A memo keyed by states never reuses a piece read without tonight's edits or name."""
+    events = [_event(i, f"message {i}") for i in range(20)]
+    before = _single("matrix", "room.json", _room(events))
+    edited = _single("matrix", "room.json", _room(events + [_edit(20, 2, "new text")]))
+    renamed = _single("matrix", "room.json", _room(events, room="Ops 2"))
+    nameless = _single("matrix", "Ops Room.json", _room(events, room=None))
+    assert edited.whole()[2].text == "new text" and before.whole()[2].text == "message 2"
+    assert {m.conversation for m in renamed.whole()} == {"Ops 2"}
+    assert {m.conversation for m in nameless.whole()} == {"Ops Room"}
+    cut = before.data.index(b'"$e5"')
+    assert before.data[:cut] == edited.data[:cut]
+    states = [feed(c.segments(), c.data, [cut])[1][cut] for c in (before, edited)]
+    assert states[0] != states[1]
+    assert states[0].split(b"\0", 1)[1] == states[1].split(b"\0", 1)[1]  # the same place in the document
+    assert before.segments().initial() != renamed.segments().initial()
+    for case in (before, edited, renamed, nameless):
+        _all_partitions_match(case, warnings_expected=False)
+
+
+# ---- the catalogue uses them: a changed chat file costs what changed in it
+
+
+def test_the_catalogue_reads_changed_chat_files_piece_by_piece(repo, tmp_path, monkeypatch):
+    from strongroom.commands.backup import BackupOptions, run_backup
+    from strongroom.messages import catalog_build
+    from strongroom.messages.formats import matrix, whatsapp
+    from strongroom.messages.formats import whatsapp_segments
+    from strongroom.writer import BlobWriter
+    monkeypatch.setattr(whatsapp_segments, "GROUP", 1)  # a piece per record: counts to reason about
+
+    class Whole:  # the same reader without its segment reader
+        def __init__(self, reader):
+            self.reader, self.platform = reader, reader.platform
+
+        def find(self, files):
+            return self.reader.find(files)
+
+        def messages(self, files, export, warn=None):
+            return self.reader.messages(files, export, warn=warn)
+
+    seen = []
+    build = catalog_build.build_catalog
+
+    def counting(*args, **kwargs):
+        root, stats_ = build(*args, **kwargs)
+        seen.append(stats_)
+        return root, stats_
+
+    monkeypatch.setattr(catalog_build, "build_catalog", counting)
+    src = tmp_path / "src"
+    chat = [_ios(13, 3, 9, i % 60, ("Ann", "Bo")[i % 2], f"message {i}" + ("\nmore" if i % 5 == 0 else ""))
+            for i in range(200)]
+    events = [_event(i, f"message {i}") for i in range(200)]
+    for night in range(3):
+        if night == 1:  # an edit in the middle and two new messages in each file
+            chat[100] = chat[100].replace("message 100", "message 100 <This message was edited>")
+            chat += [_ios(14, 3, 9, 0, "Ann", "new"), _ios(14, 3, 9, 1, "Bo", "newer")]
+            events += [_edit(200, 100, "message 100, edited"), _event(201, "new")]
+        if night == 2:  # one new message in the room, no new edit; the chat unchanged
+            events += [_event(202, "newest")]
+        (src / "whatsapp").mkdir(parents=True, exist_ok=True)
+        (src / "whatsapp" / "WhatsApp Chat with Ann.txt").write_text("\n".join(chat) + "\n")
+        (src / "Ops.json").write_bytes(_room(events))
+        snap = run_backup(repo, BackupOptions(paths=[str(src)])).snapshot
+        with BlobWriter(repo) as writer:  # the same tree read whole
+            root, _ = build(repo, writer, bytes.fromhex(snap.tree),
+                            readers=[Whole(whatsapp.WhatsAppReader()), Whole(matrix.MatrixReader())])
+            writer.flush()
+        assert root.hex() == snap.catalog
+    first, second, third = seen
+    assert first.platforms == ["whatsapp", "matrix"] and first.pieces_reused == 0
+    room = first.pieces_parsed - 200  # WhatsApp: a piece per record; the room: about one per event
+    assert room >= 200
+    # WhatsApp parses the edited record, the next one (its state holds the edited one), the
+    # old last record (final no more) and the two new ones; the room has a new edit: its every
+    # piece is parsed again (two events more)
+    assert (second.pieces_parsed, second.pieces_reused) == (5 + room + 2, 197)
+    assert second.messages == 202 + 201
+    # no new edit: the room reuses all but its old last piece and the new event's
+    assert (third.pieces_parsed, third.pieces_reused, third.parts_reused) == (2, room + 2 - 1, 1)

@@ -77,6 +77,18 @@ def piece_batches(blocks: Iterable[bytes], sep: bytes | None = None) -> Iterator
     yield batch
 
 
+def _batched(cut: Iterable[tuple[bytes, bool]], size: int = 256) -> Iterator[list[tuple[bytes, bool]]]:
+    """``piece_batches`` for pieces a reader cuts itself."""
+    batch: list[tuple[bytes, bool]] = []
+    for item in cut:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _cut(buf: bytes, sep: bytes) -> tuple[list[tuple[bytes, bool]], bytes]:
     """The whole pieces ``buf`` holds (none longer than MAX_PIECE) and, while the rest is longer
     than MAX_PIECE, MAX_PIECE of it; and the rest."""
@@ -114,7 +126,9 @@ class PieceMemo:
         state = reader.initial()
         previous, current = self.previous, self.current
         known, remembered = previous.get, current.get
-        for batch in piece_batches(blocks):
+        # a reader may cut its own pieces (a line format whose records start with a pattern)
+        own = getattr(reader, "pieces", None)
+        for batch in piece_batches(blocks) if own is None else _batched(own(blocks)):
             out: list[tuple] = []
             for piece, final in batch:
                 key = (state, final, blake3.blake3(piece).digest(16))

@@ -77,6 +77,10 @@ class SegmentReader(Protocol):
         """Messages completed in ``data`` (after the bytes that led to ``state``), and the state
         after it. ``final``: ``data`` ends the file."""
 
+    # Optional: ``pieces(blocks) -> Iterator[(piece, final)]``, where a caller that keeps results
+    # per piece should cut the file (about one record a piece; the last piece, possibly empty,
+    # final). Without it the caller cuts after a separator it sniffs (catalog_memo.pieces).
+
 
 class ExportReader(Protocol):
     platform: str

@@ -7,7 +7,7 @@
     expand_zips(files)             a tree whose zip archives also appear as directories
     write_native(platform, messages, out)   the platform's own format, one binary stream
     reader.segment_reader(files, export, path, warn)   one data file piece by piece, or None
-                                   (Slack, Mattermost, Telegram, Discord, Zulip; spec §22.10)
+                                   (every format; spec §22.10)
 
 Readers never raise for bad content: ``warn`` (a ``Callable[[str], None]``; default: the
 ``strongroom.messages`` logger) gets one line per skipped file or record."""

@@ -11,6 +11,7 @@ second pass yields each original event once, with the latest text and ``edited``
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import BinaryIO, Iterable, Iterator
 
@@ -18,6 +19,7 @@ from ..model import Export, ExportFiles, Message
 from .common import (
     FORMAT_ERRORS, RECORD_ERRORS, Warn, converted, first_item, guarded, head, head_events, int_ms, json_items,
     log_warning, s, top_keys)
+from .segments import DESCEND, RECORD, JsonSegments
 
 PLATFORM = "matrix"
 
@@ -55,6 +57,55 @@ class MatrixReader:
                                      report, "event")
 
         yield from guarded(path, warn or log_warning, produce)
+
+    def segment_reader(self, files: ExportFiles, export: Export, path: str,
+                       warn: Warn | None = None) -> _InContext | None:
+        """The file piece by piece (spec §22.10): records under ``messages``.  The room's name
+        (from the head, as above) and the edits (the first pass above, over the whole file: an
+        edit may follow the event it edits) are taken first; a digest of both begins every
+        state, so a piece's result is reused only under the same name and the same edits."""
+        if path != export.files[0]:
+            return None
+        source = path.rpartition("/")[2]
+        try:
+            room = first_item(head(files, path), "room_name")
+            edits = _edits(files, path) if _mentions_replace(files, path) else {}
+        except FORMAT_ERRORS:  # unreadable content (a broken zip member): read it whole
+            return None
+        conv = room if isinstance(room, str) and room else source[:-5]
+        inner = JsonSegments(path, _SEGMENT_ROUTES, lambda ev, _: _listed(_message(ev, conv, source, edits)))
+        return _InContext(inner, _context_digest(conv, edits))
+
+
+_SEGMENT_ROUTES = {"": (DESCEND, ()), "messages": (DESCEND, ()), "messages.item": (RECORD,)}
+
+
+def _listed(message: Message | None) -> list[Message]:
+    return [] if message is None else [message]
+
+
+def _context_digest(conv: str, edits: dict[str, tuple[int, str]]) -> bytes:
+    canonical = json.dumps([conv, sorted(edits.items())], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest().encode()
+
+
+class _InContext:
+    """A segment reader whose states begin with ``matrix1 <digest of the context>\\0``: values
+    taken from outside the bytes read so far (the room's name from the head, the whole file's
+    edits), so states, and results kept under them, never match across another context."""
+
+    def __init__(self, inner: JsonSegments, digest: bytes) -> None:
+        self.inner = inner
+        self.prefix = b"matrix1 " + digest + b"\0"
+
+    def initial(self) -> bytes:
+        return self.prefix + self.inner.initial()
+
+    def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
+        if not state.startswith(self.prefix):
+            raise ValueError("a Matrix segment reader state of another context")
+        messages, after = self.inner.feed(state[len(self.prefix):], data, final, warn)
+        return messages, self.prefix + after
 
 
 def _mentions_replace(files, path) -> bool:

@@ -70,6 +70,19 @@ class WhatsAppReader:
         path = export.files[0]
         yield from guarded(path, warn or log_warning, lambda report: _read(files, path, report))
 
+    def segment_reader(self, files: ExportFiles, export: Export, path: str, warn: Warn | None = None):
+        """The file piece by piece (spec §22.10), its date order decided first by the first
+        pass the whole-file reader makes (whatsapp_segments)."""
+        if path != export.files[0]:
+            return None
+        from .whatsapp_segments import WhatsAppSegments  # it builds on this module
+        quiet = common.FileReport(path, lambda w: None)  # the pieces report what is wrong
+        try:
+            day_first = _day_first(files, path, quiet)
+        except common.FORMAT_ERRORS:  # unreadable content (a broken zip member): read it whole
+            return None
+        return WhatsAppSegments(path, day_first)
+
 
 def conversation(path: str) -> str:
     """The chat's name, which only the file name holds: "WhatsApp Chat with X.txt" → "X";
@@ -105,29 +118,90 @@ def _day_first(files, path, report) -> bool:
 
 
 def _read(files, path, report) -> Iterator[Message]:
-    day_first = _day_first(files, path, report)
-    conv = conversation(path)
-    source = path.rpartition("/")[2]
-    counts: dict[tuple[int, str], int] = {}
-    last_time = None
-    last_stamp = None
-    pending: list | None = None  # [time_ms, author, [text lines], size] of the message being read
+    chat = Chat(_day_first(files, path, report), conversation(path), path.rpartition("/")[2], report)
+    with files.open(path) as f:
+        for n, raw in lines(f, report):
+            msg = chat.line(raw.decode("utf-8", "replace"), n)
+            if msg is not None:
+                yield msg
+    msg = chat.end()
+    if msg is not None:
+        yield msg
 
-    def extend(line: str, n: int) -> None:
+
+#: Distinct authors counted within one run of records with the same time (a timestamp has
+#: minutes on Android; a group has at most 1024 members): a record by yet another author is
+#: skipped, so the counts (and a segment reader's state) stay bounded whatever the input.
+MAX_AUTHORS_PER_TIME = 4096
+
+
+class Chat:
+    """Reading a chat file line by line: the rules both readers share (the whole-file reader
+    keeps one for the file; the segment reader, whatsapp_segments, rebuilds one from its state
+    for each piece).  ``line`` takes each line (decoded, without its end) and returns the
+    message the line completes, if any; ``end`` the last one."""
+
+    __slots__ = ("day_first", "conv", "source", "report", "counts", "last_time", "last_stamp", "pending")
+
+    def __init__(self, day_first: bool, conv: str, source: str, report) -> None:
+        self.day_first = day_first
+        self.conv = conv
+        self.source = source
+        self.report = report
+        # author -> their earlier records in the current run of records with time last_time
+        # (the pending record always has that time: a record starts a run before it starts)
+        self.counts: dict[str, int] = {}
+        self.last_time: int | None = None
+        self.last_stamp: tuple | None = None  # the groups of the last valid timestamp
+        self.pending: list | None = None  # [time_ms, author, [text lines], size] being read
+
+    def line(self, line: str, n: int | None = None) -> Message | None:
+        """``n``: the line's number for warnings (None: not known)."""
+        m = match(line)
+        if m is None:
+            self._extend(line, n)
+            return None
+        stamp = m.group(1, 2, 3, 4, 5, 6, 7)
+        try:
+            time_ms = self.last_time if stamp == self.last_stamp else _time(m, self.day_first)
+            self.last_stamp = stamp
+        except RECORD_ERRORS as exc:
+            self.report.bad_record(f"line {n}" if n else "a line", exc)
+            self._extend(line, n)
+            return None
+        msg = self.end()
+        if time_ms != self.last_time:
+            self.counts.clear()  # the occurrence counter only spans one timestamp
+            self.last_time = time_ms
+        author, sep, text = m.group(8).partition(": ")
+        if sep and author.strip():
+            self.pending = [time_ms, author.lstrip("\u200e"), [text], len(text)]
+        return msg
+
+    def _extend(self, line: str, n: int | None) -> None:
+        pending = self.pending
         if pending is None or pending[3] < 0:
             return
         pending[3] += len(line) + 1
         if pending[3] > common.MAX_LINE:  # a runaway "message": memory stays bounded
-            report.bad_record(f"message ending at line {n}", ValueError(f"longer than {common.MAX_LINE} bytes"))
+            self.report.bad_record(f"message ending at line {n}" if n else "a message",
+                                   ValueError(f"longer than {common.MAX_LINE} bytes"))
             pending[2], pending[3] = [], -1
         else:
             pending[2].append(line)
 
-    def finish(p) -> Message | None:
-        time_ms, author, parts, size = p
-        key = (time_ms, author)
-        k = counts.get(key, 0)
-        counts[key] = k + 1
+    def end(self) -> Message | None:
+        """The pending record's message (None: no record, or not a message); none is pending after."""
+        if self.pending is None:
+            return None
+        time_ms, author, parts, size = self.pending
+        self.pending = None
+        k = self.counts.get(author, 0)
+        if k == 0 and len(self.counts) >= MAX_AUTHORS_PER_TIME:
+            self.report.bad_record(f"message of {time_ms} ms", ValueError(
+                f"more than {MAX_AUTHORS_PER_TIME} authors with the same time"))
+            return None
+        self.counts[author] = k + 1
         if size < 0:  # too long, reported: skipped, but it keeps its occurrence number
             return None
         text = "\n".join(parts)
@@ -145,39 +219,8 @@ def _read(files, path, report) -> Iterator[Message]:
         if text in _DELETED:
             return None
         atts = tuple(a.group(1) or a.group(2) for a in map(_ATTACHED.match, parts) if a)
-        return Message(PLATFORM, conv, f"{time_ms}-{_author_hash(author)}-{k}", author, time_ms,
-                       edited, text, source, attachments=atts)
-
-    with files.open(path) as f:
-        for n, raw in lines(f, report):
-            line = raw.decode("utf-8", "replace")
-            m = match(line)
-            if m is None:
-                extend(line, n)
-                continue
-            stamp = m.group(1, 2, 3, 4, 5, 6, 7)
-            try:
-                time_ms = last_time if stamp == last_stamp else _time(m, day_first)
-                last_stamp = stamp
-            except RECORD_ERRORS as exc:
-                report.bad_record(f"line {n}", exc)
-                extend(line, n)
-                continue
-            if pending is not None:
-                msg = finish(pending)
-                if msg is not None:
-                    yield msg
-                pending = None
-            if time_ms != last_time:
-                counts.clear()  # the occurrence counter only spans one timestamp
-                last_time = time_ms
-            author, sep, text = m.group(8).partition(": ")
-            if sep and author.strip():
-                pending = [time_ms, author.lstrip("\u200e"), [text], len(text)]
-    if pending is not None:
-        msg = finish(pending)
-        if msg is not None:
-            yield msg
+        return Message(PLATFORM, self.conv, f"{time_ms}-{_author_hash(author)}-{k}", author, time_ms,
+                       edited, text, self.source, attachments=atts)
 
 
 @functools.lru_cache(maxsize=4096)
