@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import threading
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
@@ -65,7 +66,7 @@ def _pid_alive(pid: int) -> bool:
 #: Locks taken and not yet released. Python may raise an interrupt between two statements, e.g.
 #: after ``repo.lock()`` returned but before the ``with`` block that releases it began; the exit
 #: hook below removes such a lock rather than leave it to go stale.
-_HELD: set[Lock] = set()
+_HELD: weakref.WeakSet[Lock] = weakref.WeakSet()  # a held lock is referenced by its refresh thread
 
 
 @atexit.register
@@ -74,7 +75,7 @@ def _release_held_locks() -> None:
         lock._stop.set()
         try:
             lock._delete_quietly()
-        except Exception:  # noqa: BLE001 - the process is ending; the lock goes stale instead
+        except BaseException:  # noqa: BLE001 - the process is ending: the lock goes stale instead
             pass
 
 
