@@ -177,11 +177,31 @@ def test_valid_names() -> None:
 
 
 def test_create_twice(storage: Storage) -> None:
-    with pytest.raises(RepositoryExists):
-        storage.create()
+    storage.create()  # nothing but the empty layout: what an init killed early leaves
     storage.store("config", b"c")
     with pytest.raises(RepositoryExists, match="already exists"):
         storage.create()
+    assert storage.load("config") == b"c"
+
+
+def test_create_takes_over_the_key_files_of_an_interrupted_init(storage: Storage) -> None:
+    storage.store(f"keys/{H1}", b"key file of an init killed before its config")
+    storage.store(f"keys/{H2}", b"and of a second one")
+    storage.create()
+    assert list(storage.list("keys")) == [] and storage.exists() is False
+    storage.store(f"keys/{H3}", b"the key of the init that completes")
+    storage.store("config", b"c")
+    assert [name for name, _ in storage.list("keys")] == [f"keys/{H3}"] and storage.exists() is True
+
+
+@pytest.mark.parametrize("other", [f"data/ab/{H2}", f"snapshots/{H2}", f"index/{H2}", f"locks/{H2}", "keys/readme"])
+def test_create_refuses_a_location_holding_more_than_init_leftovers(storage: Storage, other: str) -> None:
+    storage.store(f"keys/{H1}", b"k")
+    storage.store(other, b"not from an init")
+    with pytest.raises(RepositoryExists, match="not empty"):
+        storage.create()
+    folders = {"keys", other.split("/")[0]}
+    assert sorted(name for folder in folders for name, _ in storage.list(folder)) == sorted({f"keys/{H1}", other})
 
 
 def test_exists(tmp_path: Path) -> None:
@@ -242,6 +262,43 @@ def test_local_create_in_empty_dir_and_nonempty_dir(tmp_path: Path) -> None:
     afile.write_text("x")
     with pytest.raises(StorageError):
         LocalStorage(afile).create()
+
+
+def test_local_create_takes_over_a_partial_layout_and_temporaries(tmp_path: Path) -> None:
+    """An init killed while making the folders, or while writing its key file or config."""
+    root = tmp_path / "repo"
+    LocalStorage(root).create()
+    for name in ("locks", "snapshots", *(f"data/{i:02x}" for i in range(0x80, 0x100))):
+        (root / name).rmdir()
+    (root / "keys" / H1).write_bytes(b"key")
+    (root / "keys" / f"{H2}.tmp-0123456789abcdef").write_bytes(b"half a key")
+    (root / "config.tmp-0123456789abcdef").write_bytes(b"half a config")
+    LocalStorage(root).create()
+    assert sorted(p.name for p in root.iterdir()) == ["data", "index", "keys", "locks", "snapshots"]
+    assert len(list((root / "data").iterdir())) == 256 and list((root / "keys").iterdir()) == []
+
+
+@pytest.mark.parametrize("other", ["notes.txt", "data/ab/readme", "data/xyz/", "unknown/", "keys/sub/"])
+def test_local_create_refuses_a_folder_holding_anything_else(tmp_path: Path, other: str) -> None:
+    root = tmp_path / "repo"
+    LocalStorage(root).create()
+    (root / "keys" / H1).write_bytes(b"key")
+    if other.endswith("/"):
+        (root / other).mkdir()
+    else:
+        (root / other).write_text("mine")
+    with pytest.raises(RepositoryExists, match="not empty"):
+        LocalStorage(root).create()
+    assert (root / "keys" / H1).read_bytes() == b"key" and (root / other).exists()
+
+
+def test_local_create_refuses_a_symlinked_folder(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "keys").symlink_to(elsewhere)
+    with pytest.raises(RepositoryExists, match="not empty"):
+        LocalStorage(tmp_path / "repo").create()
 
 
 def test_local_leftover_temp_file_not_listed(local: LocalStorage) -> None:

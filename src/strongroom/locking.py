@@ -8,11 +8,13 @@ STALE_AFTER seconds, or whose process is gone on this very host, is stale and ig
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
 import socket
 import threading
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterator
@@ -59,6 +61,22 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+#: Locks taken and not yet released. Python may raise an interrupt between two statements, e.g.
+#: after ``repo.lock()`` returned but before the ``with`` block that releases it began; the exit
+#: hook below removes such a lock rather than leave it to go stale.
+_HELD: weakref.WeakSet[Lock] = weakref.WeakSet()  # a held lock is referenced by its refresh thread
+
+
+@atexit.register
+def _release_held_locks() -> None:
+    for lock in list(_HELD):
+        lock._stop.set()
+        try:
+            lock._delete_quietly()
+        except BaseException:  # noqa: BLE001 - the process is ending: the lock goes stale instead
+            pass
 
 
 def list_locks(repo: Repository) -> Iterator[LockInfo]:
@@ -111,24 +129,26 @@ class Lock:
                 if lk.name != self.name and (self.exclusive or lk.exclusive) and not lk.is_stale(now)]
 
     def acquire(self) -> Lock:
+        # Everything from the first look to the refresh thread running is one unit: an interrupt
+        # (Ctrl-C, SIGTERM) landing anywhere in it, even while the thread starts, removes the lock.
         try:
             conflicts = self._conflicts()
             if not conflicts:
-                # Named before it is written, so that an interrupt (Ctrl-C, SIGTERM) arriving
-                # anywhere from here on still removes it below.
+                # Named before it is written, so that an interrupt arriving from here on removes it.
                 self.name = f"locks/{secrets.token_hex(32)}"
+                _HELD.add(self)
                 self._write(self.name)
                 conflicts = self._conflicts()
+            if conflicts:
+                self._delete()
+                raise RepositoryLocked(f"repository is locked: {conflicts[0].describe()} "
+                                       "(if that process is gone, run `strongroom unlock`)")
+            self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
+            self._thread.start()
         except BaseException:
+            self._stop.set()
             self._delete_quietly()
             raise
-        if conflicts:
-            self._delete()
-        if conflicts:
-            raise RepositoryLocked(f"repository is locked: {conflicts[0].describe()} "
-                                   "(if that process is gone, run `strongroom unlock`)")
-        self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
-        self._thread.start()
         return self
 
     def _refresh_loop(self) -> None:
@@ -148,6 +168,7 @@ class Lock:
             except ObjectNotFound:
                 pass
             self.name = ""
+        _HELD.discard(self)
 
     def _delete_quietly(self) -> None:
         try:
@@ -157,9 +178,11 @@ class Lock:
 
     def release(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._delete()
+        try:
+            if self._thread is not None:
+                self._thread.join()
+        finally:  # an interrupt while waiting for the refresh thread must not leave the lock
+            self._delete()
 
     def __enter__(self) -> Lock:
         return self

@@ -100,7 +100,12 @@ class Repository:
         key_name = f"keys/{object_name(key)}"
         storage.store(key_name, key)
         # config last: a location counts as a repository only once its key exists.
-        storage.store(CONFIG_NAME, seal_config(master, config))
+        sealed_config = seal_config(master, config)
+        storage.store(CONFIG_NAME, sealed_config)
+        # create() takes over a location an interrupted init left, so two inits racing there could
+        # each remove the other's key: the one whose key or config is gone must not carry on.
+        if storage.load(CONFIG_NAME) != sealed_config or not any(n == key_name for n, _ in storage.list("keys")):
+            raise RepositoryExists(f"another init created a repository at {storage.url} at the same time")
         repo = cls(storage, master, config, key_name, cache_root, Signer.for_master(master, seed))
         repo.sync_index()
         repo.audit("init", {"repository": storage.url}, added=[CONFIG_NAME, key_name])

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Union
 
-from strongroom.errors import MaliciousTree
+from strongroom.errors import MaliciousTree, StrongroomError
 from strongroom.names import check_name, show_name as _show
 
 __all__ = ["DEFAULT_MAX_OPEN_DIRS", "RestoreTarget", "check_name"]
@@ -142,13 +142,16 @@ class RestoreTarget:
         if max_open_dirs < 1:
             raise ValueError("max_open_dirs must be at least 1")
         root_b = os.fsencode(root)
-        os.makedirs(root_b, mode=_DIR_MODE, exist_ok=True)
+        try:
+            os.makedirs(root_b, mode=_DIR_MODE, exist_ok=True)
+            self._root_fd = os.open(root_b, _ROOT_FLAGS)
+        except OSError as e:  # a file on the way, a read-only or full file system, no permission
+            raise StrongroomError(f"cannot restore to {os.fsdecode(root_b)}: {e.strerror}") from None
         self._root = root_b
         self._max_open_dirs = max_open_dirs
         self._dirs: OrderedDict[tuple[bytes, ...], int] = OrderedDict()
         self._lock = threading.RLock()
         self._closed = False
-        self._root_fd = os.open(root_b, _ROOT_FLAGS)
 
     # ------------------------------------------------------------------ public API
 

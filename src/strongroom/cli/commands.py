@@ -74,7 +74,10 @@ def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
 def init(location: Location, text_chunks: str | None, binary_chunks: str | None, compression_level: int,
          kdf_memory: int, kdf_iterations: int | None, record_boundaries: bool | None, chunker_source: str | None,
          from_password_file: str | None, from_password_command: str | None, as_json: bool) -> None:
-    """Create a new repository."""
+    """Create a new repository.
+
+    An init that was interrupted (the location has no config yet) is completed by running it again;
+    a location holding a repository or files of its own is refused and left untouched."""
     defaults = ChunkingProfiles()
     if chunker_source:
         if text_chunks or binary_chunks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -109,6 +110,7 @@ class Location:
         self.password_env = password_env
 
     def storage(self, *, uncached: bool = False):
+        _check_cache_root()
         if self.url.lower().startswith("s3:"):
             from strongroom.repository import default_cache_root
             from strongroom.storage.cache import CachedStorage, cache_folder
@@ -130,7 +132,11 @@ class Location:
                 raise UsageError(f"cannot read password file {self.password_file}: {e.strerror}") from None
         if self.password_command:
             try:
-                out = subprocess.run(shlex.split(self.password_command), stdout=subprocess.PIPE, check=True).stdout
+                argv = shlex.split(self.password_command)
+            except ValueError as e:  # e.g. an unclosed quote
+                raise UsageError(f"invalid password command {self.password_command!r}: {e}") from None
+            try:
+                out = subprocess.run(argv, stdout=subprocess.PIPE, check=True).stdout
             except (OSError, subprocess.CalledProcessError) as e:
                 raise StrongroomError(f"password command failed: {e}") from None
             return _first_line(out)
@@ -154,6 +160,23 @@ class Location:
             from strongroom.errors import RepositoryNotFound
             raise RepositoryNotFound(f"no repository at {self.url} (run `strongroom init` to create one)")
         return Repository.open(storage, self.password())
+
+
+def _check_cache_root() -> None:
+    """Every command opening a repository keeps its index cache below the cache folder: one that
+    is a file or cannot be written is a setting to fix, said in one line, not an OS error raised
+    deep inside the index cache."""
+    from strongroom.repository import default_cache_root
+
+    root = default_cache_root()
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), root)
+    except OSError as e:
+        reason = "it is not a folder" if isinstance(e, FileExistsError) else e.strerror
+        raise UsageError(f"cannot use the cache folder {root}: {reason} (set STRONGROOM_CACHE_DIR "
+                         "or XDG_CACHE_HOME to a folder you can write)") from None
 
 
 def _first_line(data: bytes) -> bytes:

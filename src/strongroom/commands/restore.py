@@ -137,7 +137,9 @@ class _Restore:
         self.walk_done = False
 
     def error(self, path: bytes, exc: Exception) -> None:
-        message = f"{os.fsdecode(path) or '/'}: {exc}"
+        # An OSError's own text repeats the errno and the bytes of the name: its reason suffices.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        message = f"{os.fsdecode(path) or '/'}: {reason}"
         self.result.errors.append(message)
         self.warn(message)
 

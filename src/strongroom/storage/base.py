@@ -23,6 +23,10 @@ CONFIG = "config"
 
 _COMPONENT = re.compile(r"[A-Za-z0-9._-]+")
 
+# What an interrupted ``init`` may leave besides the folders (it writes the key file, then the
+# config last): key files, and the temporaries of a key file or of the config being written.
+_INIT_LEFTOVER = re.compile(r"keys/[0-9a-f]{64}(\.tmp-[0-9A-Za-z]+)?|config\.tmp-[0-9A-Za-z]+")
+
 Data = bytes | bytearray | memoryview
 
 
@@ -51,6 +55,13 @@ def validate_range(offset: int, length: int | None) -> None:
         raise ValueError(f"negative length: {length}")
 
 
+def is_init_leftover(name: str) -> bool:
+    """Whether a ``/``-separated name (temporaries included) is something only an interrupted
+    ``init`` leaves in a location that has no ``config``: a key file or a temporary of one, or a
+    temporary of the config. Such a location is taken over by the next ``create``."""
+    return _INIT_LEFTOVER.fullmatch(name) is not None
+
+
 def data_folders() -> list[str]:
     """The 256 two-hex-digit subfolders of ``data``: ``data/00`` .. ``data/ff``."""
     return [f"data/{i:02x}" for i in range(256)]
@@ -63,10 +74,13 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def create(self) -> None:
-        """Create an empty repository location.
+        """Create an empty repository location, or take over what an interrupted ``init`` left.
 
-        Raise RepositoryExists if the location already holds a ``config`` object
-        or anything else (a non-empty directory, a non-empty store).
+        A location without ``config`` that holds nothing but the layout's empty folders (some or
+        all of them) and init leftovers (:func:`is_init_leftover`) is reused: the leftovers are
+        removed and the missing folders made, so an ``init`` killed before it stored the config
+        can simply be run again. Raise RepositoryExists if the location holds a ``config`` object
+        or anything else (a file of its own, a pack, a snapshot, an unknown folder).
         """
 
     @abc.abstractmethod

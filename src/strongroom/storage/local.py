@@ -24,6 +24,7 @@ from strongroom.storage.base import (
     Data,
     Storage,
     data_folders,
+    is_init_leftover,
     validate_name,
     validate_range,
 )
@@ -103,22 +104,46 @@ class LocalStorage(Storage):
             if root.exists():
                 if not root.is_dir():
                     raise StorageError(f"cannot create repository: {self.url} is not a folder")
-                with os.scandir(root) as entries:
-                    if any(True for _ in entries):
-                        raise RepositoryExists(f"cannot create repository: {self.url} is not empty")
+                for _ in self._init_leftovers():  # first look everywhere: refuse before removing anything
+                    pass
+                for path in self._init_leftovers():
+                    os.unlink(path)
             else:
                 root.parent.mkdir(parents=True, exist_ok=True)
                 os.mkdir(root, DIR_MODE)
             for folder in (*FOLDERS, *data_folders()):
-                os.mkdir(os.path.join(root, *folder.split("/")), DIR_MODE)
-            fsync_dir(root / "data")
-            fsync_dir(root)
+                try:
+                    os.mkdir(os.path.join(root, *folder.split("/")), DIR_MODE)
+                except FileExistsError:  # made by an interrupted init
+                    pass
+            for folder in ("keys", "data", "."):
+                fsync_dir(root / folder)
             fsync_dir(root.parent)
         except OSError as exc:
             if exc.errno in _FULL:
                 raise StorageFull(f"no space left on device while creating {self.url}") from exc
             reason = exc.strerror or str(exc)
             raise StorageError(f"cannot create repository at {self.url}: {reason}") from exc
+
+    def _init_leftovers(self) -> Iterator[str]:
+        """Yield the paths of the files an interrupted init left below the root (key files and
+        temporaries); raise RepositoryExists at the first entry that is anything else. Streams."""
+        folders = set(FOLDERS)
+        data_subfolders = {name.rsplit("/", 1)[1] for name in data_folders()}
+        pending = [("", str(self.root))]
+        while pending:
+            prefix, folder = pending.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = f"{prefix}{entry.name}"
+                    if entry.is_dir(follow_symlinks=False) and (
+                            (not prefix and entry.name in folders) or (prefix == "data/" and entry.name in data_subfolders)):
+                        pending.append((f"{name}/", entry.path))
+                    elif entry.is_file(follow_symlinks=False) and is_init_leftover(name):
+                        yield entry.path
+                    else:
+                        raise RepositoryExists(f"cannot create repository: {self.url} is not empty "
+                                               f"(it holds {name!r} and no config)")
 
     def exists(self) -> bool:
         return (self.root / CONFIG).is_file()

@@ -6,29 +6,29 @@ import threading
 from collections.abc import Iterator
 
 from strongroom.errors import ObjectNotFound, RepositoryExists
-from strongroom.storage.base import CONFIG, Data, Storage, validate_name, validate_range
+from strongroom.storage.base import CONFIG, Data, Storage, is_init_leftover, validate_name, validate_range
 
 
 class MemoryStorage(Storage):
     """Objects in a dict guarded by a lock; ``store`` swaps whole values, so it is atomic.
 
     Unlike LocalStorage, operations work before :meth:`create` (there is no location
-    to be missing); ``create`` only refuses a store that was created or holds objects.
+    to be missing); ``create`` only refuses a store holding objects other than init leftovers.
     """
 
     def __init__(self, url: str = "memory:") -> None:
         self.url = url
         self._objects: dict[str, bytes] = {}
-        self._created = False
         self._lock = threading.Lock()
 
     def create(self) -> None:
         with self._lock:
             if CONFIG in self._objects:
                 raise RepositoryExists(f"a repository already exists at {self.url}")
-            if self._created or self._objects:
-                raise RepositoryExists(f"{self.url} is not empty")
-            self._created = True
+            foreign = next((name for name in self._objects if not is_init_leftover(name)), None)
+            if foreign is not None:
+                raise RepositoryExists(f"{self.url} is not empty (it holds {foreign!r} and no config)")
+            self._objects.clear()  # what an interrupted init left
 
     def exists(self) -> bool:
         with self._lock:

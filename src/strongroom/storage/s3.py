@@ -30,7 +30,7 @@ from strongroom.errors import (
     StorageError,
     UsageError,
 )
-from strongroom.storage.base import CONFIG, Data, Storage, validate_name, validate_range
+from strongroom.storage.base import CONFIG, Data, Storage, is_init_leftover, validate_name, validate_range
 
 T = TypeVar("T")
 
@@ -139,7 +139,6 @@ class S3Storage(Storage):
             self._client = _new_client(opts.profile, opts.region, endpoint_url=endpoint, config=config)
         except Exception as exc:  # botocore ProfileNotFound, a bad endpoint URL, ...
             raise UsageError(f"S3 configuration: {exc}") from None
-        self._created = False
         self.sleep: Callable[[float], None] = time.sleep  # replaceable in tests
 
     # -- the one boundary between botocore and strongroom --------------------------------
@@ -198,9 +197,11 @@ class S3Storage(Storage):
         self._check_bucket()
         if self.exists():
             raise RepositoryExists(f"a repository already exists at {self.url}")
-        if self._created or self._any_object():
-            raise RepositoryExists(f"cannot create repository: {self.url} is not empty")
-        self._created = True  # S3 has no folders: nothing to make
+        for _ in self._init_leftovers():  # first look at everything: refuse before deleting anything
+            pass
+        for name in self._init_leftovers():
+            self._call("delete", name, lambda: self._client.delete_object(Bucket=self.bucket, Key=self._key(name)))
+        # S3 has no folders: nothing to make
 
     def _check_bucket(self) -> None:
         try:
@@ -208,11 +209,22 @@ class S3Storage(Storage):
         except ObjectNotFound:  # HEAD has no error body: a bare 404 here means no bucket
             raise StorageError(f"{self._where()} does not exist (create it first)") from None
 
-    def _any_object(self) -> bool:
-        prefix = f"{self.prefix}/" if self.prefix else ""
-        page = self._call("list", prefix or "the bucket", lambda: self._client.list_objects_v2(
-            Bucket=self.bucket, Prefix=prefix, MaxKeys=1))
-        return bool(page.get("Contents"))
+    def _init_leftovers(self) -> Iterator[str]:
+        """Yield the names of the key files an interrupted init left under the prefix; raise
+        RepositoryExists at the first object that is anything else. One page at a time."""
+        key_prefix = self._key("")
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key_prefix}
+        while True:
+            page = self._call("list", key_prefix or "the bucket", lambda: self._client.list_objects_v2(**kwargs))
+            for item in page.get("Contents", ()):
+                name = item["Key"][len(key_prefix):]
+                if not is_init_leftover(name):
+                    raise RepositoryExists(f"cannot create repository: {self.url} is not empty "
+                                           f"(it holds {item['Key']!r} and no config)")
+                yield name
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def exists(self) -> bool:
         try:
