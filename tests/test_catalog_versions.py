@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 import json
 
+import blake3
+
 from strongroom.commands.backup import BackupOptions, run_backup
 from strongroom.crypto.master import MasterKey
 from strongroom.messages import catalog_build, catalog_format
 from strongroom.messages.catalog_format import (CATALOG_VERSION, MAX_CHUNK, MIN_CHUNK, PartHeader, Record,
                                                  chunk_records, decode_record, encode_record, text_hash)
-from strongroom.messages.catalog_index import MessageIndex
+from strongroom.messages.catalog_index import BLOCK_MAX, BLOCK_MODULUS, MessageIndex, cache_blocks
 from strongroom.messages.catalog_query import Filters, conversation_records, diff, search
 from strongroom.messages.model import Export, Message
 
@@ -127,3 +129,29 @@ def test_decoded_record_has_the_text_hash_of_its_text():
     assert decode_record(encode_record(m), "test") == Record("slack", "c", "1", "a", 5, True, text_hash("naïve café ☕"), "naïve café ☕",
                                          "0", "", ("x.png",))
 
+
+
+def test_cache_blocks_group_runs_of_chunks_the_same_way_in_every_part():
+    ids = [blake3.blake3(b"%d" % i).digest() for i in range(400)]
+    blocks = cache_blocks(ids)
+    assert [c for _, members in blocks for c in members] == ids
+    assert all(members[-1][0] % BLOCK_MODULUS == 0 or len(members) == BLOCK_MAX for _, members in blocks[:-1])
+    assert all(len(members) <= BLOCK_MAX for _, members in blocks)
+    assert 50 < len(blocks) < 200  # ~4 chunks a block
+    # a changed chunk changes only its own block (and the one after it when it moves a cut)
+    changed = list(ids)
+    changed[200] = blake3.blake3(b"edited").digest()
+    before, after = {b for b, _ in blocks}, {b for b, _ in cache_blocks(changed)}
+    assert 1 <= len(after - before) <= 2 and len(before - after) <= 2
+    assert len({b for b, _ in blocks}) == len(blocks) and not ({b for b, _ in blocks} & set(ids))
+
+
+def test_cache_values_record_their_size():
+    """Without it the decompressor allocates its 64 MiB limit for every value a query reads."""
+    import zstandard
+
+    from strongroom.messages.catalog_index import _compress_sized
+    plain = b'{"a":"x","c":"general"}\n' * 200
+    frame = _compress_sized(plain, 3)
+    assert zstandard.frame_content_size(frame) == len(plain)
+    assert zstandard.ZstdDecompressor().decompress(frame) == plain
