@@ -25,9 +25,9 @@ READABLE_VERSIONS = (1, 2)
 TEXT_HASH_SIZE = 16
 # Chunk cuts: after a line whose keyed hash is 0 modulo CUT_MODULUS, once the chunk holds at least
 # MIN_CHUNK bytes; always once it holds MAX_CHUNK bytes (a single longer line is a chunk by itself).
-# Small chunks because a night's edits land all over a conversation: at ~3 KiB (≈ 16 records) a
-# chunk survives a night three times as often as at ~13 KiB, and the repository's dictionary
-# keeps small chunks compressing nearly as well (spec §23.7).
+# Small chunks because a night's edits land all over a conversation: an edit rewrites ~3 KiB
+# (≈ 16 records) instead of ~13 KiB, and the repository's dictionary keeps small chunks
+# compressing nearly as well (spec §23.7).
 CUT_MODULUS = 8
 MIN_CHUNK = 1024
 MAX_CHUNK = 64 * 1024
