@@ -35,7 +35,7 @@ def canonical(doc) -> str:
 
 def record_line(m: dict) -> str:
     doc = {"p": m["platform"], "c": m["conversation"], "i": m["message_id"], "a": m["author"], "t": m["time_ms"],
-           "e": m["edited"], "x": m["text"], "h": blake3.blake3(m["text"].encode()).digest(16).hex()}
+           "e": m["edited"], "x": m["text"]}  # version 2: no text hash (§23.7)
     for key, field in (("r", "reply_to"), ("o", "topic"), ("f", "attachments")):
         if m[field]:
             doc[key] = m[field]
@@ -54,7 +54,7 @@ def test_chunks_cut_at_record_boundaries():
         raw = line.encode()
         current.append(raw + b"\n")
         size = sum(map(len, current))
-        if size >= 65536 or (size >= 4096 and int.from_bytes(MASTER.blob_id(raw)[:4], "little") % 48 == 0):
+        if size >= 65536 or (size >= 1024 and int.from_bytes(MASTER.blob_id(raw)[:4], "little") % 8 == 0):
             chunks.append(b"".join(current))
             current = []
     if current:
@@ -75,19 +75,19 @@ def test_keys():
     context = MASTER.blob_id(b"strongroom catalogue context\0" + k["context_file"]["path"].encode() + b"\0"
                              + bytes.fromhex(k["context_file"]["content_key"]))
     assert context.hex() == k["context_key"]
-    doc = canonical({"content": k["content_key"], "context": k["context_key"], "platform": k["platform"],
-                     "source": k["source"]})
+    doc = canonical({"catalog": 2, "content": k["content_key"], "context": k["context_key"],
+                     "platform": k["platform"], "source": k["source"]})
     assert MASTER.blob_id(b"strongroom catalogue part\0" + doc.encode()).hex() == k["part_key"]
 
 
 def test_part_header_node_and_trees():
     part = VECTOR["part"]
     k = VECTOR["keys"]
-    assert part["header"] == canonical({"catalog": 1, "key": k["part_key"], "messages": len(VECTOR["record_lines"]),
+    assert part["header"] == canonical({"catalog": 2, "key": k["part_key"], "messages": len(VECTOR["record_lines"]),
                                         "platform": k["platform"], "source": k["source"]}) + "\n"
     header = PartHeader.decode(part["header"].encode(), "vector")
-    assert (header.platform, header.source, header.key.hex(), header.messages) == \
-        ("slack", k["source"], k["part_key"], len(VECTOR["record_lines"]))
+    assert (header.platform, header.source, header.key.hex(), header.messages, header.version) == \
+        ("slack", k["source"], k["part_key"], len(VECTOR["record_lines"]), 2)
     assert MASTER.blob_id(part["header"].encode()).hex() == part["header_id"]
     assert part["node"]["content"] == [part["header_id"]] + [c["id"] for c in VECTOR["chunks"]]
     trees = VECTOR["trees"]
@@ -112,8 +112,9 @@ def test_decode_record_round_trip_and_rejections():
                                                   m["time_ms"], m["edited"], m["text"], m["reply_to"], m["topic"],
                                                   m["attachments"])
     good = json.loads(VECTOR["record_lines"][1])
-    bad = [{k: v for k, v in good.items() if k != "h"}, {**good, "z": 1}, {**good, "t": 1.5}, {**good, "t": True},
-           {**good, "e": 0}, {**good, "x": None}, {**good, "h": "00"}, {**good, "f": "a.png"}, {**good, "f": [1]}]
+    bad = [{k: v for k, v in good.items() if k != "x"}, {**good, "z": 1}, {**good, "t": 1.5}, {**good, "t": True},
+           {**good, "e": 0}, {**good, "x": None}, {**good, "h": "00"}, {**good, "f": "a.png"}, {**good, "f": [1]},
+           {**good, "h": None}, {**good, "h": "zz" * 16}, {**good, "h": "ab " * 10 + "ab"}, {**good, "h": 7}]
     for doc in bad:
         with pytest.raises(IntegrityError, match="malformed catalogue record"):
             decode_record(json.dumps(doc), "vector")
@@ -121,3 +122,26 @@ def test_decode_record_round_trip_and_rejections():
         decode_record("[1, 2]", "vector")
     with pytest.raises(IntegrityError):
         PartHeader.decode(b'{"catalog":2}', "vector")
+    for version in (0, 3, "2", True):
+        with pytest.raises(IntegrityError, match="malformed catalogue part header"):
+            PartHeader.decode(VECTOR["part"]["header"].replace('"catalog":2', f'"catalog":{json.dumps(version)}')
+                              .encode(), "vector")
+
+
+def test_records_carry_no_text_hash_and_it_is_computed_on_reading():
+    for line, m in zip(VECTOR["record_lines"][:3], [VECTOR["messages"][3], *VECTOR["messages"][:2]]):
+        assert '"h":' not in line
+        assert decode_record(line, "vector").text_hash == blake3.blake3(m["text"].encode()).digest(16).hex()
+
+
+def test_version_1_parts_still_read():
+    """Catalogues written before §23.7: header ``catalog`` 1, records with the text hash ``h``."""
+    old = VECTOR["version_1"]
+    header = PartHeader.decode(old["header"].encode(), "vector")
+    assert (header.version, header.messages, header.key) == (1, 3, bytes.fromhex("ab" * 32))
+    assert header.encode().decode() == old["header"]  # re-encodes as the version it was read as
+    for line, m in zip(old["record_lines"], VECTOR["messages"][:3]):
+        doc = json.loads(line)
+        r = decode_record(line, "vector")
+        assert r.text_hash == doc["h"] == blake3.blake3(m["text"].encode()).digest(16).hex()
+        assert (r.message_id, r.text, r.author) == (m["message_id"], m["text"], m["author"])

@@ -677,6 +677,7 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
                  "context_key": H(context), "platform": "slack", "export_root": "backups/export",
                  "source": "export/general/2023-11-14.json", "part_key": H(key)},
         "part": {"header": header.decode(), "header_id": H(ids[0]), "node": _node_json(part)},
+        "version_1": catalog_version_1(messages[:3]),
         "trees": {"root": {"json": root.decode(), "id": H(master.blob_id(root))},
                   "backups": {"json": backups.decode(), "id": H(master.blob_id(backups))},
                   "export": {"json": export.decode(), "id": H(master.blob_id(export))},
@@ -685,6 +686,23 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
                                              paths=["/backups/export"], tree="11" * 32,
                                              catalog=H(master.blob_id(root))).encode()),
     }
+
+
+def catalog_version_1(messages: list[Message]) -> dict:
+    """A version-1 part header and record lines (§23.1 as it was before §23.7: records carry the
+    text hash ``h``), which readers still accept."""
+    from strongroom.messages.catalog_format import text_hash
+    lines = []
+    for m in messages:
+        doc = {"p": m.platform, "c": m.conversation, "i": m.message_id, "a": m.author, "t": m.time_ms,
+               "e": m.edited, "h": text_hash(m.text), "x": m.text}
+        for key, value in (("r", m.reply_to), ("o", m.topic), ("f", list(m.attachments))):
+            if value:
+                doc[key] = value
+        lines.append(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    header = json.dumps({"catalog": 1, "key": "ab" * 32, "messages": len(lines), "platform": "slack",
+                         "source": "export/general/2023-11-14.json"}, sort_keys=True, separators=(",", ":"))
+    return {"header": header + "\n", "record_lines": lines}
 
 
 def _vector_zip() -> bytes:

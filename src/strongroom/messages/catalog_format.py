@@ -18,15 +18,21 @@ import blake3
 from strongroom.errors import IntegrityError
 from strongroom.messages.model import Message
 
-CATALOG_VERSION = 1
+# Version 2 (spec §23.7) dropped the records' text hash and cut chunks ~4x smaller; parts of
+# version 1 are still read (their records carry "h").
+CATALOG_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TEXT_HASH_SIZE = 16
 # Chunk cuts: after a line whose keyed hash is 0 modulo CUT_MODULUS, once the chunk holds at least
 # MIN_CHUNK bytes; always once it holds MAX_CHUNK bytes (a single longer line is a chunk by itself).
-CUT_MODULUS = 48
-MIN_CHUNK = 4 * 1024
+# Small chunks because a night's edits land all over a conversation: an edit rewrites ~3 KiB
+# (≈ 16 records) instead of ~13 KiB, and the repository's dictionary keeps small chunks
+# compressing nearly as well (spec §23.7).
+CUT_MODULUS = 8
+MIN_CHUNK = 1024
 MAX_CHUNK = 64 * 1024
-_RECORD_KEYS = ("a", "c", "e", "h", "i", "p", "t", "x")
-_OPTIONAL_KEYS = ("f", "o", "r")  # attachments, topic, reply_to: present only when not empty
+_RECORD_KEYS = ("a", "c", "e", "i", "p", "t", "x")
+_OPTIONAL_KEYS = ("f", "h", "o", "r")  # attachments, text hash (version 1 only), topic, reply_to
 
 
 def text_hash(text: str) -> str:
@@ -95,7 +101,7 @@ def encode_record(m: Message) -> bytes:
     attachments = getattr(m, "attachments", ())
     if attachments:
         parts += [',"f":[', ",".join(_quote(str(a)) for a in attachments), "]"]
-    parts += [',"h":"', text_hash(m.text), '","i":', _quote(m.message_id)]
+    parts += [',"i":', _quote(m.message_id)]
     topic = getattr(m, "topic", "")
     if topic:
         parts += [',"o":', _quote(str(topic))]
@@ -119,13 +125,23 @@ def decode_record(line: bytes | str, what: str) -> Record:
         attachments = d.get("f", [])
         if not isinstance(attachments, list) or not all(isinstance(a, str) for a in attachments):
             raise ValueError("attachments is not a list of strings")
-        rec = Record(d["p"], d["c"], d["i"], d["a"], d["t"], d["e"], d["h"], d["x"], d.get("r", ""), d.get("o", ""),
+        text = d["x"]
+        if not isinstance(text, str):
+            raise ValueError("a text field is not a string")
+        # Version 2 records leave the hash out (16 bytes that never compress); version 1's is kept.
+        if "h" not in d:
+            digest = text_hash(text)
+        else:
+            digest = d["h"]
+            if not isinstance(digest, str) or len(digest) != 32 or len(bytes.fromhex(digest)) != TEXT_HASH_SIZE:
+                raise ValueError("bad text hash")
+        rec = Record(d["p"], d["c"], d["i"], d["a"], d["t"], d["e"], digest, text, d.get("r", ""), d.get("o", ""),
                      tuple(attachments))
         if not all(isinstance(v, str) for v in (rec.platform, rec.conversation, rec.message_id, rec.author,
                                                 rec.text_hash, rec.text, rec.reply_to, rec.topic)):
             raise ValueError("a text field is not a string")
-        if type(rec.time_ms) is not int or type(rec.edited) is not bool or len(rec.text_hash) != 2 * TEXT_HASH_SIZE:
-            raise ValueError("bad time, edited flag or text hash")
+        if type(rec.time_ms) is not int or type(rec.edited) is not bool:
+            raise ValueError("bad time or edited flag")
     except (ValueError, TypeError, KeyError) as e:
         raise IntegrityError(f"{what}: malformed catalogue record ({e})") from None
     return rec
@@ -145,18 +161,20 @@ class PartHeader:
     source: str  # the export file, relative to the folder holding the export (see export_relative)
     key: bytes  # 32 bytes: see part_key
     messages: int
+    version: int = CATALOG_VERSION  # what is written is always the current version
 
     def encode(self) -> bytes:
-        return _dumps({"catalog": CATALOG_VERSION, "key": self.key.hex(), "messages": self.messages,
+        return _dumps({"catalog": self.version, "key": self.key.hex(), "messages": self.messages,
                        "platform": self.platform, "source": self.source}) + b"\n"
 
     @classmethod
     def decode(cls, data: bytes, what: str) -> PartHeader:
         try:
             d = json.loads(data)
-            if d.pop("catalog") != CATALOG_VERSION:
+            version = d.pop("catalog")
+            if type(version) is not int or version not in READABLE_VERSIONS:
                 raise ValueError("unknown catalogue version")
-            header = cls(d["platform"], d["source"], bytes.fromhex(d["key"]), d["messages"])
+            header = cls(d["platform"], d["source"], bytes.fromhex(d["key"]), d["messages"], version)
             if len(header.key) != 32 or type(header.messages) is not int or header.messages < 0:
                 raise ValueError("bad key or message count")
             if not all(isinstance(v, str) for v in (header.platform, header.source)):
@@ -185,15 +203,19 @@ def export_relative(root: str, path: str) -> str:
 def part_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, content: bytes,
              context: bytes) -> bytes:
     """What a part depends on: the platform, the file's place in the export (export_relative),
-    its content and the content of the export's context files (user and channel lists)."""
-    doc = _dumps({"context": context.hex(), "content": content.hex(), "platform": platform, "source": source})
+    its content and the content of the export's context files (user and channel lists), and the
+    catalogue version (a part of another version is never reused: catalogues stay one version)."""
+    doc = _dumps({"catalog": CATALOG_VERSION, "context": context.hex(), "content": content.hex(),
+                  "platform": platform, "source": source})
     return keyed_hash(b"strongroom catalogue part\0" + doc)
 
 
 def memo_key(keyed_hash: Callable[[bytes], bytes], platform: str, source: str, context: bytes,
                  state_version: int) -> bytes:
-    """The key of one export file's memo in the messages cache (spec §23.6)."""
-    doc = _dumps({"context": context.hex(), "platform": platform, "source": source, "states": state_version})
+    """The key of one export file's memo in the messages cache (spec §23.6); a memo holds record
+    lines and their cut marks, so the catalogue version is part of the key."""
+    doc = _dumps({"catalog": CATALOG_VERSION, "context": context.hex(), "platform": platform, "source": source,
+                  "states": state_version})
     return keyed_hash(b"strongroom catalogue memo\0" + doc)
 
 

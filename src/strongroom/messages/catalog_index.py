@@ -7,15 +7,18 @@ descriptions) is compressed and sealed with AES-256-GCM under a key derived from
 with the table and key as associated data. Keys are blob ids and snapshot ids, which the
 repository's own index already shows. Tables (strongroom.index.MessageCache):
 
-    chunks     record chunk id -> sealed(zstd(stats length u32, stats JSON, record lines))
-    parts      header blob id  -> sealed(description JSON length u32, JSON, chunk ids)
+    chunks     block id        -> sealed(zstd(stats length u32, stats JSON, record lines))
+    parts      header blob id  -> sealed(description JSON length u32, JSON, block ids)
     snaps      snapshot id     -> catalogue root id, then the header blob id of each part
     partnodes  part key        -> size u64, id count u32, ids, chunk-list ids (for backups' reuse)
     memos      export file key -> sealed(zstd(piece memo)): records per (state, piece) (catalog_memo)
     meta       schema and a key check (another key's cache is dropped, not misread)
 
 Deduplication carries over: a chunk or part shared by thirty snapshots is stored and scanned
-once; a snapshot costs one small ``snaps`` entry.
+once; a snapshot costs one small ``snaps`` entry. The cache's unit is a *block* of a few
+consecutive record chunks of a part (see cache_blocks), not the repository's chunk: chunks are
+small (~3 KiB, spec §23.7) so that an edit rewrites little in the repository, but every cache
+entry a query reads costs a lookup, a decryption and a decompression.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ import json
 import os
 import secrets
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import blake3
+import zstandard
 
-from strongroom.compression import DEFAULT_LEVEL, compress_frame, decompress_frame
+from strongroom.compression import DEFAULT_LEVEL, decompress_frame
 from strongroom.crypto.aead import NONCE_SIZE, Cipher
 from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.fetcher import BlobFetcher
@@ -46,6 +51,39 @@ _U32 = struct.Struct("<I")
 _NODE = struct.Struct("<QII")
 _DAY = struct.Struct("<I")
 MAX_CHUNK_PLAIN = 64 * 1024 * 1024
+# Blocks end after a chunk whose id's first byte is 0 mod BLOCK_MODULUS, or at BLOCK_MAX chunks:
+# ~4 chunks (~12 KiB) each, and the same run of chunks gives the same blocks in every snapshot.
+BLOCK_MODULUS = 4
+BLOCK_MAX = 16
+_CACHE_LAYOUT = b"blocks 1"  # part of the key check: a cache of another layout is rebuilt
+_local = threading.local()
+
+
+def _compress_sized(plain: bytes, level: int) -> bytes:
+    """A zstd frame that records its content size, so reading it allocates just that much (a
+    frame without it makes the decompressor allocate its whole limit, 64 MiB, for every value)."""
+    compressors = getattr(_local, "compressors", None)
+    if compressors is None:
+        compressors = _local.compressors = {}
+    compressor = compressors.get(level)
+    if compressor is None:
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level, write_content_size=True,
+                                                                   write_checksum=False)
+    return compressor.compress(plain)
+
+
+def cache_blocks(chunk_ids: list[bytes]) -> list[tuple[bytes, list[bytes]]]:
+    """A part's record chunks grouped into the cache's blocks: (block id, its chunk ids). Block
+    ids are hashes of the chunk ids (no message data), never equal to a blob id."""
+    blocks, current = [], []
+    for chunk_id in chunk_ids:
+        current.append(chunk_id)
+        if chunk_id[0] % BLOCK_MODULUS == 0 or len(current) >= BLOCK_MAX:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return [(blake3.blake3(b"strongroom messages cache block\0" + b"".join(b)).digest(), b) for b in blocks]
 
 
 def cache_folder(repo: Repository) -> str:
@@ -144,7 +182,7 @@ class PartInfo:
     platform: str
     source: str
     messages: int
-    chunks: list[bytes]
+    chunks: list[bytes]  # ids of the cache's blocks of the part's record chunks (cache_blocks)
 
 
 @dataclass
@@ -193,7 +231,7 @@ class MessageIndex:
         self.cache = MessageCache(cache_folder(repo))
         key = blake3.blake3(repo.master.secret, derive_key_context=CONTEXT_CACHE).digest()
         self._cipher = Cipher(key)
-        check = blake3.blake3(b"strongroom message cache key check", key=key).digest()
+        check = blake3.blake3(b"strongroom message cache key check" + _CACHE_LAYOUT, key=key).digest()
         if self.cache.get("meta", b"schema") != MESSAGE_SCHEMA or self.cache.get("meta", b"check") != check:
             self.cache.clear()
             self.cache.put_many("meta", [(b"schema", MESSAGE_SCHEMA), (b"check", check)])
@@ -213,7 +251,7 @@ class MessageIndex:
 
     def _seal(self, table: str, key: bytes, plain: bytes, level: int = DEFAULT_LEVEL) -> bytes:
         nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce + self._cipher.seal(nonce, compress_frame(plain, level), table.encode() + b"\0" + key)
+        return nonce + self._cipher.seal(nonce, _compress_sized(plain, level), table.encode() + b"\0" + key)
 
     def _open(self, table: str, key: bytes, value: bytes) -> bytes:
         what = f"messages cache {table} entry {key.hex()[:16]}"
@@ -315,19 +353,23 @@ class MessageIndex:
     def _ingest_part(self, ids: list[bytes], node) -> None:
         header_id, chunk_ids = ids[0], ids[1:]
         header = PartHeader.decode(self.repo.load_blob(header_id), f"catalogue part header {header_id.hex()[:16]}")
-        missing = [c for c, v in zip(chunk_ids, self.cache.get_many("chunks", chunk_ids)) if v is None]
+        blocks = cache_blocks(chunk_ids)
+        block_ids = [block_id for block_id, _ in blocks]
+        missing = [b for b, v in zip(blocks, self.cache.get_many("chunks", block_ids)) if v is None]
         if missing:
             with BlobFetcher(self.repo, threads=2) as fetcher:
                 batch = []
-                for chunk_id, data in zip(missing, fetcher.fetch_all(missing)):
-                    stats = ChunkStats.of_chunk(data, f"catalogue chunk {chunk_id.hex()[:16]}")
+                datas = fetcher.fetch_all([c for _, members in missing for c in members])
+                for block_id, members in missing:
+                    data = b"".join(next(datas) for _ in members)
+                    stats = ChunkStats.of_chunk(data, f"catalogue chunk {members[0].hex()[:16]}")
                     doc = json.dumps(stats.per_platform, sort_keys=True, separators=(",", ":")).encode()
-                    batch.append((chunk_id, self._seal("chunks", chunk_id, _U32.pack(len(doc)) + doc + data)))
+                    batch.append((block_id, self._seal("chunks", block_id, _U32.pack(len(doc)) + doc + data)))
                     if len(batch) >= 256:
                         self.cache.put_many("chunks", batch)
                         batch = []
                 self.cache.put_many("chunks", batch)
         doc = json.dumps({"platform": header.platform, "source": header.source, "messages": header.messages}, sort_keys=True, separators=(",", ":")).encode()
         self.cache.put_many("parts", [(header_id, self._seal("parts", header_id,
-                                                             _U32.pack(len(doc)) + doc + b"".join(chunk_ids)))])
+                                                             _U32.pack(len(doc)) + doc + b"".join(block_ids)))])
         self.part_nodes.remember(header.key, node.content, node.content_lists, node.size)
