@@ -157,7 +157,7 @@ class SyntheticReader:
         paths = [p for p in files.paths() if p.endswith(".syn.json")]
         if not paths:
             return []
-        root = paths[0].split("/c", 1)[0]
+        root = paths[0].rsplit("/", 2)[0]  # <root>/cNN/dDDD.syn.json (a root may hold "/c" itself)
         return [Export(self.platform, root, tuple(paths))]
 
     def messages(self, files, export):
