@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
 
 import click
 
@@ -53,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except StrongroomError as e:
         if debug:
+            import traceback
             traceback.print_exc()
         click.echo(f"strongroom: {e}", err=True)
         sys.exit(e.exit_code)
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
     except Exception as e:  # a bug or an unmapped OS error: still one line unless --debug
         if debug:
+            import traceback
             traceback.print_exc()
         click.echo(f"strongroom: unexpected error: {type(e).__name__}: {e} (run with --debug for details)", err=True)
         sys.exit(EXIT_ERROR)
