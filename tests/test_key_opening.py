@@ -210,3 +210,89 @@ def test_keyfile_module_keeps_its_open_function_for_pre_derived_keys(repo, repo_
     assert keyfile.open_access_key(data, PASSWORD, key, derivation=mismatched) is not None
     with pytest.raises(IntegrityError):
         keyfile.open_access_key(b"{not json", PASSWORD, key)
+
+
+# -- the derivation begun before the command line is parsed (cli/early.py) ----------------------
+
+def test_opening_commands_are_the_cli_commands_that_open_a_repository() -> None:
+    from strongroom.cli import cli, early
+
+    names = set(cli.list_commands(None))
+    assert early.OPENING_COMMANDS <= names
+    assert names - early.OPENING_COMMANDS == {"init", "demo", "run", "schedule"}
+
+
+@pytest.fixture
+def env_repo(repo, repo_path, monkeypatch):
+    repo.close()
+    monkeypatch.setenv("STRONGROOM_REPO", str(repo_path))
+    monkeypatch.setenv("STRONGROOM_PASSWORD", PASSWORD.decode())
+    return repo_path
+
+
+def _run(argv, capsys) -> tuple[int, str, str]:
+    from strongroom.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_a_command_from_the_environment_derives_once_and_early(env_repo, derivations, capsys, monkeypatch, tmp_path,
+                                                               from_file) -> None:
+    from strongroom.cli import early
+
+    if from_file:
+        (tmp_path / "pw").write_bytes(PASSWORD + b"\r\nsecond line ignored\n")
+        monkeypatch.setenv("STRONGROOM_PASSWORD_FILE", str(tmp_path / "pw"))
+        monkeypatch.setenv("STRONGROOM_PASSWORD", "ignored: the file comes first")
+
+    taken = []
+    real_take = early.take
+    monkeypatch.setattr(early, "take", lambda url, pw: taken.append(real_take(url, pw)) or taken[-1])
+    assert _run(["snapshots"], capsys)[0] == 0
+    assert len(derivations) == 1 and taken[0] is not None  # the early opening was the one used
+
+
+@pytest.mark.parametrize("argv", [["snapshots", "-r", "{repo}"], ["snapshots", "--repo={repo}"], ["--help"],
+                                  ["snapshots", "--help"], ["init"], ["demo"], []])
+def test_no_early_start_when_the_command_line_may_say_otherwise(env_repo, argv, derivations) -> None:
+    from strongroom.cli import early
+
+    early.start([a.format(repo=env_repo) for a in argv])
+    assert early._early is None and derivations == []
+
+
+@pytest.mark.parametrize("variable, value", [("STRONGROOM_PASSWORD_COMMAND", "echo x"), ("STRONGROOM_REPO", "s3://b/p"),
+                                             ("STRONGROOM_PASSWORD", "")])
+def test_no_early_start_without_a_local_repository_and_a_plain_password(env_repo, monkeypatch, variable, value,
+                                                                          derivations) -> None:
+    from strongroom.cli import early
+
+    monkeypatch.setenv(variable, value)
+    early.start(["snapshots"])
+    assert early._early is None and derivations == []
+
+
+def test_an_early_opening_for_another_password_or_location_is_not_used(env_repo, tmp_path, derivations) -> None:
+    from strongroom.cli import early
+    from strongroom.cli.context import Location
+
+    password_file = tmp_path / "pw"
+    password_file.write_bytes(PASSWORD + b"\n")
+    early.start(["snapshots"], {"STRONGROOM_REPO": str(env_repo), "STRONGROOM_PASSWORD": "a guess"})
+    assert early._early is not None
+    assert early.take(str(env_repo) + "/", PASSWORD) is None and early.take(str(env_repo), b"a guess!") is None
+    with Location(str(env_repo), str(password_file), None).open() as r:  # the right password: opened anew
+        assert r.key_name.startswith("keys/")
+    assert len(derivations) == 2
+    assert early._early is not None  # still there: only a matching open takes it
+
+
+def test_an_early_opening_meeting_an_error_leaves_it_to_the_usual_path(env_repo, capsys, derivations) -> None:
+    (env_repo / "config").write_bytes(b"SRCF\x07" + bytes(40))
+    code, _, err = _run(["snapshots"], capsys)
+    assert (code, err) == (1, "strongroom: config: format version 7 is not supported (this strongroom reads 1)\n")
+    assert derivations == []

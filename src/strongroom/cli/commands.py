@@ -32,6 +32,12 @@ def cli(debug: bool) -> None:
     """strongroom: deduplicating, encrypted backups for chat exports and knowledge bases."""
 
 
+# They register their commands on cli when imported: only once a command outside cli/commands.py
+# is asked for, or all are listed (cli/lazy.py).
+cli.command_modules = tuple(f"strongroom.cli.{name}" for name in
+                            ("copy", "drill", "integrity", "keys", "messages", "operations", "retention"))
+
+
 def _size(text: str) -> int:
     units = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
     text = text.strip().upper().removesuffix("IB").removesuffix("B")

@@ -160,13 +160,17 @@ class Location:
         if not storage.exists():
             from strongroom.errors import RepositoryNotFound
             raise RepositoryNotFound(f"no repository at {self.url} (run `strongroom init` to create one)")
+        password = self.password()
+        from strongroom.cli import early
         from strongroom.opening import KeyOpening
-        opening = KeyOpening(storage, self.password())
+        opening = early.take(self.url, password)  # begun before the command line was parsed
+        if opening is None:
+            opening = KeyOpening(storage, password)
         import importlib
         from strongroom.repository import Repository
         for module in imports:
             importlib.import_module(module)
-        return Repository.open(storage, opening.password, opening=opening)
+        return Repository.open(opening.storage, password, opening=opening)
 
 
 def _first_line(data: bytes) -> bytes:

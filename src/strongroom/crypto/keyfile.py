@@ -32,6 +32,7 @@ SALT_SIZE = 16
 MAX_MEMORY_KIB = 4 * 1024 * 1024
 MAX_ITERATIONS = 100
 MAX_LANES = 64
+_DERIVING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,13 @@ class KdfParams:
     lanes: int = 4
 
     def derive(self, password: bytes, salt: bytes) -> bytes:
-        return Argon2id(
-            salt=salt, length=32, iterations=self.iterations, lanes=self.lanes, memory_cost=self.memory_kib
-        ).derive(password)
+        # One derivation at a time in a process: two at once (copy's source in the main thread
+        # while the destination's runs in its early thread) made cryptography 50's Argon2id fail
+        # now and then with "Not enough memory to derive key" (tests/test_copy.py).
+        with _DERIVING:
+            return Argon2id(
+                salt=salt, length=32, iterations=self.iterations, lanes=self.lanes, memory_cost=self.memory_kib
+            ).derive(password)
 
 
 class Derivation:
