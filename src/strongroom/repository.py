@@ -22,16 +22,17 @@ from strongroom.config import CONFIG_NAME, Config, open_config, seal_config
 from strongroom.crypto import sealed
 from strongroom.crypto.aead import Cipher
 from strongroom.crypto import boxed
-from strongroom.crypto.keyfile import KdfParams, KeyInfo, create_key_file, open_access_key
+from strongroom.crypto.keyfile import KdfParams, KeyInfo, create_key_file
 from strongroom.crypto.master import MasterKey
 from strongroom.crypto.publickey import WriterKey
 from strongroom.crypto.signing import Signer
 from strongroom.dictionary import Dictionaries
-from strongroom.errors import (AccessDenied, IntegrityError, ObjectNotFound, RepositoryExists, RepositoryNotFound,
-                               SnapshotNotFound, UnsupportedFormat, UsageError, WrongPassword)
+from strongroom.errors import (AccessDenied, IntegrityError, ObjectNotFound, RepositoryExists, SnapshotNotFound,
+                               UnsupportedFormat, UsageError)
 from strongroom.index import BlobLocation, BulkLoader, IndexCache
 from strongroom.indexfile import PackRecord, open_index_raw, seal_index
 from strongroom.locking import Lock
+from strongroom.opening import KeyOpening, default_cache_root  # noqa: F401 (default_cache_root: re-exported)
 from strongroom.pack import TREE, open_blob, pack_cipher, pack_path
 from strongroom.snapshot import Snapshot
 from strongroom.storage import Storage
@@ -41,14 +42,6 @@ from strongroom.tree import ARCHIVE, DIR, FILE, Node, decode_chunk_list, decode_
 MAX_TREE_SIZE = 512 * 1024 * 1024
 RESYNC_AFTER_MISS_S = 10.0
 BULK_LOAD_MIN_FILES = 8  # a cold cache reading at least this many index files loads them in bulk
-
-
-def default_cache_root() -> str:
-    explicit = os.environ.get("STRONGROOM_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "strongroom")
 
 
 def current_username() -> str:
@@ -112,28 +105,20 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, storage: Storage, password: bytes, *, cache_root: str | None = None) -> Repository:
-        try:
-            config_data = storage.load(CONFIG_NAME)
-        except ObjectNotFound:
-            raise RepositoryNotFound(f"no repository at {storage.url} (run `strongroom init` to create one)") from None
-        sealed.check_header(config_data, sealed.MAGIC_CONFIG, "config")
-        unreadable = []
-        for name, _ in storage.list("keys"):
-            try:
-                opened = open_access_key(storage.load(name), password, name)
-            except (IntegrityError, UnsupportedFormat) as e:
-                unreadable.append(str(e))  # one damaged key file must not lock out the others
-                continue
-            if opened is not None:
-                key = opened.key
-                # A write-only key cannot open the config; its key file carries a copy of the payload.
-                config = Config.decode(key.config_payload) if key.write_only else open_config(key, config_data)
-                repo = cls(storage, key, config, name, cache_root, opened.signer)
-                repo.sync_index()
-                return repo
-        detail = f" ({len(unreadable)} key file(s) unreadable: {unreadable[0]})" if unreadable else ""
-        raise WrongPassword(f"wrong password: no key in the repository opens with it{detail}")
+    def open(cls, storage: Storage, password: bytes, *, cache_root: str | None = None,
+             opening: KeyOpening | None = None) -> Repository:
+        """Open with the first key file the password opens. ``opening`` is one begun earlier
+        (its key derivation running since), for this storage and password."""
+        opening = opening or KeyOpening(storage, password, cache_root=cache_root)
+        # Listing the index needs no key: done while the derivation runs (on S3, a round trip).
+        listed = [name for name, _ in storage.list("index")]
+        name, opened = opening.open_key()
+        key = opened.key
+        # A write-only key cannot open the config; its key file carries a copy of the payload.
+        config = Config.decode(key.config_payload) if key.write_only else open_config(key, opening.config_data)
+        repo = cls(storage, key, config, name, cache_root, opened.signer)
+        repo.sync_index(listed=listed)
+        return repo
 
     def close(self) -> None:
         self.index.close()
@@ -173,9 +158,12 @@ class Repository:
 
     # -- index -------------------------------------------------------------------------------
 
-    def sync_index(self) -> int:
-        """Bring the local cache up to date with ``index/``; return how many files were read."""
-        listed = {name.rsplit("/", 1)[1] for name, _ in self.storage.list("index")}
+    def sync_index(self, *, listed: list[str] | None = None) -> int:
+        """Bring the local cache up to date with ``index/`` (or with ``listed``, its listing taken
+        just before); return how many files were read."""
+        if listed is None:
+            listed = [name for name, _ in self.storage.list("index")]
+        listed = {name.rsplit("/", 1)[1] for name in listed}
         known = self.index.known_index_files()
         if known - listed:  # index files were removed (by prune or repair): start over
             self.index.clear()

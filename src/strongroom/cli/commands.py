@@ -1,7 +1,8 @@
 """The click commands. Each one opens the repository, calls one use case, prints the result.
 
-Use cases other than backup's are imported in their commands: every command's start-up would
-otherwise pay for importing all of them (a nightly backup is the command run most)."""
+Use cases and the repository layer are imported in the commands, most while the key derivation
+runs (``Location.open(imports=...)``): importing them here would put every one of them before it
+in every command's start-up."""
 
 from __future__ import annotations
 
@@ -11,18 +12,17 @@ import sys
 
 import click
 
+from typing import TYPE_CHECKING
+
 from strongroom import __version__
-from strongroom.chunker import ChunkerParams, ChunkingProfiles
 from strongroom.cli.context import (Location, from_password_options, human_bytes, json_option, print_json,
                                     repo_options, source_location, warn)
 from strongroom.cli.lazy import LazyGroup
 from strongroom.cli.progress import byte_progress, progress_enabled
-from strongroom.commands.backup import BackupOptions, run_backup
-from strongroom.config import Config
 from strongroom.errors import EXIT_ERROR, EXIT_PARTIAL, UsageError
-from strongroom.globs import read_pattern_file
-from strongroom.locking import remove_stale_locks
-from strongroom.repository import Repository
+
+if TYPE_CHECKING:
+    from strongroom.chunker import ChunkerParams
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +30,12 @@ from strongroom.repository import Repository
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def cli(debug: bool) -> None:
     """strongroom: deduplicating, encrypted backups for chat exports and knowledge bases."""
+
+
+# They register their commands on cli when imported: only once a command outside cli/commands.py
+# is asked for, or all are listed (cli/lazy.py).
+cli.command_modules = tuple(f"strongroom.cli.{name}" for name in
+                            ("copy", "drill", "integrity", "keys", "messages", "operations", "retention"))
 
 
 def _size(text: str) -> int:
@@ -49,6 +55,7 @@ def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
     if len(parts) != 3:
         raise UsageError(f"chunk sizes must be MIN:AVG:MAX (e.g. 4K:16K:64K), not {text!r}")
     try:
+        from strongroom.chunker import ChunkerParams
         return ChunkerParams(*(_size(p) for p in parts))
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -78,6 +85,9 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
 
     An init that was interrupted (the location has no config yet) is completed by running it again;
     a location holding a repository or files of its own is refused and left untouched."""
+    from strongroom.chunker import ChunkingProfiles
+    from strongroom.config import Config
+    from strongroom.repository import Repository
     defaults = ChunkingProfiles()
     if chunker_source:
         if text_chunks or binary_chunks:
@@ -126,6 +136,7 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
     """Back up PATHS (or standard input, or a command's output) into a new snapshot.
 
     Exits 3 when the snapshot was written but some files could not be read."""
+    from strongroom.globs import read_pattern_file
     patterns = list(excludes)
     for f in exclude_files:
         try:
@@ -136,14 +147,16 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
         raise UsageError("use either --stdin or --stdin-from-command")
     if stdin_from_command and not paths:
         raise UsageError("--stdin-from-command needs a command after `--`")
-    opts = BackupOptions(
-        paths=[] if stdin_from_command else list(paths), tags=list(tags), hostname=host, excludes=patterns,
-        parent=parent, force=force, dry_run=dry_run, stdin=sys.stdin.buffer if use_stdin else None,
-        stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None,
-        expand_archives=expand_archives, catalog=catalog)
     if use_stdin and paths:
         raise UsageError("--stdin takes no paths")
-    with location.open() as repo, byte_progress("backup", progress_enabled(as_json)) as progress:
+    with (location.open(imports=("strongroom.commands.backup",)) as repo,
+          byte_progress("backup", progress_enabled(as_json)) as progress):
+        from strongroom.commands.backup import BackupOptions, run_backup  # imported while the key derived
+        opts = BackupOptions(
+            paths=[] if stdin_from_command else list(paths), tags=list(tags), hostname=host, excludes=patterns,
+            parent=parent, force=force, dry_run=dry_run, stdin=sys.stdin.buffer if use_stdin else None,
+            stdin_filename=stdin_filename, stdin_command=list(paths) if stdin_from_command else None,
+            expand_archives=expand_archives, catalog=catalog)
         result = run_backup(repo, opts, progress=progress, warn=warn)
     s = result.summary
     if as_json:
@@ -183,7 +196,7 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
 def restore(location: Location, snapshot: str, target: str, includes: tuple[str, ...], excludes: tuple[str, ...],
             verify: bool, expand: bool, as_json: bool) -> None:
     """Restore SNAPSHOT (`latest` or an id prefix) under --target."""
-    with location.open() as repo:
+    with location.open(imports=("strongroom.commands.restore",)) as repo:
         snap = repo.find_snapshot(snapshot)
         with byte_progress("restore", progress_enabled(as_json), snap.summary.bytes_total or None) as progress:
             from strongroom.commands.restore import run_restore
@@ -244,9 +257,9 @@ def snapshots(location: Location, tags: tuple[str, ...], hosts: tuple[str, ...],
 @json_option
 def ls_command(location: Location, snapshot: str, path: str | None, long_format: bool, as_json: bool) -> None:
     """List the files in SNAPSHOT, or only below PATH."""
-    with location.open() as repo:
+    with location.open(imports=("strongroom.commands.ls",)) as repo:
         snap = repo.find_snapshot(snapshot)
-        from strongroom.commands.ls import list_snapshot
+        from strongroom.commands.ls import list_snapshot  # imported while the key derivation ran
         entries = list_snapshot(repo, snap, path)
         if as_json:
             print_json([e.to_json() for e in entries])
@@ -282,9 +295,11 @@ def check(location: Location, read_data: bool, subset: str | None, chain: bool, 
         from strongroom.cli.keys import check_history
         return check_history(location, chain, receipt, as_json)
     from strongroom.cli.integrity import data_progress, print_check
-    from strongroom.commands.read_data import Subset
-    spec = Subset.parse(subset) if subset is not None else None
-    with location.open() as repo:
+    spec = None
+    if subset is not None:  # validated before the repository is opened
+        from strongroom.commands.read_data import Subset
+        spec = Subset.parse(subset)
+    with location.open(imports=("strongroom.commands.check",)) as repo:
         with data_progress("check", progress_enabled(as_json) and (read_data or spec is not None)) as progress:
             from strongroom.commands.check import run_check
             result = run_check(repo, read_data=read_data, subset=spec, progress=progress)
@@ -311,6 +326,7 @@ def cat(location: Location, kind: str, object_id: str | None, as_json: bool) -> 
 @json_option
 def unlock(location: Location, remove_all: bool, as_json: bool) -> None:
     """Remove stale locks (of dead processes, or not refreshed for 30 minutes)."""
+    from strongroom.locking import remove_stale_locks
     with location.open() as repo:
         removed = remove_stale_locks(repo, remove_all=remove_all)
     if as_json:

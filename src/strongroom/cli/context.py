@@ -6,16 +6,15 @@ import errno
 import functools
 import json
 import os
-import shlex
-import subprocess
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from strongroom.errors import UsageError, StrongroomError
-from strongroom.repository import Repository
-from strongroom.storage import open_storage
+
+if TYPE_CHECKING:  # imported in Location.open, while the key derivation runs
+    from strongroom.repository import Repository
 
 
 def repo_options(func: Callable) -> Callable:
@@ -60,9 +59,11 @@ def s3_options(func: Callable) -> Callable:
 
 
 def _take_s3_options(kwargs: dict[str, Any]):
+    values = {key: kwargs.pop(key, None) for key in _S3_KEYS}
+    if all(value is None for value in values.values()):
+        return None  # S3Storage's defaults; and the S3 module stays unimported for local repositories
     from strongroom.storage.s3 import S3Options
 
-    values = {key: kwargs.pop(key, None) for key in _S3_KEYS}
     return S3Options(endpoint=values["s3_endpoint"], region=values["s3_region"],
                      profile=values["s3_profile"], addressing=values["s3_addressing"])
 
@@ -112,7 +113,7 @@ class Location:
     def storage(self, *, uncached: bool = False):
         _check_cache_root()
         if self.url.lower().startswith("s3:"):
-            from strongroom.repository import default_cache_root
+            from strongroom.opening import default_cache_root
             from strongroom.storage.cache import CachedStorage, cache_folder
             from strongroom.storage.s3 import S3Storage
 
@@ -121,6 +122,7 @@ class Location:
                 return backend
             # Remote: keep snapshots, index files, keys and trees in a local cache (verified on use).
             return CachedStorage(backend, cache_folder(default_cache_root(), self.url))
+        from strongroom.storage import open_storage
         return open_storage(self.url)
 
     def password(self, *, confirm: bool = False) -> bytes:
@@ -131,6 +133,8 @@ class Location:
             except OSError as e:
                 raise UsageError(f"cannot read password file {self.password_file}: {e.strerror}") from None
         if self.password_command:
+            import shlex
+            import subprocess
             try:
                 argv = shlex.split(self.password_command)
             except ValueError as e:  # e.g. an unclosed quote
@@ -154,12 +158,25 @@ class Location:
                              f"or use --from-password-file or --from-password-command")
         raise UsageError("no password given: set STRONGROOM_PASSWORD, or use --password-file or --password-command")
 
-    def open(self, *, uncached: bool = False) -> Repository:
+    def open(self, *, uncached: bool = False, imports: tuple[str, ...] = ()) -> Repository:
+        """Open the repository. The key derivation starts as soon as the key file is read and runs
+        in a thread, while the repository layer and the modules named in ``imports`` (the
+        command's use case) are imported: on two cores the imports cost no wall time."""
         storage = self.storage(uncached=uncached)
         if not storage.exists():
             from strongroom.errors import RepositoryNotFound
             raise RepositoryNotFound(f"no repository at {self.url} (run `strongroom init` to create one)")
-        return Repository.open(storage, self.password())
+        password = self.password()
+        from strongroom.cli import early
+        from strongroom.opening import KeyOpening
+        opening = early.take(self.url, password)  # begun before the command line was parsed
+        if opening is None:
+            opening = KeyOpening(storage, password)
+        import importlib
+        from strongroom.repository import Repository
+        for module in imports:
+            importlib.import_module(module)
+        return Repository.open(opening.storage, password, opening=opening)
 
 
 def _check_cache_root() -> None:

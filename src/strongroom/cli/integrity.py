@@ -3,13 +3,17 @@ main group by importing this module)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from strongroom.cli.commands import cli
 from strongroom.cli.context import Location, human_bytes, json_option, print_json, repo_options, warn
 from strongroom.cli.progress import byte_progress, progress_enabled
-from strongroom.commands.check import CheckResult
 from strongroom.errors import EXIT_ERROR
+
+if TYPE_CHECKING:  # the check use case is imported by `check` itself, while the key derivation runs
+    from strongroom.commands.check import CheckResult
 
 
 def data_progress(desc: str, enabled: bool):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ SALT_SIZE = 16
 MAX_MEMORY_KIB = 4 * 1024 * 1024
 MAX_ITERATIONS = 100
 MAX_LANES = 64
+_DERIVING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,45 @@ class KdfParams:
     lanes: int = 4
 
     def derive(self, password: bytes, salt: bytes) -> bytes:
-        return Argon2id(
-            salt=salt, length=32, iterations=self.iterations, lanes=self.lanes, memory_cost=self.memory_kib
-        ).derive(password)
+        # One derivation at a time in a process: two at once (copy's source in the main thread
+        # while the destination's runs in its early thread) made cryptography 50's Argon2id fail
+        # now and then with "Not enough memory to derive key" (tests/test_copy.py).
+        with _DERIVING:
+            return Argon2id(
+                salt=salt, length=32, iterations=self.iterations, lanes=self.lanes, memory_cost=self.memory_kib
+            ).derive(password)
+
+
+class Derivation:
+    """One Argon2id derivation running in a thread of its own, started as soon as the key file
+    is read. cryptography's Argon2id releases the GIL, so the rest of start-up (imports, the
+    index cache, listings) runs on the other core meanwhile; ``result`` waits for the key."""
+
+    def __init__(self, params: KdfParams, password: bytes, salt: bytes) -> None:
+        self.params = params
+        self.salt = salt
+        self._password = password
+        self._key: bytes | None = None
+        self._error: BaseException | None = None
+        # A daemon: an interrupted command exits at once instead of waiting for the derivation.
+        self._thread = threading.Thread(target=self._run, name="strongroom-kdf", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._key = self.params.derive(self._password, self.salt)
+        except BaseException as e:  # handed to the caller of result(), in its thread
+            self._error = e
+
+    def matches(self, params: KdfParams, password: bytes, salt: bytes) -> bool:
+        return params == self.params and salt == self.salt and password == self._password
+
+    def result(self) -> bytes:
+        self._thread.join()  # interruptible: Ctrl-C or SIGTERM end the wait at once
+        if self._error is not None:
+            raise self._error
+        assert self._key is not None
+        return self._key
 
 
 @dataclass(frozen=True)
@@ -172,10 +210,15 @@ def read_key_info(data: bytes, what: str) -> tuple[KeyInfo, KdfParams, bytes, di
         raise IntegrityError(f"{what}: malformed key file ({e})") from None
 
 
-def open_access_key(data: bytes, password: bytes, what: str) -> OpenedKey | None:
-    """Open a key file of either kind; None when the passphrase does not open it."""
+def open_access_key(data: bytes, password: bytes, what: str, *,
+                    derivation: Derivation | None = None) -> OpenedKey | None:
+    """Open a key file of either kind; None when the passphrase does not open it. A
+    ``derivation`` started earlier for this key file's salt and parameters is used if it matches."""
     info, params, salt, doc = read_key_info(data, what)
-    kek = Cipher(params.derive(password, salt))
+    if derivation is not None and derivation.matches(params, password, salt):
+        kek = Cipher(derivation.result())
+    else:
+        kek = Cipher(params.derive(password, salt))
     try:
         if info.kind == "full":
             sealed_master = base64.b64decode(doc["master"], validate=True)

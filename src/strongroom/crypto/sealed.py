@@ -12,13 +12,9 @@ import secrets
 from strongroom.compression import compress_frame, decompress_frame
 from strongroom.crypto.aead import ZERO_NONCE
 from strongroom.crypto.master import MasterKey
-from strongroom.errors import IntegrityError, UnsupportedFormat
 
-SALT_SIZE = 32
-HEADER_SIZE = 4 + 1 + SALT_SIZE
-VERSION = 1
+from strongroom.crypto.sealed_header import HEADER_SIZE, MAGIC_CONFIG, SALT_SIZE, VERSION, check_header  # noqa: F401
 
-MAGIC_CONFIG = b"SRCF"
 MAGIC_INDEX = b"SRIX"
 MAGIC_SNAPSHOT = b"SRSN"
 MAGIC_LOCK = b"SRLK"
@@ -46,14 +42,6 @@ def seal(master: MasterKey, magic: bytes, payload: bytes, *, salt: bytes | None 
 def magic_of(data: bytes, choices: tuple[bytes, ...]) -> bytes:
     """Which of ``choices`` this object claims to be (the first one when none: check_header then fails)."""
     return data[:4] if data[:4] in choices else choices[0]
-
-
-def check_header(data: bytes, magic: bytes, what: str) -> None:
-    """Refuse data that is not a sealed object of this kind and version, before any decryption."""
-    if len(data) < HEADER_SIZE or data[:4] != magic:
-        raise IntegrityError(f"{what}: not a strongroom {magic.decode()} object")
-    if data[4] != VERSION:
-        raise UnsupportedFormat(f"{what}: format version {data[4]} is not supported (this strongroom reads {VERSION})")
 
 
 def unseal(master: MasterKey, magic: bytes, data: bytes, what: str, *, max_size: int = 1 << 30) -> bytes:
