@@ -437,7 +437,7 @@ def make_config() -> Config:
     return Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00",
                   chunking=ChunkingProfiles(ChunkerParams(4 * 1024, 16 * 1024, 64 * 1024),
                                             ChunkerParams(256 * 1024, 1024 * 1024, 4 * 1024 * 1024)),
-                  dictionary_size=0)
+                  dictionary_size=0, group_size=0)
 
 
 def dictionary_vector(master: MasterKey, zstd: _Zstd) -> dict:
@@ -455,7 +455,7 @@ def dictionary_vector(master: MasterKey, zstd: _Zstd) -> dict:
     entry = packer.add(blob_id, DATA, code, payload, len(plaintext), used)
     name, pack = packer.finish()
     config = Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00", dictionary_size=2048,
-                    chunking=make_config().chunking)
+                    chunking=make_config().chunking, group_size=0)
     return {
         "about": ("A compression dictionary (sealed object, magic SRDW, shared-object key, stored at 'path') "
                   "and a data pack holding one blob compressed with it (entry.dictionary = its id). "

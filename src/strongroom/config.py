@@ -21,6 +21,9 @@ from strongroom.errors import IntegrityError
 from strongroom.pack import TARGET_PACK_SIZE
 
 CONFIG_NAME = "config"
+DEFAULT_GROUP_SIZE = 64 * 1024
+DEFAULT_GROUP_MEMBER_MAX = 16 * 1024
+MAX_GROUP_SIZE = 1024 * 1024  # with one member of up to this size on top: far below the readers' cap
 
 
 @dataclass
@@ -34,6 +37,11 @@ class Config:
     # On for new repositories; a config without the key (older repositories) means off, so
     # older strongroom versions keep reading those repositories.
     dictionary_size: int = DEFAULT_DICTIONARY_SIZE
+    # Grouped blobs (spec "Grouped blobs"): small text blobs compressed and sealed together, in
+    # groups of about group_size plaintext bytes, members of at most group_member_max bytes;
+    # 0 = off. Absent from older configs (off); on for new repositories.
+    group_size: int = DEFAULT_GROUP_SIZE
+    group_member_max: int = DEFAULT_GROUP_MEMBER_MAX
 
     def encode(self) -> bytes:
         return json.dumps({
@@ -49,6 +57,9 @@ class Config:
         doc = {"algorithm": "zstd", "level": self.compression_level}
         if self.dictionary_size:  # absent when off: configs without dictionaries stay as they were
             doc["dictionary_size"] = self.dictionary_size
+        if self.group_size:  # absent when off, likewise
+            doc["group_size"] = self.group_size
+            doc["group_member_max"] = self.group_member_max
         return doc
 
     @classmethod
@@ -62,9 +73,14 @@ class Config:
             dictionary_size = int(doc["compression"].get("dictionary_size", 0))
             if not (dictionary_size == 0 or 1024 <= dictionary_size <= MAX_DICTIONARY_SIZE):
                 raise ValueError(f"dictionary size {dictionary_size} is out of range")
+            group_size = int(doc["compression"].get("group_size", 0))
+            member_max = int(doc["compression"].get("group_member_max", 0))
+            if group_size and not (1024 <= group_size <= MAX_GROUP_SIZE and 64 <= member_max <= group_size):
+                raise ValueError(f"group size {group_size} or member size {member_max} is out of range")
             return cls(id=doc["id"], created=doc["created"], chunking=ChunkingProfiles.from_json(doc["chunking"]),
                        compression_level=int(doc["compression"]["level"]), pack_size=int(doc["pack_size"]),
-                       dictionary_size=dictionary_size)
+                       dictionary_size=dictionary_size, group_size=group_size,
+                       group_member_max=member_max if group_size else 0)
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(f"config: malformed ({e})") from None
 

@@ -8,6 +8,8 @@ Between the two:
 - consecutive requests that lie close together in one pack (the usual case: a backup writes a
   file's new chunks, and the next file's, in order) are grouped into a *run*, read with one
   storage load, whatever file they belong to;
+- members of one group (spec "Grouped blobs") share a ciphertext; a run decrypts and
+  decompresses each group once, however many of its members were asked for;
 - runs are grouped into *batches* of about ``BATCH_BYTES``; each batch is one task for a worker
   thread, which reads its runs and authenticates, decrypts, decompresses and re-hashes every
   blob (those steps release the GIL, so the workers and the consumer use all cores);
@@ -27,7 +29,7 @@ from typing import Any, Iterable, Iterator
 
 from strongroom.errors import ObjectNotFound, StrongroomError
 from strongroom.index import BlobLocation
-from strongroom.pack import pack_path
+from strongroom.pack import GroupMemo, pack_path
 from strongroom.repository import Repository
 
 LOOKUP_BATCH = 256
@@ -265,6 +267,7 @@ class BlobFetcher:
         except Exception as e:  # noqa: BLE001
             out.extend([e] * len(run.locations))
             return
+        memo = GroupMemo()
         for location in run.locations:
             try:
                 if raw is None:
@@ -273,7 +276,7 @@ class BlobFetcher:
                 else:
                     offset = location.entry.offset - run.start
                     # A truncated pack gives a short slice, which decode_blob rejects.
-                    out.append(repo.decode_blob(location, raw[offset:offset + location.entry.length]))
+                    out.append(repo.decode_blob(location, raw[offset:offset + location.entry.length], memo))
             except Exception as e:  # noqa: BLE001
                 out.append(e)
 

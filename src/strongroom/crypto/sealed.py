@@ -17,6 +17,9 @@ from strongroom.errors import IntegrityError, UnsupportedFormat
 SALT_SIZE = 32
 HEADER_SIZE = 4 + 1 + SALT_SIZE
 VERSION = 1
+#: Index files that list grouped blobs (spec "Grouped blobs") are sealed as version 2, so readers
+#: that do not know groups refuse them as an unsupported format instead of misreading them.
+VERSION_GROUPS = 2
 
 MAGIC_CONFIG = b"SRCF"
 MAGIC_INDEX = b"SRIX"
@@ -36,10 +39,10 @@ def _cipher(master, magic: bytes, salt: bytes):
     return master.shared_cipher(salt) if magic in SHARED_MAGICS else master.object_cipher(salt)
 
 
-def seal(master: MasterKey, magic: bytes, payload: bytes, *, salt: bytes | None = None) -> bytes:
+def seal(master: MasterKey, magic: bytes, payload: bytes, *, salt: bytes | None = None, version: int = VERSION) -> bytes:
     salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
-    header = magic + bytes([VERSION]) + salt
-    body = _cipher(master, magic, salt).seal(ZERO_NONCE, compress_frame(payload), magic + bytes([VERSION]))
+    header = magic + bytes([version]) + salt
+    body = _cipher(master, magic, salt).seal(ZERO_NONCE, compress_frame(payload), magic + bytes([version]))
     return header + body
 
 
@@ -48,16 +51,17 @@ def magic_of(data: bytes, choices: tuple[bytes, ...]) -> bytes:
     return data[:4] if data[:4] in choices else choices[0]
 
 
-def check_header(data: bytes, magic: bytes, what: str) -> None:
+def check_header(data: bytes, magic: bytes, what: str, versions: tuple[int, ...] = (VERSION,)) -> None:
     """Refuse data that is not a sealed object of this kind and version, before any decryption."""
     if len(data) < HEADER_SIZE or data[:4] != magic:
         raise IntegrityError(f"{what}: not a strongroom {magic.decode()} object")
-    if data[4] != VERSION:
+    if data[4] not in versions:
         raise UnsupportedFormat(f"{what}: format version {data[4]} is not supported (this strongroom reads {VERSION})")
 
 
-def unseal(master: MasterKey, magic: bytes, data: bytes, what: str, *, max_size: int = 1 << 30) -> bytes:
-    check_header(data, magic, what)
+def unseal(master: MasterKey, magic: bytes, data: bytes, what: str, *, max_size: int = 1 << 30,
+           versions: tuple[int, ...] = (VERSION,)) -> bytes:
+    check_header(data, magic, what, versions)
     salt = data[5:HEADER_SIZE]
     compressed = _cipher(master, magic, salt).open(ZERO_NONCE, data[HEADER_SIZE:], data[:5], what)
     return decompress_frame(compressed, max_size, what)
