@@ -275,3 +275,26 @@ def test_an_index_cache_of_the_previous_schema_is_rebuilt(tmp_path):
         assert all(repo.master.blob_id(repo.load_blob(i)) == i for i in ids)
     finally:
         repo.close()
+
+
+def test_init_options_set_or_refuse_groups(cli_env, repo_path):
+    import subprocess
+    from conftest import WEAK_KDF_ARGS, strongroom_command
+    bad = subprocess.run([*strongroom_command(), "init", *WEAK_KDF_ARGS, "--group-size", "512"], env=cli_env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--group-size" in bad.stderr
+    ok = subprocess.run([*strongroom_command(), "init", *WEAK_KDF_ARGS, "--group-size", "128K",
+                         "--group-member-max", "4K"], env=cli_env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    with Repository.open(LocalStorage(repo_path), PASSWORD) as repo:
+        assert (repo.config.group_size, repo.config.group_member_max) == (128 * 1024, 4096)
+
+
+def test_stats_counts_each_member_its_share_of_the_group(grouped):
+    from strongroom.commands.stats import run_stats
+    repo, snap, _ = grouped
+    members = [e for e in all_entries(repo) if e.group_length]
+    result = run_stats(repo, [snap.id], mode="raw-data")
+    stored = sum(e.length for e in all_entries(repo) if not e.group_length)
+    stored += sum(e.length * e.raw_length // e.group_length for e in members)
+    assert result.stored_bytes == stored
