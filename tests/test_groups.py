@@ -298,3 +298,23 @@ def test_stats_counts_each_member_its_share_of_the_group(grouped):
     stored = sum(e.length for e in all_entries(repo) if not e.group_length)
     stored += sum(e.length * e.raw_length // e.group_length for e in members)
     assert result.stored_bytes == stored
+
+
+def test_repair_salvages_the_members_of_intact_groups(grouped):
+    from strongroom.commands.repair import salvage_packs
+    repo, _, _ = grouped
+    pack, entries = next((p, repo.index.pack_entries(p)) for p, _ in repo.index.iter_packs()
+                         if len({e.offset for e in repo.index.pack_entries(p) if e.group_length}) >= 2)
+    victim = next(e for e in entries if e.group_length)
+    lost = {e.id for e in entries if e.offset == victim.offset}
+    with open(repo.storage.root / pack_path(pack), "r+b") as f:
+        f.seek(victim.offset + 3)
+        byte = f.read(1)
+        f.seek(victim.offset + 3)
+        f.write(bytes([byte[0] ^ 1]))
+    result = salvage_packs(repo, [pack])
+    assert {bytes.fromhex(b) for b in result.lost} == lost
+    assert result.blobs_salvaged == len(entries) - len(lost)
+    for e in entries:
+        if e.id not in lost:
+            assert repo.master.blob_id(repo.load_blob(e.id)) == e.id

@@ -11,7 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from strongroom.chunker import ChunkingProfiles
+from strongroom.chunker import ChunkerParams, ChunkingProfiles
 from strongroom.compression import DEFAULT_LEVEL
 from strongroom.crypto import sealed
 from strongroom.crypto.master import MasterKey
@@ -22,7 +22,14 @@ from strongroom.pack import TARGET_PACK_SIZE
 
 CONFIG_NAME = "config"
 DEFAULT_GROUP_SIZE = 64 * 1024
-DEFAULT_GROUP_MEMBER_MAX = 16 * 1024
+DEFAULT_GROUP_MEMBER_MAX = 32 * 1024
+
+
+def default_chunking() -> ChunkingProfiles:
+    """Chunk sizes of new repositories: text chunks of 2K:8K:32K, which groups (spec §24) make
+    cheaper to store than 4K:16K:64K ones (bench/RESULTS.md §12.5); binary as before. Configs
+    record their sizes, so older repositories keep theirs."""
+    return ChunkingProfiles(text=ChunkerParams(2 * 1024, 8 * 1024, 32 * 1024))
 MAX_GROUP_SIZE = 1024 * 1024  # with one member of up to this size on top: far below the readers' cap
 
 
@@ -30,7 +37,7 @@ MAX_GROUP_SIZE = 1024 * 1024  # with one member of up to this size on top: far b
 class Config:
     id: str = field(default_factory=lambda: secrets.token_hex(32))
     created: str = ""
-    chunking: ChunkingProfiles = field(default_factory=ChunkingProfiles)
+    chunking: ChunkingProfiles = field(default_factory=default_chunking)
     compression_level: int = DEFAULT_LEVEL
     pack_size: int = TARGET_PACK_SIZE
     # zstd dictionaries for text blobs (spec "Compression dictionaries"): their size in bytes, 0 = off.

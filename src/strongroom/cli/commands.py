@@ -18,7 +18,7 @@ from strongroom.cli.context import (Location, from_password_options, human_bytes
 from strongroom.cli.lazy import LazyGroup
 from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.commands.backup import BackupOptions, run_backup
-from strongroom.config import Config
+from strongroom.config import Config, default_chunking
 from strongroom.errors import EXIT_ERROR, EXIT_PARTIAL, UsageError
 from strongroom.globs import read_pattern_file
 from strongroom.locking import remove_stale_locks
@@ -72,7 +72,7 @@ def _group_sizes(size: str | None, member_max: str | None) -> dict:
 
 @cli.command()
 @repo_options
-@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 4K:16K:64K).")
+@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 2K:8K:32K).")
 @click.option("--binary-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for binary content (default 256K:1M:4M).")
 @click.option("--compression-level", type=click.IntRange(0, 22), default=3, show_default=True,
               help="zstd level for blobs (0 stores them uncompressed).")
@@ -85,7 +85,7 @@ def _group_sizes(size: str | None, member_max: str | None) -> dict:
                    "chat lines), spec 7.4. Default: off (or as the --copy-chunker-params-from repository).")
 @click.option("--group-size", metavar="SIZE", help="Store new small text chunks in groups of about this many bytes, "
               "compressed and encrypted together (spec 24); 0 turns groups off. Default 64K.")
-@click.option("--group-member-max", metavar="SIZE", help="Largest chunk put in a group (default 16K).")
+@click.option("--group-member-max", metavar="SIZE", help="Largest chunk put in a group (default 32K).")
 @click.option("--copy-chunker-params-from", "chunker_source", metavar="URL",
               help="Chunk like this repository, so `copy` between the two deduplicates.")
 @from_password_options
@@ -94,7 +94,7 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
          kdf_memory: int, kdf_iterations: int | None, record_boundaries: bool | None, group_size: str | None,
          group_member_max: str | None, chunker_source: str | None, from_password_file: str | None, from_password_command: str | None, as_json: bool) -> None:
     """Create a new repository."""
-    defaults = ChunkingProfiles()
+    defaults = default_chunking()
     if chunker_source:
         if text_chunks or binary_chunks:
             raise UsageError("--copy-chunker-params-from cannot be combined with --text-chunks/--binary-chunks")
