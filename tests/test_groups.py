@@ -318,3 +318,28 @@ def test_repair_salvages_the_members_of_intact_groups(grouped):
     for e in entries:
         if e.id not in lost:
             assert repo.master.blob_id(repo.load_blob(e.id)) == e.id
+
+
+def test_a_repository_written_before_groups_reads_and_stays_version_1(tmp_path):
+    """tests/fixtures/v1-repository: written by the code before §24 (commit 1ade76d)."""
+    import hashlib
+    import json
+    import shutil
+    from pathlib import Path
+    fixture = Path(__file__).parent / "fixtures" / "v1-repository"
+    manifest = json.loads((fixture / "manifest.json").read_text())
+    shutil.copytree(fixture / "repo", tmp_path / "repo")
+    with Repository.open(LocalStorage(tmp_path / "repo"), manifest["password"].encode()) as repo:
+        assert repo.config.group_size == 0 and repo.config.chunking.text.avg_size == 16384
+        assert run_check(repo, read_data=True).errors == []
+        [snap] = repo.snapshots()
+        assert run_restore(repo, snap, str(tmp_path / "out")).errors == []
+        restored = read_tree(tmp_path / "out" / manifest["source"].lstrip("/"))
+        assert {k: hashlib.sha256(v).hexdigest() for k, v in restored.items()} == manifest["files"]
+        # Backing up more into it with this code keeps it readable by the old code: version 1 only.
+        write_tree(tmp_path / "src", seed=5, files=5)
+        backup(repo, tmp_path / "src")
+        assert all(e.group_length == 0 for e in all_entries(repo))
+        assert {repo.storage.load(p)[4] for p, _ in repo.storage.list("index")} == {1}
+        for path, size in repo.storage.list("data"):
+            assert TRAILER.unpack(repo.storage.load(path, size - TRAILER.size, TRAILER.size))[2] == PACK_VERSION
