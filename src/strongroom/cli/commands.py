@@ -72,7 +72,7 @@ def _group_sizes(size: str | None, member_max: str | None) -> dict:
 
 @cli.command()
 @repo_options
-@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 2K:8K:32K).")
+@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 1K:4K:16K).")
 @click.option("--binary-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for binary content (default 256K:1M:4M).")
 @click.option("--compression-level", type=click.IntRange(0, 22), default=3, show_default=True,
               help="zstd level for blobs (0 stores them uncompressed).")
@@ -85,7 +85,7 @@ def _group_sizes(size: str | None, member_max: str | None) -> dict:
                    "chat lines), spec 7.4. Default: off (or as the --copy-chunker-params-from repository).")
 @click.option("--group-size", metavar="SIZE", help="Store new small text chunks in groups of about this many bytes, "
               "compressed and encrypted together (spec 24); 0 turns groups off. Default 64K.")
-@click.option("--group-member-max", metavar="SIZE", help="Largest chunk put in a group (default 32K).")
+@click.option("--group-member-max", metavar="SIZE", help="Largest chunk put in a group (default 16K).")
 @click.option("--copy-chunker-params-from", "chunker_source", metavar="URL",
               help="Chunk like this repository, so `copy` between the two deduplicates.")
 @from_password_options
