@@ -343,3 +343,17 @@ def test_a_repository_written_before_groups_reads_and_stays_version_1(tmp_path):
         assert {repo.storage.load(p)[4] for p, _ in repo.storage.list("index")} == {1}
         for path, size in repo.storage.list("data"):
             assert TRAILER.unpack(repo.storage.load(path, size - TRAILER.size, TRAILER.size))[2] == PACK_VERSION
+
+
+def test_the_group_memo_is_bounded_and_keeps_the_latest():
+    from strongroom.pack import GroupMemo
+    memo = GroupMemo(max_bytes=300)
+    for i in range(5):
+        memo.put(("p", i), b"x" * 50, b"y" * 50)
+    assert [memo.get(("p", i)) is not None for i in range(5)] == [False, False, True, True, True]
+    memo.get(("p", 2))  # used: now the newest
+    memo.put(("p", 5), b"x" * 50, b"y" * 50)
+    assert memo.get(("p", 3)) is None and memo.get(("p", 2)) is not None
+    big = GroupMemo(max_bytes=10)
+    big.put(("p", 0), b"x" * 50, b"y" * 50)  # one group larger than the bound is still held alone
+    assert big.get(("p", 0)) is not None

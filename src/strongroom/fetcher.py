@@ -8,8 +8,9 @@ Between the two:
 - consecutive requests that lie close together in one pack (the usual case: a backup writes a
   file's new chunks, and the next file's, in order) are grouped into a *run*, read with one
   storage load, whatever file they belong to;
-- members of one group (spec "Grouped blobs") share a ciphertext; a run decrypts and
-  decompresses each group once, however many of its members were asked for;
+- members of one group (spec "Grouped blobs") share a ciphertext; each worker keeps the groups
+  it decoded last (about 1 MiB), so a group is decrypted and decompressed once however many of
+  its members are asked for, close together;
 - runs are grouped into *batches* of about ``BATCH_BYTES``; each batch is one task for a worker
   thread, which reads its runs and authenticates, decrypts, decompresses and re-hashes every
   blob (those steps release the GIL, so the workers and the consumer use all cores);
@@ -23,6 +24,7 @@ first failure.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Iterator
@@ -221,6 +223,7 @@ class BlobFetcher:
         self.repo = repo
         self.max_bytes = max_bytes
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fetch")
+        self._local = threading.local()  # per worker: the groups it decoded last (pack.GroupMemo)
 
     def stream(self) -> BlobStream:
         return BlobStream(self)
@@ -254,9 +257,12 @@ class BlobFetcher:
     def _decode_run(self, run: _Run, out: list[Item]) -> None:
         """Append each blob of the run, or the exception decoding it raised."""
         repo = self.repo
+        memo = getattr(self._local, "memo", None)
+        if memo is None:
+            memo = self._local.memo = GroupMemo()
         if len(run.locations) == 1:
             try:
-                out.append(repo.read_located(run.locations[0]))
+                out.append(repo.read_located(run.locations[0], memo))
             except Exception as e:  # noqa: BLE001 - handed to the consumer in order
                 out.append(e)
             return
@@ -267,7 +273,6 @@ class BlobFetcher:
         except Exception as e:  # noqa: BLE001
             out.extend([e] * len(run.locations))
             return
-        memo = GroupMemo()
         for location in run.locations:
             try:
                 if raw is None:

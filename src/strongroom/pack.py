@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import blake3
@@ -298,14 +299,29 @@ def open_blob(cipher: Cipher, entry: BlobEntry, sealed: bytes | memoryview, what
 
 
 class GroupMemo:
-    """The last group a reader decoded, so that reading its members one after another (a restore
-    run, a pack being verified) decrypts and decompresses it once. One per thread."""
+    """The groups a reader decoded last (at most ``max_bytes`` of their payloads and plaintexts),
+    so that reading their members (a restore, a pack being verified) decrypts and decompresses
+    each group once even when other blobs are read in between. Not thread-safe: one per thread."""
 
-    __slots__ = ("key", "payload", "plaintext")
+    __slots__ = ("_groups", "_bytes", "max_bytes")
 
-    def __init__(self) -> None:
-        self.key = None
-        self.payload = self.plaintext = b""
+    def __init__(self, max_bytes: int = 1024 * 1024) -> None:
+        self._groups: OrderedDict[tuple, tuple[bytes, bytes]] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = max_bytes
+
+    def get(self, key: tuple) -> tuple[bytes, bytes] | None:
+        held = self._groups.get(key)
+        if held is not None:
+            self._groups.move_to_end(key)
+        return held
+
+    def put(self, key: tuple, payload: bytes, plaintext: bytes) -> None:
+        self._groups[key] = (payload, plaintext)
+        self._bytes += len(payload) + len(plaintext)
+        while self._bytes > self.max_bytes and len(self._groups) > 1:
+            _, (p, t) = self._groups.popitem(last=False)
+            self._bytes -= len(p) + len(t)
 
 
 def decode_entry(cipher: Cipher, entry: BlobEntry, sealed: bytes | memoryview, what: str, dictionaries,
@@ -313,15 +329,16 @@ def decode_entry(cipher: Cipher, entry: BlobEntry, sealed: bytes | memoryview, w
     """(payload, plaintext) of one blob: authenticated, decrypted, decompressed (a member: its
     group, then its slice), and checked against its id with ``blob_id``; IntegrityError naming
     ``what`` otherwise. ``memo``/``memo_key`` (the pack, say) reuse a group decoded just before."""
-    key = (memo_key, entry.offset, entry.length)
-    if memo is not None and entry.group_length and memo.key == key:
-        payload, decoded = memo.payload, memo.plaintext
+    key = (memo_key, entry.offset, entry.length, entry.group_length)
+    held = memo.get(key) if memo is not None and entry.group_length else None
+    if held is not None:
+        payload, decoded = held
     else:
         payload = open_blob(cipher, entry, sealed, what)
         decoded = decompress_blob(entry.compression, payload, entry.decoded_length, what, entry.dictionary,
                                   dictionaries)
         if memo is not None and entry.group_length:
-            memo.key, memo.payload, memo.plaintext = key, payload, decoded
+            memo.put(key, bytes(payload), decoded)
     data = entry.member_of(decoded)
     if blob_id(data) != entry.id:
         raise IntegrityError(f"{what}: content does not match its id")

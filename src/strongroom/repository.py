@@ -261,7 +261,7 @@ class Repository:
     def load_blob(self, blob_id: bytes) -> bytes:
         return self.read_located(self.locate(blob_id))
 
-    def read_located(self, location: BlobLocation) -> bytes:
+    def read_located(self, location: BlobLocation, memo: GroupMemo | None = None) -> bytes:
         """Read, authenticate and decode a blob; if its pack has vanished, use another copy."""
         entry = location.entry
         try:
@@ -270,7 +270,7 @@ class Repository:
             self.forget_missing_packs({location.pack})
             location = self.locate(entry.id)  # another pack may hold it (e.g. a backup healed it)
             raw = self.storage.load(pack_path(location.pack), location.entry.offset, location.entry.length)
-        return self.decode_blob(location, raw)
+        return self.decode_blob(location, raw, memo)
 
     def forget_missing_packs(self, gone: set[str], *, replace: bool = False) -> bool:
         """Mark indexed packs that storage no longer has, and rebuild the cache without them, so
