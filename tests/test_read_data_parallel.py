@@ -190,10 +190,18 @@ def test_check_reports_a_damaged_blob_once_with_its_files(packed, sizes):
     victim = many_blob_pack(packed)
     start, end = pack_regions(pack_file(packed, victim))["blobs"]
     flip_byte(pack_file(packed, victim), start + 10)
+    hit = {e.id.hex() for e in packed.index.pack_entries(victim) if e.offset <= start + 10 < e.offset + e.length}
     result = run_check(packed, read_data=True)
     assert not result.ok
     assert result.packs_read == len(stored_packs(packed))
     assert result.blobs_read == sum(len(packed.index.pack_entries(p)) for p in stored_packs(packed))
     assert [d["pack"] for d in result.damaged_packs] == [victim]
-    assert len(result.damaged_packs[0]["bad_blobs"]) == 1
-    assert len(result.affected) == 1 and result.affected[0].reason.endswith("is damaged or its pack is missing")
+    # each blob of the damaged ciphertext (a group's members, spec §24) once, with every file using one
+    assert sorted(result.damaged_packs[0]["bad_blobs"]) == sorted(hit)
+    from strongroom.commands.ls import walk
+    from strongroom.tree import FILE
+    [snap] = packed.snapshots()
+    files = sorted(os.fsdecode(e.path) for e in walk(packed, bytes.fromhex(snap.tree))
+                   if e.node.type == FILE and any(c.hex() in hit for c in packed.file_chunks(e.node)))
+    assert sorted(a.path for a in result.affected) == files and files
+    assert all(a.reason.endswith("is damaged or its pack is missing") for a in result.affected)
