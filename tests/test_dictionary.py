@@ -92,7 +92,8 @@ def test_dictionary_makes_the_second_night_smaller(tmp_path):
     sizes = {}
     for size in (0, dictionary.DEFAULT_SIZE):
         path = tmp_path / f"repo{size}"
-        with Repository.init(LocalStorage(str(path)), PASSWORD, kdf=WEAK_KDF, config=Config(dictionary_size=size, chunking=SMALL_TEXT),
+        config = Config(dictionary_size=size, chunking=SMALL_TEXT, group_size=0)  # dictionaries alone
+        with Repository.init(LocalStorage(str(path)), PASSWORD, kdf=WEAK_KDF, config=config,
                              cache_root=str(tmp_path / f"cache{size}")) as repo:
             write_tree(tmp_path / "src", 1, 2500)
             backup(repo, tmp_path / "src")
@@ -191,7 +192,8 @@ def test_config_key_is_optional_and_additive():
     assert Config.decode(off.encode()).dictionary_size == 0
     on = Config(id="ab" * 32, created="x")
     assert json.loads(on.encode())["compression"] == {"algorithm": "zstd", "level": 3,
-                                                      "dictionary_size": dictionary.DEFAULT_SIZE}
+                                                      "dictionary_size": dictionary.DEFAULT_SIZE,
+                                                      "group_size": 65536, "group_member_max": 16384}
     assert Config.decode(on.encode()).dictionary_size == dictionary.DEFAULT_SIZE
     bad = json.loads(on.encode())
     bad["compression"]["dictionary_size"] = 10

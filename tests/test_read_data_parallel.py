@@ -92,10 +92,14 @@ def test_every_damage_is_found_the_same_way(packed, sizes, region, where):
     damaged = [s for s in parallel if s[4] or s[5]]
     assert [s[0] for s in damaged] == [victim]
     assert "content does not match its name" in damaged[0][4]
-    if region == "blobs":  # exactly one blob fails to authenticate; the others verify
+    if region == "blobs":  # exactly one ciphertext fails to authenticate (a group: each of its
+        # members, spec §24); the others verify
+        entries = packed.index.pack_entries(victim)
+        hit = {e.id for e in entries if e.offset <= offset < e.offset + e.length}
         assert damaged[0][4] == ["content does not match its name"]
-        assert len(damaged[0][5]) == 1 and "authentication failed" in damaged[0][5][0][1]
-        assert damaged[0][3] == len(packed.index.pack_entries(victim)) - 1
+        assert {b for b, _ in damaged[0][5]} == hit
+        assert all("authentication failed" in why for _, why in damaged[0][5])
+        assert damaged[0][3] == len(entries) - len(hit)
     else:  # the header is unreadable: the index's record stands in, and every blob still verifies
         assert damaged[0][4][0].startswith("header unreadable") and damaged[0][5] == []
         assert damaged[0][3] == len(packed.index.pack_entries(victim))
@@ -186,10 +190,18 @@ def test_check_reports_a_damaged_blob_once_with_its_files(packed, sizes):
     victim = many_blob_pack(packed)
     start, end = pack_regions(pack_file(packed, victim))["blobs"]
     flip_byte(pack_file(packed, victim), start + 10)
+    hit = {e.id.hex() for e in packed.index.pack_entries(victim) if e.offset <= start + 10 < e.offset + e.length}
     result = run_check(packed, read_data=True)
     assert not result.ok
     assert result.packs_read == len(stored_packs(packed))
     assert result.blobs_read == sum(len(packed.index.pack_entries(p)) for p in stored_packs(packed))
     assert [d["pack"] for d in result.damaged_packs] == [victim]
-    assert len(result.damaged_packs[0]["bad_blobs"]) == 1
-    assert len(result.affected) == 1 and result.affected[0].reason.endswith("is damaged or its pack is missing")
+    # each blob of the damaged ciphertext (a group's members, spec §24) once, with every file using one
+    assert sorted(result.damaged_packs[0]["bad_blobs"]) == sorted(hit)
+    from strongroom.commands.ls import walk
+    from strongroom.tree import FILE
+    [snap] = packed.snapshots()
+    files = sorted(os.fsdecode(e.path) for e in walk(packed, bytes.fromhex(snap.tree))
+                   if e.node.type == FILE and any(c.hex() in hit for c in packed.file_chunks(e.node)))
+    assert sorted(a.path for a in result.affected) == files and files
+    assert all(a.reason.endswith("is damaged or its pack is missing") for a in result.affected)

@@ -840,3 +840,79 @@ def test_archive_node_decodes_with_the_code():
     del doc["nodes"][0]["subtree"]
     with pytest.raises(IntegrityError):
         decode_tree(json.dumps(doc).encode(), "vector")
+
+
+# -- §24 grouped blobs: the code, and an independent reader written from the spec ---------------------
+
+def spec_read_group_pack(data: bytes) -> list[tuple]:
+    """(id, plaintext) of every blob of a version 2 pack, read as §24 describes."""
+    env_len, header_len, version, magic = struct.unpack("<IIB4s", data[-13:])
+    assert (magic, version) == (b"SRPK", 2)
+    envelope = data[len(data) - 13 - env_len:len(data) - 13]
+    key = spec_subkey(CONTEXT_PACK, envelope[1:])
+    header_start = len(data) - 13 - env_len - header_len
+    header = AESGCM(key).decrypt(b"\xff" * 12, data[header_start:header_start + header_len], b"SRPH")
+    (ranges,) = struct.unpack_from("<I", header)
+    pos, expected, out = 4, 0, []
+    for _ in range(ranges):
+        btype, comp, dictionary, offset, length, count = struct.unpack_from("<BBIQII", header, pos)
+        pos += 22
+        members = [struct.unpack_from("<32sI", header, pos + 36 * i) for i in range(count)]
+        pos += 36 * count
+        assert offset == expected and dictionary == 0 and count >= 1
+        expected = offset + length
+        total = sum(n for _, n in members)
+        if count == 1:
+            aad = b"SRBL" + bytes([btype, comp]) + dictionary.to_bytes(4, "little") + members[0][0]
+        else:
+            aad = b"SRGR" + bytes([btype, comp]) + dictionary.to_bytes(4, "little") + total.to_bytes(4, "little")
+        plain = AESGCM(key).decrypt(offset.to_bytes(12, "big"), data[offset:offset + length], aad)
+        if comp == 1:
+            plain = zstandard.ZstdDecompressor().decompress(plain, max_output_size=total)
+        assert len(plain) == total
+        at = 0
+        for blob_id, n in members:
+            member = plain[at:at + n]
+            at += n
+            assert blake3.blake3(member, key=spec_subkey(CONTEXT_CHUNK_ID)).digest() == blob_id
+            out.append((blob_id.hex(), member.hex()))
+    assert pos == len(header) and expected == header_start
+    return out
+
+
+def test_groups_vector_read_by_the_code():
+    v = STORED["groups.json"]
+    data = X(v["pack"]["bytes"])
+    envelope, entries = parse_header(MASTER, data, len(data), "vector")
+    described = [m for r in v["pack"]["ranges"] for m in r["members"]]
+    assert [(e.id.hex(), e.raw_length, e.member_offset, e.group_length) for e in entries] == [
+        (m["id"], m["raw_length"], m["member_offset"], m["group_length"]) for m in described]
+    from strongroom.pack import decode_entry
+    for e, m in zip(entries, described):
+        sealed_bytes = data[e.offset:e.offset + e.length]
+        assert decode_entry(pack_cipher(MASTER, envelope, "v"), e, sealed_bytes, "v", None, MASTER.blob_id)[1] == X(
+            m["plaintext"])
+    packs, supersedes = open_index(MASTER, X(v["index"]["bytes"]), "vector")
+    assert supersedes == [] and packs[0].name == v["pack"]["name"] and packs[0].entries == entries
+    assert X(v["index"]["bytes"])[4] == 2
+
+
+def test_groups_vector_read_from_the_spec():
+    v = STORED["groups.json"]
+    assert spec_read_group_pack(X(v["pack"]["bytes"])) == [
+        (m["id"], m["plaintext"]) for r in v["pack"]["ranges"] for m in r["members"]]
+    data = X(v["index"]["bytes"])
+    assert data[:5] == b"SRIW\x02"
+    key = blake3.blake3(data[5:37], key=MASTER.shared_root).digest()
+    payload = zstandard.ZstdDecompressor().decompress(AESGCM(key).decrypt(bytes(12), data[37:], data[:5]),
+                                                      max_output_size=1 << 20)
+    assert payload.hex() == v["index"]["payload"]
+    # §24 index payload: §10 with the pack header's range list in place of the entries
+    n_super, n_packs = struct.unpack_from("<II", payload)
+    assert (n_super, n_packs) == (0, 1)
+    name, size, env_len = struct.unpack_from("<32sQH", payload, 8)
+    assert name.hex() == v["pack"]["name"] and size == v["pack"]["size"]
+    listed = payload[8 + 42 + env_len:]
+    header = AESGCM(spec_subkey(CONTEXT_PACK, X(v["pack"]["envelope"])[1:])).decrypt(
+        b"\xff" * 12, X(v["pack"]["header_ciphertext"]), b"SRPH")
+    assert listed == header == X(v["pack"]["header_plaintext"])

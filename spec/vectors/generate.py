@@ -51,7 +51,8 @@ from strongroom.crypto.master import MasterKey
 from strongroom.indexfile import PackRecord, encode_index, seal_index
 from strongroom.locking import LockInfo
 from strongroom.messages.model import Message
-from strongroom.pack import (DATA, ENTRY, HEADER_NONCE, TRAILER, TREE, PackWriter, blob_aad, pack_path)
+from strongroom.pack import (DATA, ENTRY, HEADER_NONCE, PACK_VERSION_GROUPS, TRAILER, TREE, PackWriter, blob_aad,
+                             encode_entries, entry_aad, pack_path)
 from strongroom.snapshot import Snapshot, Summary
 from strongroom.tree import DIR, FILE, SYMLINK, Node, encode_chunk_list, encode_tree
 
@@ -71,6 +72,8 @@ SALT_HOLD = b"\x2a" * 32  # §17.1
 SALT_DICTIONARY = b"\x2b" * 32  # compression dictionaries
 SALT_DICTIONARY_PACK = b"\x13" * 32
 SALT_KEY_FILE = b"\x31" * 16
+SALT_GROUP_PACK = b"\x14" * 32  # grouped blobs (§24)
+SALT_GROUP_INDEX = b"\x26" * 32
 
 ZSTD_VERSIONS = {"zstandard": zstandard.__version__, "libzstd": ".".join(map(str, zstandard.ZSTD_VERSION))}
 
@@ -150,6 +153,12 @@ def replay_tables(vectors: dict[str, dict]) -> dict:
         access = vectors["access.json"]
         for obj in [access["shared_index"]] + [access[k] for k in ("boxed_snapshot", "log_entry")]:
             frames[bytes.fromhex(obj["zstd_input"])] = bytes.fromhex(obj["zstd_frame"])
+    if "groups.json" in vectors:
+        doc = vectors["groups.json"]
+        for r in doc["pack"]["ranges"]:
+            blobs[(bytes.fromhex(r["plaintext"]), compression.DEFAULT_LEVEL)] = (r["compression"],
+                                                                                 bytes.fromhex(r["payload"]))
+        frames[bytes.fromhex(doc["index"]["payload"])] = bytes.fromhex(doc["index"]["zstd_frame"])
     dict_blobs: dict = {}
     if "dictionary.json" in vectors:
         doc = vectors["dictionary.json"]
@@ -412,6 +421,53 @@ def index_vector(master: MasterKey, zstd: _Zstd, pack: dict, tree: dict) -> dict
             "sealed": _sealed_vector(master, sealed.MAGIC_INDEX, SALT_INDEX, payload, data)}
 
 
+def groups_vector(master: MasterKey, zstd: _Zstd) -> dict:
+    """§24: a version 2 pack with a plain blob and a group of three, and a version 2 index file."""
+    common = letters("strongroom vector group common", 700)
+    single = letters("strongroom vector group single", 900)
+    members = [common + letters(f"strongroom vector group member {i}", 150 + 100 * i) for i in range(3)]
+    writer = PackWriter(master, salt=SALT_GROUP_PACK)
+    ranges = []
+    for plaintexts in ([single], members):
+        joined = b"".join(plaintexts)
+        code, payload = zstd.blob(joined)
+        ids = [master.blob_id(p) for p in plaintexts]
+        entries = writer.add_group([(i, len(p)) for i, p in zip(ids, plaintexts)], DATA, code, payload)
+        e = entries[0]
+        aad = entry_aad(e)
+        ranges.append({"plaintext": H(joined), "compression": code, "payload": H(payload), "aad": H(aad),
+                       "offset": e.offset, "length": e.length, "nonce": H(counter_nonce(e.offset)),
+                       "members": [{"id": H(m.id), "plaintext": H(p), "raw_length": m.raw_length,
+                                    "member_offset": m.member_offset, "group_length": m.group_length}
+                                   for m, p in zip(entries, plaintexts)]})
+    entries = list(writer.entries)
+    name, data = writer.finish()
+    header_plain = encode_entries(entries, PACK_VERSION_GROUPS)
+    data_end = entries[-1].offset + entries[-1].length
+    for r in ranges:
+        r["ciphertext"] = H(data[r["offset"]:r["offset"] + r["length"]])
+    record = PackRecord(name, len(data), writer.envelope, entries)
+    payload = encode_index([record])
+    with zstd.sealing():
+        index = seal_index(master, [record], salt=SALT_GROUP_INDEX)
+    frame = master.shared_cipher(SALT_GROUP_INDEX).open(ZERO_NONCE, index[sealed.HEADER_SIZE:], index[:5], "vector")
+    return {
+        "about": ("Grouped blobs (§24): a version 2 pack holding a plain blob (a range of one member, blob "
+                  "AAD) and a group of three members (one zstd frame of their concatenation, group AAD), "
+                  "and the version 2 index file (shared magic SRIW, sealed version 2) listing it. 'plaintext' "
+                  "of a range is what its payload decodes to. Fields derived from zstd output: payload, "
+                  "ciphertext, header_ciphertext, bytes, name, the index's zstd_frame and bytes."),
+        "zstd": ZSTD_VERSIONS, "master_secret": H(MASTER_SECRET),
+        "pack": {"salt": H(SALT_GROUP_PACK), "envelope": H(writer.envelope), "ranges": ranges,
+                 "header_plaintext": H(header_plain),
+                 "header_ciphertext": H(data[data_end:data_end + len(header_plain) + 16]),
+                 "trailer": H(data[-TRAILER.size:]), "bytes": H(data), "size": len(data), "name": name},
+        "index": {"magic": sealed.MAGIC_INDEX_SHARED.decode(), "version": sealed.VERSION_GROUPS,
+                  "salt": H(SALT_GROUP_INDEX), "aad": H(index[:5]), "payload": H(payload), "zstd_frame": H(frame),
+                  "bytes": H(index), "name": blake3.blake3(index).hexdigest()},
+    }
+
+
 def make_snapshot(tree_id: str) -> Snapshot:
     return Snapshot(time="2026-11-22T10:00:00.123456+01:00", hostname="h\u00f6st", username="alice",
                     paths=["/home/alice/docs", "/srv/chat"], tree=tree_id, tags=["daily", "vectors"], parent=None,
@@ -437,7 +493,7 @@ def make_config() -> Config:
     return Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00",
                   chunking=ChunkingProfiles(ChunkerParams(4 * 1024, 16 * 1024, 64 * 1024),
                                             ChunkerParams(256 * 1024, 1024 * 1024, 4 * 1024 * 1024)),
-                  dictionary_size=0)
+                  dictionary_size=0, group_size=0)
 
 
 def dictionary_vector(master: MasterKey, zstd: _Zstd) -> dict:
@@ -455,7 +511,7 @@ def dictionary_vector(master: MasterKey, zstd: _Zstd) -> dict:
     entry = packer.add(blob_id, DATA, code, payload, len(plaintext), used)
     name, pack = packer.finish()
     config = Config(id="0123456789abcdef" * 4, created="2026-11-22T09:00:00+00:00", dictionary_size=2048,
-                    chunking=make_config().chunking)
+                    chunking=make_config().chunking, group_size=0)
     return {
         "about": ("A compression dictionary (sealed object, magic SRDW, shared-object key, stored at 'path') "
                   "and a data pack holding one blob compressed with it (entry.dictionary = its id). "
@@ -852,6 +908,7 @@ def generate(replay: dict | None = None) -> dict[str, dict]:
     out["keyfile.json"] = keyfile_vector(master)
     out["access.json"] = access_vector(master, zstd)
     out["dictionary.json"] = dictionary_vector(master, zstd)
+    out["groups.json"] = groups_vector(master, zstd)
     out["catalog.json"] = catalog_vector(master, zstd)
     out["archive.json"] = archive_vector(master)
     out["content_hash.json"] = content_hash_vector(master)

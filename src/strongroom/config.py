@@ -11,7 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from strongroom.chunker import ChunkingProfiles
+from strongroom.chunker import ChunkerParams, ChunkingProfiles
 from strongroom.compression import DEFAULT_LEVEL
 from strongroom.crypto import sealed
 from strongroom.crypto.master import MasterKey
@@ -21,19 +21,34 @@ from strongroom.errors import IntegrityError
 from strongroom.pack import TARGET_PACK_SIZE
 
 CONFIG_NAME = "config"
+DEFAULT_GROUP_SIZE = 64 * 1024
+DEFAULT_GROUP_MEMBER_MAX = 16 * 1024
+
+
+def default_chunking() -> ChunkingProfiles:
+    """Chunk sizes of new repositories: text chunks of 1K:4K:16K, which groups (spec §24) make
+    cheaper to store than 4K:16K:64K ones (bench/RESULTS.md §12.5); binary as before. Configs
+    record their sizes, so older repositories keep theirs."""
+    return ChunkingProfiles(text=ChunkerParams(1024, 4 * 1024, 16 * 1024))
+MAX_GROUP_SIZE = 1024 * 1024  # with one member of up to this size on top: far below the readers' cap
 
 
 @dataclass
 class Config:
     id: str = field(default_factory=lambda: secrets.token_hex(32))
     created: str = ""
-    chunking: ChunkingProfiles = field(default_factory=ChunkingProfiles)
+    chunking: ChunkingProfiles = field(default_factory=default_chunking)
     compression_level: int = DEFAULT_LEVEL
     pack_size: int = TARGET_PACK_SIZE
     # zstd dictionaries for text blobs (spec "Compression dictionaries"): their size in bytes, 0 = off.
     # On for new repositories; a config without the key (older repositories) means off, so
     # older strongroom versions keep reading those repositories.
     dictionary_size: int = DEFAULT_DICTIONARY_SIZE
+    # Grouped blobs (spec "Grouped blobs"): small text blobs compressed and sealed together, in
+    # groups of about group_size plaintext bytes, members of at most group_member_max bytes;
+    # 0 = off. Absent from older configs (off); on for new repositories.
+    group_size: int = DEFAULT_GROUP_SIZE
+    group_member_max: int = DEFAULT_GROUP_MEMBER_MAX
 
     def encode(self) -> bytes:
         return json.dumps({
@@ -49,6 +64,9 @@ class Config:
         doc = {"algorithm": "zstd", "level": self.compression_level}
         if self.dictionary_size:  # absent when off: configs without dictionaries stay as they were
             doc["dictionary_size"] = self.dictionary_size
+        if self.group_size:  # absent when off, likewise
+            doc["group_size"] = self.group_size
+            doc["group_member_max"] = self.group_member_max
         return doc
 
     @classmethod
@@ -62,9 +80,14 @@ class Config:
             dictionary_size = int(doc["compression"].get("dictionary_size", 0))
             if not (dictionary_size == 0 or 1024 <= dictionary_size <= MAX_DICTIONARY_SIZE):
                 raise ValueError(f"dictionary size {dictionary_size} is out of range")
+            group_size = int(doc["compression"].get("group_size", 0))
+            member_max = int(doc["compression"].get("group_member_max", 0))
+            if group_size and not (1024 <= group_size <= MAX_GROUP_SIZE and 64 <= member_max <= group_size):
+                raise ValueError(f"group size {group_size} or member size {member_max} is out of range")
             return cls(id=doc["id"], created=doc["created"], chunking=ChunkingProfiles.from_json(doc["chunking"]),
                        compression_level=int(doc["compression"]["level"]), pack_size=int(doc["pack_size"]),
-                       dictionary_size=dictionary_size)
+                       dictionary_size=dictionary_size, group_size=group_size,
+                       group_member_max=member_max if group_size else 0)
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(f"config: malformed ({e})") from None
 

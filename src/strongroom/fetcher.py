@@ -8,6 +8,9 @@ Between the two:
 - consecutive requests that lie close together in one pack (the usual case: a backup writes a
   file's new chunks, and the next file's, in order) are grouped into a *run*, read with one
   storage load, whatever file they belong to;
+- members of one group (spec "Grouped blobs") share a ciphertext; each worker keeps the groups
+  it decoded last (about 1 MiB), so a group is decrypted and decompressed once however many of
+  its members are asked for, close together;
 - runs are grouped into *batches* of about ``BATCH_BYTES``; each batch is one task for a worker
   thread, which reads its runs and authenticates, decrypts, decompresses and re-hashes every
   blob (those steps release the GIL, so the workers and the consumer use all cores);
@@ -21,13 +24,14 @@ first failure.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Iterator
 
 from strongroom.errors import ObjectNotFound, StrongroomError
 from strongroom.index import BlobLocation
-from strongroom.pack import pack_path
+from strongroom.pack import GroupMemo, pack_path
 from strongroom.repository import Repository
 
 LOOKUP_BATCH = 256
@@ -219,6 +223,7 @@ class BlobFetcher:
         self.repo = repo
         self.max_bytes = max_bytes
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fetch")
+        self._local = threading.local()  # per worker: the groups it decoded last (pack.GroupMemo)
 
     def stream(self) -> BlobStream:
         return BlobStream(self)
@@ -252,9 +257,12 @@ class BlobFetcher:
     def _decode_run(self, run: _Run, out: list[Item]) -> None:
         """Append each blob of the run, or the exception decoding it raised."""
         repo = self.repo
+        memo = getattr(self._local, "memo", None)
+        if memo is None:
+            memo = self._local.memo = GroupMemo()
         if len(run.locations) == 1:
             try:
-                out.append(repo.read_located(run.locations[0]))
+                out.append(repo.read_located(run.locations[0], memo))
             except Exception as e:  # noqa: BLE001 - handed to the consumer in order
                 out.append(e)
             return
@@ -273,7 +281,7 @@ class BlobFetcher:
                 else:
                     offset = location.entry.offset - run.start
                     # A truncated pack gives a short slice, which decode_blob rejects.
-                    out.append(repo.decode_blob(location, raw[offset:offset + location.entry.length]))
+                    out.append(repo.decode_blob(location, raw[offset:offset + location.entry.length], memo))
             except Exception as e:  # noqa: BLE001
                 out.append(e)
 

@@ -16,14 +16,17 @@ from typing import Iterable, Iterator
 import lmdb
 
 from strongroom.errors import StrongroomError
-from strongroom.indexfile import PackRecord
+from strongroom.indexfile import WIDE_ENTRY, PackRecord
 from strongroom.pack import BlobEntry
 
-_LOCATION = struct.Struct("<32s B B I Q I I")  # pack, type, compression, dictionary, offset, length, raw length
+# pack, type, compression, dictionary, offset, length, raw length, member offset, group length
+_LOCATION = struct.Struct("<32s B B I Q I I I I")
 _PACKINFO = struct.Struct("<Q")
-_ENTRY = struct.Struct("<32s B B I Q I I")  # a pack header entry, as in the index file
+_ENTRY = WIDE_ENTRY  # a blob entry with its group fields (indexfile.decode_index_raw's records)
 TXN_ENTRIES = 4096  # blob entries per cache write transaction (bounds its dirty pages)
-SCHEMA = b"strongroom index cache 3"  # 2: adds the per-pack entry table; 3: one record per pack in it
+# 2: adds the per-pack entry table; 3: one record per pack in it; 4: entries carry the group fields
+# (spec "Grouped blobs"): a cache of an older schema is dropped and rebuilt, never misread.
+SCHEMA = b"strongroom index cache 4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,8 @@ class IndexCache:
     def add_index_file(self, name: str, packs: Iterable[PackRecord]) -> None:
         """Record one index file's packs and blobs, then the file's name."""
         self.add_index_file_raw(name, ((bytes.fromhex(p.name), p.size, p.envelope, b"".join(
-            _ENTRY.pack(e.id, e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length)
+            _ENTRY.pack(e.id, e.type, e.compression, e.dictionary, e.offset, e.length, e.raw_length,
+                        e.member_offset, e.group_length)
             for e in p.entries)) for p in packs))
 
     def add_index_file_raw(self, name: str, packs: Iterable[tuple[bytes, int, bytes, bytes]]) -> None:
@@ -175,9 +179,8 @@ class IndexCache:
                 if raw is None:
                     out.append(None)
                     continue
-                pack, btype, comp, dictionary, offset, length, raw_len = _LOCATION.unpack(raw)
-                out.append(BlobLocation(pack.hex(), BlobEntry(blob_id, btype, comp, dictionary, offset, length,
-                                                              raw_len)))
+                pack, *fields = _LOCATION.unpack(raw)
+                out.append(BlobLocation(pack.hex(), BlobEntry(blob_id, *fields)))
         return out
 
     def pack_info(self, name: str) -> tuple[int, bytes] | None:
@@ -208,7 +211,7 @@ class IndexCache:
             block = txn.get(bytes.fromhex(name), db=self._pack_entries)
         if block is None:
             return []
-        return sorted((BlobEntry(*e) for e in _ENTRY.iter_unpack(block)), key=lambda e: e.offset)
+        return sorted((BlobEntry(*e) for e in _ENTRY.iter_unpack(block)), key=lambda e: (e.offset, e.member_offset))
 
 
 class BulkLoader:
@@ -295,13 +298,14 @@ class BulkLoader:
 
 
 def _merge_entries(a: bytes, b: bytes) -> bytes:
-    """Two packed entry blocks of one pack (listed by two index files) as one, by offset; the
-    first listing of an offset wins."""
-    by_offset: dict[int, bytes] = {}
+    """Two packed entry blocks of one pack (listed by two index files) as one, by offset (and
+    place in a group); the first listing of a place wins."""
+    by_offset: dict[tuple[int, int], bytes] = {}
     for block in (a, b):
         for i in range(0, len(block), _ENTRY.size):
             record = block[i:i + _ENTRY.size]
-            by_offset.setdefault(_ENTRY.unpack(record)[4], record)
+            fields = _ENTRY.unpack(record)
+            by_offset.setdefault((fields[4], fields[7]), record)
     return b"".join(by_offset[k] for k in sorted(by_offset))
 
 

@@ -17,7 +17,6 @@ from typing import Iterator
 import blake3
 
 from strongroom import __version__
-from strongroom.compression import decompress_blob
 from strongroom.config import CONFIG_NAME, Config, open_config, seal_config
 from strongroom.crypto import sealed
 from strongroom.crypto.aead import Cipher
@@ -33,7 +32,7 @@ from strongroom.index import BlobLocation, BulkLoader, IndexCache
 from strongroom.indexfile import PackRecord, open_index_raw, seal_index
 from strongroom.locking import Lock
 from strongroom.opening import KeyOpening, default_cache_root  # noqa: F401 (default_cache_root: re-exported)
-from strongroom.pack import TREE, open_blob, pack_cipher, pack_path
+from strongroom.pack import TREE, GroupMemo, decode_entry, pack_cipher, pack_path
 from strongroom.snapshot import Snapshot
 from strongroom.storage import Storage
 from strongroom.archives.format import MemberData, decode_layout
@@ -243,21 +242,19 @@ class Repository:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index (missing data)")
         return location
 
-    def decode_blob(self, location: BlobLocation, sealed_bytes: bytes | memoryview) -> bytes:
-        """Authenticate, decrypt, decompress and re-hash one blob read from its pack."""
+    def decode_blob(self, location: BlobLocation, sealed_bytes: bytes | memoryview,
+                    memo: GroupMemo | None = None) -> bytes:
+        """Authenticate, decrypt, decompress and re-hash one blob read from its pack (a group
+        member: its group's ciphertext, decoded once for consecutive members with ``memo``)."""
         entry = location.entry
         what = f"blob {entry.id.hex()[:16]} in pack {location.pack[:16]}"
-        payload = open_blob(self._pack_cipher(location.pack), entry, sealed_bytes, what)
-        data = decompress_blob(entry.compression, payload, entry.raw_length, what, entry.dictionary,
-                               self.dictionaries.get)
-        if self.master.blob_id(data) != entry.id:
-            raise IntegrityError(f"{what}: content does not match its id")
-        return data
+        return decode_entry(self._pack_cipher(location.pack), entry, sealed_bytes, what, self.dictionaries.get,
+                            self.master.blob_id, memo, location.pack)[1]
 
     def load_blob(self, blob_id: bytes) -> bytes:
         return self.read_located(self.locate(blob_id))
 
-    def read_located(self, location: BlobLocation) -> bytes:
+    def read_located(self, location: BlobLocation, memo: GroupMemo | None = None) -> bytes:
         """Read, authenticate and decode a blob; if its pack has vanished, use another copy."""
         entry = location.entry
         try:
@@ -266,7 +263,7 @@ class Repository:
             self.forget_missing_packs({location.pack})
             location = self.locate(entry.id)  # another pack may hold it (e.g. a backup healed it)
             raw = self.storage.load(pack_path(location.pack), location.entry.offset, location.entry.length)
-        return self.decode_blob(location, raw)
+        return self.decode_blob(location, raw, memo)
 
     def forget_missing_packs(self, gone: set[str], *, replace: bool = False) -> bool:
         """Mark indexed packs that storage no longer has, and rebuild the cache without them, so

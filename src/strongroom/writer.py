@@ -17,6 +17,11 @@ compressed with the repository's dictionary (the lowest id in ``dicts/``). A rep
 trains it from the first text chunks (at most ``dictionary.MAX_SAMPLE_BYTES``): as soon as the sample
 is full, or at ``flush()`` if it is large enough. The dictionary is stored before any pack that
 uses it is sealed, so every indexed blob's dictionary exists.
+
+Groups (spec "Grouped blobs"): when the config sets ``group_size``, consecutive new text DATA
+blobs of at most ``group_member_max`` bytes are collected (across files) into a group of about
+``group_size`` bytes, compressed as one frame and sealed as one ciphertext: small chunks then
+deduplicate as finely as their size allows without paying a tag and a frame of their own.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ BATCH_BLOBS = 128
 MAX_UPLOADS = 2
 INDEX_FLUSH_BLOBS = 100_000
 DRY_RUN_MAX_PENDING = 1_000_000
+MAX_GROUP_MEMBERS = 256  # members per group (far below the format's limit)
 
 
 class BlobWriter:
@@ -59,11 +65,12 @@ class BlobWriter:
         self._pool = ThreadPoolExecutor(threads or max(2, os.cpu_count() or 2), thread_name_prefix="compress")
         self._max_uploads = max(1, int(getattr(repo.storage, "parallel_uploads", MAX_UPLOADS)))
         self._upload_pool = ThreadPoolExecutor(self._max_uploads, thread_name_prefix="upload")
-        # batches in flight, in order: ([(id, type, raw length)], future of [(code, dict id, payload)])
-        self._queue: deque[tuple[list[tuple[bytes, int, int]], Future]] = deque()
+        # batches in flight, in order: ([(members, type, raw length)], future of [(code, dict id, payload)]),
+        # members being [(id, raw length)]: one for a plain blob, several for a group
+        self._queue: deque[tuple[list[tuple[list[tuple[bytes, int]], int, int]], Future]] = deque()
         self._queued_blobs = 0
         self._queued_bytes = 0
-        self._batch: list[tuple[bytes, int, int]] = []
+        self._batch: list[tuple[list[tuple[bytes, int]], int, int]] = []
         self._batch_work: list[tuple[bytes, int, int, object]] = []
         self._batch_bytes = 0
         self._pending: set[bytes] = set()
@@ -78,6 +85,10 @@ class BlobWriter:
         self.index_files_written: list[str] = []
         self.dictionary_trained = 0  # id of the dictionary this writer trained and stored, if any
         self._dict_id, self._zdict, self._sampler = 0, None, None
+        self._group_size = repo.config.group_size
+        self._group_member_max = repo.config.group_member_max
+        self._group: list[tuple[bytes, bytes]] = []  # the open group: (id, plaintext)
+        self._group_bytes = 0
         if repo.config.dictionary_size and not dry_run:
             ids = repo.dictionaries.ids()
             if not ids:
@@ -119,8 +130,28 @@ class BlobWriter:
         use_dict = text and blob_type == DATA
         if use_dict and self._sampler is not None and self._sampler.offer(data):
             self._train()
-        dict_id, zdict = (self._dict_id, self._zdict) if use_dict else (0, None)
-        self._batch.append((blob_id, blob_type, len(data)))
+        if use_dict and self._group_size and len(data) <= self._group_member_max:
+            self._group.append((blob_id, bytes(data)))
+            self._group_bytes += len(data)
+            if self._group_bytes >= self._group_size or len(self._group) >= MAX_GROUP_MEMBERS:
+                self._close_group()
+        else:
+            dict_id, zdict = (self._dict_id, self._zdict) if use_dict else (0, None)
+            self._queue_work([(blob_id, len(data))], blob_type, data, dict_id, zdict)
+        return blob_id, True
+
+    def _close_group(self) -> None:
+        """Queue the open group as one work item (one frame, one ciphertext)."""
+        if not self._group:
+            return
+        members = [(blob_id, len(data)) for blob_id, data in self._group]
+        data = b"".join(data for _, data in self._group)
+        self._group, self._group_bytes = [], 0
+        self._queue_work(members, DATA, data, self._dict_id, self._zdict)
+
+    def _queue_work(self, members: list[tuple[bytes, int]], blob_type: int, data: bytes | memoryview,
+                    dict_id: int, zdict: object) -> None:
+        self._batch.append((members, blob_type, len(data)))
         self._batch_work.append((data, self._level, dict_id, zdict))
         self._batch_bytes += len(data)
         self._queued_bytes += len(data)
@@ -130,7 +161,6 @@ class BlobWriter:
             self._drain(block_until=MAX_QUEUED_BYTES // 2)
         else:
             self._drain(block_until=None)
-        return blob_id, True
 
     def _submit_batch(self) -> None:
         if self._batch:
@@ -148,14 +178,14 @@ class BlobWriter:
             results = future.result()
             self._queue.popleft()
             self._queued_blobs -= len(batch)
-            for (blob_id, blob_type, raw_length), (compression, dict_id, payload) in zip(batch, results):
+            for (members, blob_type, raw_length), (compression, dict_id, payload) in zip(batch, results):
                 self._queued_bytes -= raw_length
                 packer = self._packers.get(blob_type)
                 if packer is None:
                     packer = self._packers[blob_type] = PackWriter(self._repo.master)
-                entry = packer.add(blob_id, blob_type, compression, payload, raw_length, dict_id)
-                self.blobs_added += 1
-                self.bytes_added += entry.length
+                entries = packer.add_group(members, blob_type, compression, payload, dict_id)
+                self.blobs_added += len(members)
+                self.bytes_added += entries[0].length
                 self.raw_bytes_added += raw_length
                 if packer.size >= self._pack_size:
                     self._seal_pack(blob_type)
@@ -205,6 +235,7 @@ class BlobWriter:
         """Store every queued blob and write the index file(s) that list them."""
         if self._sampler is not None and self._sampler.size >= dictionary.MIN_SAMPLE_BYTES:
             self._train()  # a small first backup: the next ones use the dictionary
+        self._close_group()
         self._submit_batch()
         self._drain(block_until=0)
         for blob_type in (DATA, TREE):

@@ -61,9 +61,25 @@ def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
         raise UsageError(str(e)) from None
 
 
+def _group_sizes(size: str | None, member_max: str | None) -> dict:
+    """Config fields for --group-size/--group-member-max, checked as the config reader checks them."""
+    from strongroom.config import DEFAULT_GROUP_MEMBER_MAX, DEFAULT_GROUP_SIZE, MAX_GROUP_SIZE
+    group = DEFAULT_GROUP_SIZE if size is None else _size(size)
+    if group == 0:
+        if member_max is not None:
+            raise UsageError("--group-member-max needs groups (--group-size above 0)")
+        return {"group_size": 0, "group_member_max": 0}
+    member = min(DEFAULT_GROUP_MEMBER_MAX, group) if member_max is None else _size(member_max)
+    if not 1024 <= group <= MAX_GROUP_SIZE:
+        raise UsageError(f"--group-size must be 0 or between 1K and {MAX_GROUP_SIZE // 1024}K")
+    if not 64 <= member <= group:
+        raise UsageError("--group-member-max must be between 64 bytes and --group-size")
+    return {"group_size": group, "group_member_max": member}
+
+
 @cli.command()
 @repo_options
-@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 4K:16K:64K).")
+@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 1K:4K:16K).")
 @click.option("--binary-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for binary content (default 256K:1M:4M).")
 @click.option("--compression-level", type=click.IntRange(0, 22), default=3, show_default=True,
               help="zstd level for blobs (0 stores them uncompressed).")
@@ -74,21 +90,25 @@ def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
 @click.option("--record-boundaries/--no-record-boundaries", default=None,
               help="End text chunks at message/record boundaries (JSONL lines, JSON array elements, "
                    "chat lines), spec 7.4. Default: off (or as the --copy-chunker-params-from repository).")
+@click.option("--group-size", metavar="SIZE", help="Store new small text chunks in groups of about this many bytes, "
+              "compressed and encrypted together (spec 24); 0 turns groups off. Default 64K.")
+@click.option("--group-member-max", metavar="SIZE", help="Largest chunk put in a group (default 16K).")
 @click.option("--copy-chunker-params-from", "chunker_source", metavar="URL",
               help="Chunk like this repository, so `copy` between the two deduplicates.")
 @from_password_options
 @json_option
 def init(location: Location, text_chunks: str | None, binary_chunks: str | None, compression_level: int,
-         kdf_memory: int, kdf_iterations: int | None, record_boundaries: bool | None, chunker_source: str | None,
-         from_password_file: str | None, from_password_command: str | None, as_json: bool) -> None:
+         kdf_memory: int, kdf_iterations: int | None, record_boundaries: bool | None, group_size: str | None,
+         group_member_max: str | None, chunker_source: str | None, from_password_file: str | None,
+         from_password_command: str | None, as_json: bool) -> None:
     """Create a new repository.
 
     An init that was interrupted (the location has no config yet) is completed by running it again;
     a location holding a repository or files of its own is refused and left untouched."""
     from strongroom.chunker import ChunkingProfiles
-    from strongroom.config import Config
+    from strongroom.config import Config, default_chunking
     from strongroom.repository import Repository
-    defaults = ChunkingProfiles()
+    defaults = default_chunking()
     if chunker_source:
         if text_chunks or binary_chunks:
             raise UsageError("--copy-chunker-params-from cannot be combined with --text-chunks/--binary-chunks")
@@ -97,7 +117,7 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
     config = Config(chunking=ChunkingProfiles(_chunk_sizes(text_chunks, defaults.text),
                                               _chunk_sizes(binary_chunks, defaults.binary),
                                               defaults.records if record_boundaries is None else record_boundaries),
-                    compression_level=compression_level)
+                    compression_level=compression_level, **_group_sizes(group_size, group_member_max))
     from strongroom.cli.keys import DEFAULT_KDF_SECONDS, kdf_params
     kdf = kdf_params(kdf_memory, kdf_iterations, DEFAULT_KDF_SECONDS)
     with Repository.init(location.storage(), location.password(confirm=True), config=config, kdf=kdf) as repo:

@@ -45,7 +45,9 @@ def cat_object(repo: Repository, kind: str, object_id: str | None) -> object:
         return {"id": name.rsplit("/", 1)[1], "supersedes": supersedes, "packs": [
             {"name": p.name, "size": p.size, "blobs": [
                 {"id": e.id.hex(), "type": BLOB_TYPES.get(e.type, e.type), "compression": e.compression,
-                 "offset": e.offset, "length": e.length, "raw_length": e.raw_length} for e in p.entries]}
+                 "offset": e.offset, "length": e.length, "raw_length": e.raw_length,
+                 **({"member_offset": e.member_offset, "group_length": e.group_length} if e.group_length else {})}
+                for e in p.entries]}
             for p in packs]}
     if kind == "key":
         name = _full_name(repo, "keys", object_id)

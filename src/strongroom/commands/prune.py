@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
-from strongroom.compression import decompress_blob
 from strongroom.errors import IntegrityError, ObjectNotFound, StorageError, StrongroomError, UsageError
 from strongroom.index import ScratchTable
 from strongroom.indexfile import PackRecord, open_index, seal_index
-from strongroom.pack import DATA, TREE, PackWriter, open_blob, pack_cipher, pack_name, pack_path, parse_header
+from strongroom.pack import (DATA, TREE, BlobEntry, GroupMemo, PackWriter, decode_entry, pack_cipher, pack_name,
+                             pack_path, parse_header)
 from strongroom.repository import Repository, object_name
 from strongroom.tree import ARCHIVE, DIR, FILE
 
@@ -230,13 +230,16 @@ def _account(repo: Repository, used: ScratchTable, placed: ScratchTable,
                 continue  # the same pack listed again: counted once
             use = uses[record.name] = PackUse(record.size, stored=record.name in stored)
             pack_key = bytes.fromhex(record.name)
-            for entry in record.entries:
-                if use.stored and entry.id in used and placed.add(entry.id, pack_key):
-                    use.used_blobs += 1
-                    use.used_bytes += entry.length
+            for members in _ranges(record.entries):
+                # A group (spec "Grouped blobs") is one ciphertext: used while any member is
+                # placed here; its other members then cost nothing extra and go along.
+                placed_here = sum(1 for e in members if use.stored and e.id in used and placed.add(e.id, pack_key))
+                if placed_here:
+                    use.used_blobs += placed_here
+                    use.used_bytes += members[0].length
                 else:
-                    use.unused_blobs += 1
-                    use.unused_bytes += entry.length
+                    use.unused_blobs += len(members)
+                    use.unused_bytes += members[0].length
     if len(placed) != len(used):
         missing = next(k for k, _ in used.items() if k not in placed)
         raise IntegrityError(f"refusing to prune: {len(used) - len(placed)} referenced blob(s) are in no stored, "
@@ -314,19 +317,26 @@ class _Repacker:
         envelope, entries = parse_header(self._repo.master, data, len(data), what)
         cipher = pack_cipher(self._repo.master, envelope, what)
         key = bytes.fromhex(pack)
-        for entry in entries:
-            if placed.get(entry.id) != key:
+        memo = GroupMemo()
+        for members in _ranges(entries):
+            if not any(placed.get(e.id) == key for e in members):
                 continue
-            blob_what = f"blob {entry.id.hex()[:16]} in {what}"
-            payload = open_blob(cipher, entry, memoryview(data)[entry.offset:entry.offset + entry.length], blob_what)
-            plain = decompress_blob(entry.compression, payload, entry.raw_length, blob_what, entry.dictionary,
-                                    self._repo.dictionaries.get)
-            if self._repo.master.blob_id(plain) != entry.id:
-                raise IntegrityError(f"{blob_what}: content does not match its id; refusing to repack it")
+            # Every member is verified, and a live group is copied whole: its payload unchanged,
+            # re-encrypted at its new offset (members no snapshot needs stay until all do).
+            entry = members[0]
+            sealed = memoryview(data)[entry.offset:entry.offset + entry.length]
+            for member in members:
+                blob_what = f"blob {member.id.hex()[:16]} in {what}"
+                try:
+                    payload, _ = decode_entry(cipher, member, sealed, blob_what, self._repo.dictionaries.get,
+                                              self._repo.master.blob_id, memo)
+                except IntegrityError as e:
+                    raise IntegrityError(f"{e}; refusing to repack it") from None
             packer = self._packers.get(entry.type)
             if packer is None:
                 packer = self._packers[entry.type] = PackWriter(self._repo.master)
-            packer.add(entry.id, entry.type, entry.compression, payload, entry.raw_length, entry.dictionary)
+            packer.add_group([(m.id, m.raw_length) for m in members], entry.type, entry.compression, payload,
+                             entry.dictionary)
             if packer.size >= self._repo.config.pack_size:
                 self._seal(entry.type)
 
@@ -413,6 +423,17 @@ class _IndexWriter:
         # nothing that survives, and no marker is needed before deleting them.
         if self._batch:
             self._write(supersedes)
+
+
+def _ranges(entries: list[BlobEntry]) -> list[list[BlobEntry]]:
+    """Entries (in pack order) by ciphertext: a plain blob alone, a group's members together."""
+    out: list[list[BlobEntry]] = []
+    for e in entries:
+        if e.group_length and e.member_offset and out and out[-1][0].offset == e.offset:
+            out[-1].append(e)
+        else:
+            out.append([e])
+    return out
 
 
 def _delete(repo: Repository, path: str) -> None:

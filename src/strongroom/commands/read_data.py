@@ -29,10 +29,9 @@ from typing import Callable, Iterable, Iterator
 
 import blake3
 
-from strongroom.compression import decompress_blob
 from strongroom.crypto.aead import Cipher
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError, UnsupportedFormat, UsageError
-from strongroom.pack import BlobEntry, open_blob, pack_cipher, pack_path, parse_header, tail_size_hint
+from strongroom.pack import BlobEntry, GroupMemo, decode_entry, pack_cipher, pack_path, parse_header, tail_size_hint
 from strongroom.repository import Repository
 
 SEGMENT = 4 * 1024 * 1024  # bytes read per storage call
@@ -81,7 +80,8 @@ def read_pack(repo: Repository, name: str, size: int, *,
         report.missing = True
         return report
     hasher = blake3.blake3()
-    pending = iter(sorted(entries, key=lambda e: e.offset))
+    memo = GroupMemo()
+    pending = iter(sorted(entries, key=lambda e: (e.offset, e.member_offset)))
     entry = next(pending, None)
     buf = bytearray()
     base = 0  # pack offset of buf[0]
@@ -98,7 +98,7 @@ def read_pack(repo: Repository, name: str, size: int, *,
         while entry is not None and entry.offset + entry.length <= pos:
             if entry.offset >= base:
                 sealed = memoryview(buf)[entry.offset - base: entry.offset - base + entry.length]
-                _check_blob(repo, cipher, name, entry, sealed, report, on_blob)
+                _check_blob(repo, cipher, name, entry, sealed, report, on_blob, memo)
                 del sealed
             else:  # only a lying index record can overlap (a parsed header is contiguous)
                 report.bad_blobs.append((entry.id, "overlaps the previous blob"))
@@ -145,24 +145,21 @@ def _header(repo: Repository, name: str, size: int, report: PackReport,
     return entries, cipher
 
 
-def _verify_blob(repo: Repository, cipher: Cipher, entry: BlobEntry, sealed, what: str) -> tuple[bytes, bytes]:
+def _verify_blob(repo: Repository, cipher: Cipher, entry: BlobEntry, sealed, what: str,
+                 memo: GroupMemo | None = None) -> tuple[bytes, bytes]:
     """(payload, plaintext) of one blob that authenticates, decompresses and matches its id;
-    IntegrityError naming ``what`` otherwise."""
-    payload = open_blob(cipher, entry, sealed, what)
-    data = decompress_blob(entry.compression, payload, entry.raw_length, what, entry.dictionary,
-                           repo.dictionaries.get)
-    if repo.master.blob_id(data) != entry.id:
-        raise IntegrityError(f"{what}: content does not match its id")
-    return payload, data
+    IntegrityError naming ``what`` otherwise. A group member's payload is its group's; with
+    ``memo`` a group is decrypted and decompressed once for all its members."""
+    return decode_entry(cipher, entry, sealed, what, repo.dictionaries.get, repo.master.blob_id, memo)
 
 
 def _check_blob(repo: Repository, cipher, pack: str, entry: BlobEntry, sealed, report: PackReport,
-                on_blob) -> None:
+                on_blob, memo: GroupMemo | None = None) -> None:
     if cipher is None:
         report.bad_blobs.append((entry.id, "no usable pack key"))
         return
     try:
-        payload, data = _verify_blob(repo, cipher, entry, sealed, f"blob {entry.id.hex()[:16]}")
+        payload, data = _verify_blob(repo, cipher, entry, sealed, f"blob {entry.id.hex()[:16]}", memo)
     except IntegrityError as e:
         report.bad_blobs.append((entry.id, str(e)))
         return
@@ -224,15 +221,17 @@ def _load_pack(repo: Repository, pool: ThreadPoolExecutor, name: str, size: int,
     batches = []
     batch: list[BlobEntry] = []
     batch_bytes = 0
-    for entry in sorted(entries, key=lambda e: e.offset):
+    for entry in sorted(entries, key=lambda e: (e.offset, e.member_offset)):
         if entry.offset + entry.length > size:  # only a lying index record reaches past the end
             beyond.append((entry.id, "beyond the end of the pack"))
             continue
-        batch.append(entry)
-        batch_bytes += entry.length
-        if batch_bytes >= BATCH_BYTES:
+        if batch and batch_bytes >= BATCH_BYTES and entry.offset != batch[-1].offset:
+            # full, and not in the middle of a group (its members are decoded together)
             batches.append(pool.submit(_verify_batch, repo, cipher, batch, view))
             batch, batch_bytes = [], 0
+        if not batch or entry.offset != batch[-1].offset:
+            batch_bytes += entry.length
+        batch.append(entry)
     if batch:
         batches.append(pool.submit(_verify_batch, repo, cipher, batch, view))
     return report, batches, beyond
@@ -245,10 +244,11 @@ def _verify_batch(repo: Repository, cipher: Cipher | None, batch: list[BlobEntry
         return 0, [(e.id, "no usable pack key") for e in batch]
     ok = 0
     bad = []
+    memo = GroupMemo()
     for entry in batch:
         sealed = view[entry.offset:entry.offset + entry.length]
         try:
-            _verify_blob(repo, cipher, entry, sealed, "")  # no message to format unless it fails
+            _verify_blob(repo, cipher, entry, sealed, "", memo)  # no message to format unless it fails
             ok += 1
         except IntegrityError:
             try:  # again, to say which blob and why

@@ -17,6 +17,7 @@ from typing import Callable
 
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
 from strongroom.commands.read_data import read_header, read_pack
+from strongroom.compression import compress_blob_with
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError, UnsupportedFormat, UsageError
 from strongroom.index import ScratchSet
 from strongroom.indexfile import PackRecord
@@ -142,11 +143,19 @@ class _Salvager:
         self.writers: dict[int, PackWriter] = {}
         self.records: list[PackRecord] = []
 
-    def add(self, entry, payload: bytes, _plaintext: bytes) -> None:
+    def add(self, entry, payload: bytes, plaintext: bytes) -> None:
         writer = self.writers.get(entry.type)
         if writer is None:
             writer = self.writers[entry.type] = PackWriter(self.repo.master)
-        writer.add(entry.id, entry.type, entry.compression, payload, entry.raw_length, entry.dictionary)
+        if entry.group_length:
+            # A verified member of a group, salvaged on its own (its siblings may be damaged):
+            # compressed again, alone, with the group's dictionary (spec "Grouped blobs": repair).
+            zdict = self.repo.dictionaries.get(entry.dictionary) if entry.dictionary else None
+            code, dict_id, payload = compress_blob_with(plaintext, self.repo.config.compression_level,
+                                                        entry.dictionary, zdict)
+            writer.add(entry.id, entry.type, code, payload, entry.raw_length, dict_id)
+        else:
+            writer.add(entry.id, entry.type, entry.compression, payload, entry.raw_length, entry.dictionary)
         self.result.blobs_salvaged += 1
         if writer.size >= self.repo.config.pack_size:
             self.seal(entry.type)

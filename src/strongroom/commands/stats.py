@@ -99,7 +99,10 @@ class _BlobCounter:
         location = self._repo.locate(blob_id)
         self.count += 1
         self.raw += location.entry.raw_length
-        self.stored += location.entry.length
+        entry = location.entry
+        # A group member (spec §24) owns its share of the group's ciphertext, by plaintext size,
+        # so the members of one group add up to the group's stored length (give or take rounding).
+        self.stored += entry.length * entry.raw_length // entry.group_length if entry.group_length else entry.length
         self.packs.add(location.pack)
 
 

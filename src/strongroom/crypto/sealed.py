@@ -14,6 +14,9 @@ from strongroom.crypto.aead import ZERO_NONCE
 from strongroom.crypto.master import MasterKey
 
 from strongroom.crypto.sealed_header import HEADER_SIZE, MAGIC_CONFIG, SALT_SIZE, VERSION, check_header  # noqa: F401
+#: Index files that list grouped blobs (spec "Grouped blobs") are sealed as version 2, so readers
+#: that do not know groups refuse them as an unsupported format instead of misreading them.
+VERSION_GROUPS = 2
 
 MAGIC_INDEX = b"SRIX"
 MAGIC_SNAPSHOT = b"SRSN"
@@ -32,10 +35,10 @@ def _cipher(master, magic: bytes, salt: bytes):
     return master.shared_cipher(salt) if magic in SHARED_MAGICS else master.object_cipher(salt)
 
 
-def seal(master: MasterKey, magic: bytes, payload: bytes, *, salt: bytes | None = None) -> bytes:
+def seal(master: MasterKey, magic: bytes, payload: bytes, *, salt: bytes | None = None, version: int = VERSION) -> bytes:
     salt = salt if salt is not None else secrets.token_bytes(SALT_SIZE)
-    header = magic + bytes([VERSION]) + salt
-    body = _cipher(master, magic, salt).seal(ZERO_NONCE, compress_frame(payload), magic + bytes([VERSION]))
+    header = magic + bytes([version]) + salt
+    body = _cipher(master, magic, salt).seal(ZERO_NONCE, compress_frame(payload), magic + bytes([version]))
     return header + body
 
 
@@ -44,8 +47,9 @@ def magic_of(data: bytes, choices: tuple[bytes, ...]) -> bytes:
     return data[:4] if data[:4] in choices else choices[0]
 
 
-def unseal(master: MasterKey, magic: bytes, data: bytes, what: str, *, max_size: int = 1 << 30) -> bytes:
-    check_header(data, magic, what)
+def unseal(master: MasterKey, magic: bytes, data: bytes, what: str, *, max_size: int = 1 << 30,
+           versions: tuple[int, ...] = (VERSION,)) -> bytes:
+    check_header(data, magic, what, versions)
     salt = data[5:HEADER_SIZE]
     compressed = _cipher(master, magic, salt).open(ZERO_NONCE, data[HEADER_SIZE:], data[:5], what)
     return decompress_frame(compressed, max_size, what)

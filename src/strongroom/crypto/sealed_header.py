@@ -14,9 +14,9 @@ VERSION = 1
 MAGIC_CONFIG = b"SRCF"
 
 
-def check_header(data: bytes, magic: bytes, what: str) -> None:
+def check_header(data: bytes, magic: bytes, what: str, versions: tuple[int, ...] = (VERSION,)) -> None:
     """Refuse data that is not a sealed object of this kind and version, before any decryption."""
     if len(data) < HEADER_SIZE or data[:4] != magic:
         raise IntegrityError(f"{what}: not a strongroom {magic.decode()} object")
-    if data[4] != VERSION:
+    if data[4] not in versions:
         raise UnsupportedFormat(f"{what}: format version {data[4]} is not supported (this strongroom reads {VERSION})")
