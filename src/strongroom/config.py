@@ -22,14 +22,15 @@ from strongroom.pack import TARGET_PACK_SIZE
 
 CONFIG_NAME = "config"
 DEFAULT_GROUP_SIZE = 64 * 1024
-DEFAULT_GROUP_MEMBER_MAX = 16 * 1024
+DEFAULT_GROUP_MEMBER_MAX = 32 * 1024
 
 
 def default_chunking() -> ChunkingProfiles:
-    """Chunk sizes of new repositories: text chunks of 1K:4K:16K, which groups (spec §24) make
-    cheaper to store than 4K:16K:64K ones (bench/RESULTS.md §12.5); binary as before. Configs
+    """Chunk sizes of new repositories: text chunks of 2K:8K:32K, which groups (spec §24) make
+    cheaper to store than 4K:16K:64K ones (bench/RESULTS.md §12.5, §12.6: 1K:4K:16K saves a
+    little more space for twice the chunks, restore and backup CPU); binary as before. Configs
     record their sizes, so older repositories keep theirs."""
-    return ChunkingProfiles(text=ChunkerParams(1024, 4 * 1024, 16 * 1024))
+    return ChunkingProfiles(text=ChunkerParams(2048, 8 * 1024, 32 * 1024))
 MAX_GROUP_SIZE = 1024 * 1024  # with one member of up to this size on top: far below the readers' cap
 
 

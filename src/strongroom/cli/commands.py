@@ -79,7 +79,7 @@ def _group_sizes(size: str | None, member_max: str | None) -> dict:
 
 @cli.command()
 @repo_options
-@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 1K:4K:16K).")
+@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 2K:8K:32K).")
 @click.option("--binary-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for binary content (default 256K:1M:4M).")
 @click.option("--compression-level", type=click.IntRange(0, 22), default=3, show_default=True,
               help="zstd level for blobs (0 stores them uncompressed).")
