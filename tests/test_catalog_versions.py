@@ -15,25 +15,13 @@ from strongroom.messages.catalog_format import (CATALOG_VERSION, MAX_CHUNK, MIN_
                                                  chunk_records, decode_record, encode_record, text_hash)
 from strongroom.messages.catalog_index import BLOCK_MAX, BLOCK_MODULUS, MessageIndex, cache_blocks
 from strongroom.messages.catalog_query import Filters, conversation_records, diff, search
-from strongroom.messages.model import Export, Message
+from strongroom.messages.model import Message
+from tests.test_catalog import LineReader
 
 DAY = 86_400_000
 
 
-class JsonLinesReader:
-    """``*.chat.jsonl``: one {"c", "i", "a", "t", "e", "x"} object per line; a one-file export."""
-
-    platform = "testchat"
-
-    def find(self, files):
-        return [Export(self.platform, p, (p,)) for p in files.paths() if p.endswith(".chat.jsonl")]
-
-    def messages(self, files, export):
-        for path in export.files:
-            with files.open(path) as f:
-                for line in f:
-                    d = json.loads(line)
-                    yield Message(self.platform, d["c"], d["i"], d["a"], d["t"], d["e"], d["x"], "")
+JsonLinesReader = LineReader  # ``*.chat.jsonl``: one {"c", "i", "a", "t", "e", "x"} object per line
 
 
 def _write(path, messages) -> None:
