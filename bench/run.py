@@ -179,8 +179,9 @@ class Tool:
 class Strongroom(Tool):
     name = "strongroom"
 
-    def __init__(self, work: Path, log, src: Path, backup_args: list[str] = ()) -> None:
+    def __init__(self, work: Path, log, src: Path, backup_args: list[str] = (), init_args: list[str] = ()) -> None:
         super().__init__(work, log)
+        self.init_args = list(init_args)
         self.env.update(STRONGROOM_REPO=str(self.repo), STRONGROOM_PASSWORD=PASSWORD,
                         STRONGROOM_CACHE_DIR=str(self.cache), PYTHONPATH=str(src))
         self.cmd = [sys.executable, "-m", "strongroom"]
@@ -190,7 +191,7 @@ class Strongroom(Tool):
         r = subprocess.run([*self.cmd, *args, "--help"], env=self.env, capture_output=True, text=True)
         return r.returncode == 0 and (len(args) < 2 or args[-1] in r.stdout)
 
-    def init(self): self.run([*self.cmd, "init"])
+    def init(self): self.run([*self.cmd, "init", *self.init_args])
     def backup(self, path, day):
         return self.run([*self.cmd, "backup", str(path), "--host", "bench", *self.backup_args])
 
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strongroom-src", default="HEAD",
                     help="what to benchmark: a git revision of this checkout (default HEAD) or a "
                          "directory holding strongroom/ (e.g. src for the working tree); copied first")
+    ap.add_argument("--strongroom-init-arg", action="append", default=[], metavar="ARG",
+                    help="an extra option for strongroom init (e.g. --strongroom-init-arg=--group-size=0)")
     ap.add_argument("--strongroom-backup-arg", action="append", default=[], metavar="ARG",
                     help="an extra option for every strongroom backup (e.g. --strongroom-backup-arg=--no-catalog)")
     a = ap.parse_args(argv)
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     from corpus import params_for, write_night
     ensure_tools(tools)
     log = open(work / "commands.log", "w")  # noqa: SIM115 - closed at exit
-    by_name = {"strongroom": lambda: Strongroom(work, log, src, a.strongroom_backup_arg),
+    by_name = {"strongroom": lambda: Strongroom(work, log, src, a.strongroom_backup_arg, a.strongroom_init_arg),
                "restic": lambda: Restic(work, log),
                "borg": lambda: Borg(work, log)}
     runners = [by_name[t]() for t in tools]
@@ -384,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "borg": version(["borg", "--version"], env) if "borg" in tools else None,
         "git": source_label(a.strongroom_src),
         "strongroom backup options": " ".join(a.strongroom_backup_arg) or None,
+        "strongroom init options": " ".join(a.strongroom_init_arg) or None,
     }
     print(json.dumps(machine), flush=True)
     for r in runners:
@@ -419,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, days)
     header = (f"Run: `python bench/run.py --days {a.days} --scale {a.scale:g} --profile {a.profile} "
               f"--tools {','.join(tools)} --keep {a.keep} --seed {a.seed} --strongroom-src {a.strongroom_src}"
+              + "".join(f" --strongroom-init-arg={arg}" for arg in a.strongroom_init_arg)
               + "".join(f" --strongroom-backup-arg={arg}" for arg in a.strongroom_backup_arg) + "`\n\n"
               f"Machine: {machine['cpus']} CPUs, {machine['memory_gb']} GiB; Python {machine['python']}; "
               f"{machine['strongroom']} ({machine['git']}); {machine['restic']}; {machine['borg']}\n")

@@ -192,8 +192,7 @@ def test_config_key_is_optional_and_additive():
     assert Config.decode(off.encode()).dictionary_size == 0
     on = Config(id="ab" * 32, created="x")
     assert json.loads(on.encode())["compression"] == {"algorithm": "zstd", "level": 3,
-                                                      "dictionary_size": dictionary.DEFAULT_SIZE,
-                                                      "group_size": 65536, "group_member_max": 32768}
+                                                      "dictionary_size": dictionary.DEFAULT_SIZE}
     assert Config.decode(on.encode()).dictionary_size == dictionary.DEFAULT_SIZE
     bad = json.loads(on.encode())
     bad["compression"]["dictionary_size"] = 10

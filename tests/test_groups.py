@@ -255,7 +255,9 @@ def test_old_configs_mean_no_groups():
     doc = Config(group_size=0).encode()
     assert b"group" not in doc
     assert Config.decode(doc).group_size == 0
-    assert Config.decode(Config().encode()).group_size == 64 * 1024
+    assert Config().group_size == 0  # new repositories too, unless init asks for groups
+    grouped = Config.decode(Config(group_size=64 * 1024, group_member_max=32 * 1024).encode())
+    assert (grouped.group_size, grouped.group_member_max) == (64 * 1024, 32 * 1024)
     with pytest.raises(IntegrityError):
         Config.decode(Config(group_size=512, group_member_max=64).encode())
 
@@ -288,6 +290,19 @@ def test_init_options_set_or_refuse_groups(cli_env, repo_path):
     assert ok.returncode == 0, ok.stderr
     with Repository.open(LocalStorage(repo_path), PASSWORD) as repo:
         assert (repo.config.group_size, repo.config.group_member_max) == (128 * 1024, 4096)
+        text = repo.config.chunking.text  # groups come with small text chunks unless told otherwise
+        assert (text.min_size, text.avg_size, text.max_size) == (2048, 8192, 32768)
+
+
+def test_init_without_group_options_makes_no_groups(cli_env, repo_path):
+    import subprocess
+    from conftest import WEAK_KDF_ARGS, strongroom_command
+    done = subprocess.run([*strongroom_command(), "init", *WEAK_KDF_ARGS], env=cli_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with Repository.open(LocalStorage(repo_path), PASSWORD) as repo:
+        assert (repo.config.group_size, repo.config.group_member_max) == (0, 0)
+        text = repo.config.chunking.text
+        assert (text.min_size, text.avg_size, text.max_size) == (4096, 16384, 65536)
 
 
 def test_stats_counts_each_member_its_share_of_the_group(grouped):

@@ -21,16 +21,13 @@ from strongroom.errors import IntegrityError
 from strongroom.pack import TARGET_PACK_SIZE
 
 CONFIG_NAME = "config"
-DEFAULT_GROUP_SIZE = 64 * 1024
+# Grouped blobs (spec §24) are asked for at init (--group-size): on the benchmark corpora they
+# store 7-17 % less but cost 10 % more backup and 55 % more restore CPU, and keep dead members
+# until their whole group is unused (bench/RESULTS.md §12.5, §12.6). With --group-size (64K is
+# what was measured), members are up to 32 KiB and text chunks 2K:8K:32K unless given (small
+# chunks are what groups are for: on 4K:16K:64K chunks they save ~1 %).
 DEFAULT_GROUP_MEMBER_MAX = 32 * 1024
-
-
-def default_chunking() -> ChunkingProfiles:
-    """Chunk sizes of new repositories: text chunks of 2K:8K:32K, which groups (spec §24) make
-    cheaper to store than 4K:16K:64K ones (bench/RESULTS.md §12.5, §12.6: 1K:4K:16K saves a
-    little more space for twice the chunks, restore and backup CPU); binary as before. Configs
-    record their sizes, so older repositories keep theirs."""
-    return ChunkingProfiles(text=ChunkerParams(2048, 8 * 1024, 32 * 1024))
+GROUPED_TEXT_CHUNKS = ChunkerParams(2048, 8 * 1024, 32 * 1024)
 MAX_GROUP_SIZE = 1024 * 1024  # with one member of up to this size on top: far below the readers' cap
 
 
@@ -38,7 +35,7 @@ MAX_GROUP_SIZE = 1024 * 1024  # with one member of up to this size on top: far b
 class Config:
     id: str = field(default_factory=lambda: secrets.token_hex(32))
     created: str = ""
-    chunking: ChunkingProfiles = field(default_factory=default_chunking)
+    chunking: ChunkingProfiles = field(default_factory=ChunkingProfiles)
     compression_level: int = DEFAULT_LEVEL
     pack_size: int = TARGET_PACK_SIZE
     # zstd dictionaries for text blobs (spec "Compression dictionaries"): their size in bytes, 0 = off.
@@ -47,9 +44,9 @@ class Config:
     dictionary_size: int = DEFAULT_DICTIONARY_SIZE
     # Grouped blobs (spec "Grouped blobs"): small text blobs compressed and sealed together, in
     # groups of about group_size plaintext bytes, members of at most group_member_max bytes;
-    # 0 = off. Absent from older configs (off); on for new repositories.
-    group_size: int = DEFAULT_GROUP_SIZE
-    group_member_max: int = DEFAULT_GROUP_MEMBER_MAX
+    # 0 = off (absent from the config), the default; `init --group-size` turns them on.
+    group_size: int = 0
+    group_member_max: int = 0
 
     def encode(self) -> bytes:
         return json.dumps({

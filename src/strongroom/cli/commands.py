@@ -63,8 +63,8 @@ def _chunk_sizes(text: str | None, default: ChunkerParams) -> ChunkerParams:
 
 def _group_sizes(size: str | None, member_max: str | None) -> dict:
     """Config fields for --group-size/--group-member-max, checked as the config reader checks them."""
-    from strongroom.config import DEFAULT_GROUP_MEMBER_MAX, DEFAULT_GROUP_SIZE, MAX_GROUP_SIZE
-    group = DEFAULT_GROUP_SIZE if size is None else _size(size)
+    from strongroom.config import DEFAULT_GROUP_MEMBER_MAX, MAX_GROUP_SIZE
+    group = 0 if size is None else _size(size)
     if group == 0:
         if member_max is not None:
             raise UsageError("--group-member-max needs groups (--group-size above 0)")
@@ -79,7 +79,8 @@ def _group_sizes(size: str | None, member_max: str | None) -> dict:
 
 @cli.command()
 @repo_options
-@click.option("--text-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for text content (default 2K:8K:32K).")
+@click.option("--text-chunks", metavar="MIN:AVG:MAX",
+              help="Chunk sizes for text content (default 4K:16K:64K; 2K:8K:32K with --group-size).")
 @click.option("--binary-chunks", metavar="MIN:AVG:MAX", help="Chunk sizes for binary content (default 256K:1M:4M).")
 @click.option("--compression-level", type=click.IntRange(0, 22), default=3, show_default=True,
               help="zstd level for blobs (0 stores them uncompressed).")
@@ -91,8 +92,9 @@ def _group_sizes(size: str | None, member_max: str | None) -> dict:
               help="End text chunks at message/record boundaries (JSONL lines, JSON array elements, "
                    "chat lines), spec 7.4. Default: off (or as the --copy-chunker-params-from repository).")
 @click.option("--group-size", metavar="SIZE", help="Store new small text chunks in groups of about this many bytes, "
-              "compressed and encrypted together (spec 24); 0 turns groups off. Default 64K.")
-@click.option("--group-member-max", metavar="SIZE", help="Largest chunk put in a group (default 16K).")
+              "compressed and encrypted together (spec 24), e.g. 64K: a smaller repository for more backup and "
+              "restore CPU. Default 0 (off).")
+@click.option("--group-member-max", metavar="SIZE", help="Largest chunk put in a group (default 32K).")
 @click.option("--copy-chunker-params-from", "chunker_source", metavar="URL",
               help="Chunk like this repository, so `copy` between the two deduplicates.")
 @from_password_options
@@ -106,9 +108,12 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
     An init that was interrupted (the location has no config yet) is completed by running it again;
     a location holding a repository or files of its own is refused and left untouched."""
     from strongroom.chunker import ChunkingProfiles
-    from strongroom.config import Config, default_chunking
+    from strongroom.config import GROUPED_TEXT_CHUNKS, Config
     from strongroom.repository import Repository
-    defaults = default_chunking()
+    groups = _group_sizes(group_size, group_member_max)
+    defaults = ChunkingProfiles()
+    if groups["group_size"]:  # small text chunks are what groups are for
+        defaults = ChunkingProfiles(GROUPED_TEXT_CHUNKS, defaults.binary, defaults.records)
     if chunker_source:
         if text_chunks or binary_chunks:
             raise UsageError("--copy-chunker-params-from cannot be combined with --text-chunks/--binary-chunks")
@@ -117,7 +122,7 @@ def init(location: Location, text_chunks: str | None, binary_chunks: str | None,
     config = Config(chunking=ChunkingProfiles(_chunk_sizes(text_chunks, defaults.text),
                                               _chunk_sizes(binary_chunks, defaults.binary),
                                               defaults.records if record_boundaries is None else record_boundaries),
-                    compression_level=compression_level, **_group_sizes(group_size, group_member_max))
+                    compression_level=compression_level, **groups)
     from strongroom.cli.keys import DEFAULT_KDF_SECONDS, kdf_params
     kdf = kdf_params(kdf_memory, kdf_iterations, DEFAULT_KDF_SECONDS)
     with Repository.init(location.storage(), location.password(confirm=True), config=config, kdf=kdf) as repo:
