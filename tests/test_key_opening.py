@@ -8,11 +8,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from conftest import PASSWORD, WEAK_KDF, strongroom_command
+from strongroom import cli, interrupts
 from strongroom import config as config_module
 from strongroom import opening
 from strongroom.commands.keys import add_key
@@ -61,6 +64,51 @@ def test_an_error_in_the_derivation_thread_is_raised_by_result() -> None:
     derivation = Derivation(KdfParams(memory_kib=8, iterations=1, lanes=4), b"pw", bytes(16))  # memory < 8 x lanes
     with pytest.raises(ValueError):
         derivation.result()
+
+
+def test_a_stop_asked_for_before_the_wait_still_ends_it() -> None:
+    # Python sometimes drops a KeyboardInterrupt ("Exception ignored" in a weakref callback at
+    # the end of an import); the CLI's handler also records the stop, and the wait checks it.
+    derivation = Derivation(KdfParams(memory_kib=65536, iterations=30, lanes=4), b"pw", bytes(16))
+    interrupts.requested.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            derivation.result()
+        assert derivation._thread.is_alive()  # the wait ended, not the derivation
+    finally:
+        interrupts.requested.clear()
+        derivation._thread.join()  # one derivation at a time: do not hold up the next test's
+
+
+def test_signals_during_start_up_imports_are_held_then_raised(monkeypatch) -> None:
+    monkeypatch.setattr(interrupts, "requested", threading.Event())
+    previous = signal.signal(signal.SIGINT, cli._interrupt)
+    reached_the_end = False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with cli._interrupts_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # bytecode boundaries, where a raising handler would have run
+                    pass
+                reached_the_end = True
+        assert reached_the_end and signal.getsignal(signal.SIGINT) is cli._interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_seen_by_a_source_string_still_exits_130_under_python_m(tmp_path) -> None:
+    # CPython marks a KeyboardInterrupt that ends a PyRun_String evaluation (what Cython's module
+    # initialisation uses) as unhandled even when it is caught, and `python -m` then exits by
+    # SIGINT (-2). The CLI's exit path clears the mark.
+    (tmp_path / "interrupted_module.py").write_text(
+        "from strongroom import cli\n"
+        "try:\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "except KeyboardInterrupt:\n"
+        "    cli._exit_interrupted()\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.path.dirname(os.path.dirname(interrupts.__file__))]))
+    done = subprocess.run([sys.executable, "-m", "interrupted_module"], env=env, capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (130, "")
 
 
 def test_config_name_is_the_config_modules() -> None:

@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
+from strongroom import interrupts
 from strongroom.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, StrongroomError
 
 
@@ -28,7 +31,41 @@ def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
 
 
 def _interrupt(signum, frame) -> None:
+    interrupts.requested.set()
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise KeyboardInterrupt if one came.
+
+    A Cython module's import (fastcdc) runs Python source strings through PyRun_String. A
+    KeyboardInterrupt raised inside one is either swallowed ("Exception ignored", and the command
+    carries on as if Ctrl-C had not been pressed) or leaves CPython's "unhandled
+    KeyboardInterrupt" flag set, so that `python -m strongroom` exits by SIGINT instead of 130.
+    Start-up imports take ~0.1 s, so holding the signal that long still ends the command at once.
+    """
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(signum) is _interrupt:  # not SIG_IGN (a background job)
+                previous[signum] = signal.signal(signum, lambda s, f: interrupts.requested.set())
+        except ValueError:  # not the main thread (an embedding application): leave signals alone
+            break
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    interrupts.check()
+
+
+def _exit_interrupted() -> NoReturn:
+    # Evaluating a source string resets CPython's "unhandled KeyboardInterrupt" flag (see
+    # _interrupts_held), which a KeyboardInterrupt that passed through an extension module's
+    # PyRun_String may have left set: exit code 130 either way, also under `python -m`.
+    eval("0")
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,20 +82,25 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str] | None) -> None:
     argv, debug = _take_debug_flag(sys.argv[1:] if argv is None else list(argv))
+    interrupts.requested.clear()
     try:
         # SIGTERM (a service manager, `kill`, a container stopping) unwinds like Ctrl-C: locks are
         # released and temporary files removed on the way out, exit code 130, for every command.
         signal.signal(signal.SIGTERM, _interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not SIG_IGN (a background job)
+            signal.signal(signal.SIGINT, _interrupt)  # the same, and recorded (strongroom.interrupts)
     except ValueError:  # not the main thread (an embedding application): leave signals alone
         pass
     try:
-        from strongroom.cli import early
-        early.start(argv)  # before click and the commands are imported: see cli/early.py
-        import click
-        from strongroom.cli.commands import cli
+        with _interrupts_held():
+            from strongroom.cli import early
+            early.start(argv)  # before click and the commands are imported: see cli/early.py
+            import click
+            from strongroom.cli.commands import cli
+            import fastcdc  # noqa: F401 - see _interrupts_held: the one Cython module, imported here
     except KeyboardInterrupt:
         print("strongroom: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_interrupted()
     try:
         code = cli.main(args=argv, prog_name="strongroom", standalone_mode=False)
         sys.exit(code or 0)
@@ -69,7 +111,7 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else EXIT_ERROR)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("strongroom: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_interrupted()
     except StrongroomError as e:
         if debug:
             import traceback

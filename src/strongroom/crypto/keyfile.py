@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from strongroom import interrupts
 from strongroom.crypto.aead import ZERO_NONCE, Cipher, counter_nonce
 from strongroom.crypto.master import SECRET_SIZE, MasterKey
 from strongroom.crypto.publickey import WriterKey
@@ -78,7 +79,11 @@ class Derivation:
         return params == self.params and salt == self.salt and password == self._password
 
     def result(self) -> bytes:
-        self._thread.join()  # interruptible: Ctrl-C or SIGTERM end the wait at once
+        # Short joins: Ctrl-C or SIGTERM end the wait at once, even one whose KeyboardInterrupt
+        # Python dropped before the wait began (strongroom.interrupts).
+        while self._thread.is_alive():
+            interrupts.check()
+            self._thread.join(0.05)
         if self._error is not None:
             raise self._error
         assert self._key is not None
