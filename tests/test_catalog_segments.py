@@ -9,6 +9,8 @@ import json
 import shutil
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from strongroom.chunker import ChunkerParams, ChunkingProfiles
 from strongroom.commands.backup import BackupOptions, run_backup
@@ -243,11 +245,51 @@ def test_separator_by_shape():
     assert catalog_memo.separator(json.dumps([{"a": i} for i in range(5)]).encode()) == b"},"
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"\n", b" ", b"  ", b"    ", b"},", b"}", b"{", b",", b"x", b" " * 17]), max_size=60))
+def test_separator_counts_closing_lines_as_a_regex_would(parts):
+    import re
+    from collections import Counter
+    head = b"".join(parts)
+    counts = Counter(len(m) for m in re.findall(rb"\n( {0,16})\},", head))  # the rule, read literally
+    newlines = head.count(b"\n")
+    if newlines >= 2 and (head.startswith(b"{") + head.count(b"\n{")) * 2 > newlines:
+        expected = b"\n"
+    elif max(counts.values(), default=0) >= 2:
+        best = max(counts.values())
+        expected = b"\n" + b" " * min(k for k, n in counts.items() if n * 3 >= best * 2) + b"},"
+    else:
+        expected = b"},"
+    assert catalog_memo.separator(head) == expected
+
+
 def test_a_piece_without_separator_is_cut_at_max_piece(monkeypatch):
     monkeypatch.setattr(catalog_memo, "MAX_PIECE", 100)
     data = b"x" * 1050
     got = list(catalog_memo.pieces([data[:300], data[300:]], sep=b"\n"))
     assert [len(p) for p, _ in got] == [100] * 10 + [50] and got[-1][1]
+
+
+_TEXT = st.text(alphabet=st.sampled_from(["\0", "\1", "\2", "a", "b", "é", "\ud800", "\U0001f600", "中"]), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_TEXT, st.one_of(st.integers(-2 ** 70, 2 ** 70), st.sampled_from([0, -1, 1, 255, 256, -256])),
+                          _TEXT, st.binary(max_size=3).map(lambda b: b"{" + b + b"}"), st.booleans()),
+                max_size=12))
+def test_memo_records_sort_as_the_spec_orders_records(records):
+    # spec §23.1 orders a part's lines by (conversation, time, id) and then their bytes; the memo
+    # keeps each record as one byte string whose bytewise order must be exactly that order
+    marks = {line: cut for _, _, _, line, cut in records}  # a line's cut mark is a function of the line
+    records = [(c, t, i, line, marks[line]) for c, t, i, line, _ in records]
+    kept = [catalog_memo.sortable_record(*r) for r in records]
+    assert [catalog_memo.record_line(k) for k in sorted(kept)] == [(line, cut) for *_, line, cut in sorted(records)]
+
+
+def test_a_memo_record_gives_back_its_line_and_mark():
+    line = b'{"a":"x","c":"\\u0000 general","i":"1","x":"\xe4\xb8\xad"}'
+    for cut in (False, True):
+        assert catalog_memo.record_line(catalog_memo.sortable_record("\0 general", -5, "1\1", line, cut)) == (line, cut)
 
 
 class WarningSegments(LineSegments):

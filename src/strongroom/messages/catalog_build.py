@@ -27,8 +27,8 @@ from strongroom.commands import WarningCallback, ignore_warning
 from strongroom.errors import StrongroomError
 from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
 from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records, content_key, encode_record,
-                                                 export_relative, memo_key, part_key)
-from strongroom.messages.catalog_memo import PieceMemo
+                                                 export_relative, member_key, memo_key, part_key)
+from strongroom.messages.catalog_memo import PieceMemo, record_line
 from strongroom.messages.external_sort import ExternalSorter
 from strongroom.messages.formats.segments import STATE_VERSION
 from strongroom.messages.model import Export, ExportReader, Message
@@ -248,7 +248,7 @@ class CatalogBuilder:
             for records in memo.read(segment_reader, blocks, warn, self.keyed):
                 sorter.extend(records)  # a block's records
             # every block was read (and, for local bytes, verified) before anything is written
-            self._write_part(export, path, key, ((line, may_cut) for _, _, _, line, may_cut in sorter.sorted()))
+            self._write_part(export, path, key, map(record_line, sorter.sorted()))
 
     def _local_blocks(self, path: str) -> Iterator[bytes] | None:
         """The blocks of the source file the snapshot's ``path`` was read from, checked against
@@ -276,11 +276,14 @@ class CatalogBuilder:
     def _content_key(self, files, path: str) -> bytes:
         if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds
             return content_key(self.keyed, self.tree.chunk_ids(path))
-        digest = blake3.blake3()  # a zip member: hash what it holds
-        with files.open(path) as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        return self.keyed(b"strongroom catalogue member\0" + digest.digest())
+        digest = blake3.blake3()  # a zip member: hash its data as stored (not inflated)
+        stored = files.stored(path) if hasattr(files, "stored") else None
+        if stored is None:
+            raise ValueError(f"{path}: neither a file of the snapshot nor a zip member")
+        method, crc, size, blocks = stored
+        for block in blocks:
+            digest.update(block)
+        return member_key(self.keyed, method, crc, size, digest.digest())
 
     def _source(self, export: Export, message: Message, wanted: set[str]) -> str:
         if export.root in wanted and len(export.files) == 1:

@@ -11,7 +11,7 @@ SORT_RUN = 100_000  # items sorted in memory before a run is written to a tempor
 
 
 class ExternalSorter:
-    """Add comparable tuples, then read them back in order; memory holds one run at most."""
+    """Add comparable items (tuples, bytes), then read them back in order; memory holds one run at most."""
 
     def __init__(self, folder: str | None, run: int = SORT_RUN) -> None:
         self._folder = folder
