@@ -393,6 +393,41 @@ def test_zipped_export_is_catalogued_member_by_member_and_reused_when_rezipped(r
         assert index.part(part).source == "team.chat.jsonl"  # relative to the folder holding the export
 
 
+def test_a_zip_member_is_known_by_its_stored_bytes(repo, tmp_path, monkeypatch):
+    # spec §23.3: a member's content key comes from its stored (compressed) data, method, CRC and
+    # size, so an unchanged member of a new zip is not inflated to be recognised; the same text
+    # stored another way is read again, and gives the same catalogue
+    import zipfile
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = "".join(json.dumps(msg("c", str(i), "ann", DAY + i, f"zipped {i}")) + "\n" for i in range(50))
+
+    def rezip(stamp, method, text=lines):
+        with zipfile.ZipFile(src / "export.zip", "w", method) as z:
+            z.writestr(zipfile.ZipInfo("team.chat.jsonl", date_time=stamp), text, compress_type=method)
+    read = []
+    original = LineReader.messages
+    monkeypatch.setattr(LineReader, "messages", lambda self, files, export: read.append(export.root) or
+                        original(self, files, export))
+    rezip((2026, 1, 1, 0, 0, 0), zipfile.ZIP_DEFLATED)
+    first = backup(repo, src)
+    rezip((2026, 1, 2, 0, 0, 0), zipfile.ZIP_STORED)  # the same text, stored: other stored bytes
+    stored = backup(repo, src)
+    rezip((2026, 1, 3, 0, 0, 0), zipfile.ZIP_STORED)  # the same stored bytes in a new zip
+    again = backup(repo, src)
+    rezip((2026, 1, 4, 0, 0, 0), zipfile.ZIP_STORED, lines.replace("zipped 7", "zipped 7, edited"))
+    edited = backup(repo, src)
+    assert [r.rpartition("src/")[2] for r in read] == ["export.zip/team.chat.jsonl"] * 3  # again: reused
+    assert stored.catalog == again.catalog != edited.catalog
+
+    def part(snap):  # the one part's content: its header (holding the part key), then its records
+        [node] = repo.load_tree(bytes.fromhex(snap.catalog))
+        while node.type == "dir":  # down the backed-up path, export.zip, to the member's part
+            [node] = repo.load_tree(node.subtree)
+        return list(repo.file_chunks(node))
+    assert part(first)[1:] == part(stored)[1:] and part(first)[0] != part(stored)[0]  # only the key differs
+
+
 def test_raw_data_stats_count_the_catalogue(repo, series, tmp_path):
     from strongroom.commands.stats import run_stats
     s1, s2, s3 = series

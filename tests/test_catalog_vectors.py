@@ -4,6 +4,8 @@ catalogue record reader's rejections. (tests/test_vectors.py regenerates the fil
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import blake3
@@ -78,6 +80,17 @@ def test_keys():
     doc = canonical({"catalog": 2, "content": k["content_key"], "context": k["context_key"],
                      "platform": k["platform"], "source": k["source"]})
     assert MASTER.blob_id(b"strongroom catalogue part\0" + doc.encode()).hex() == k["part_key"]
+
+
+def test_zip_member_key():
+    z = VECTOR["keys"]["zip_member"]
+    stored = bytes.fromhex(z["stored_data"])
+    text = zlib.decompressobj(-15).decompress(stored)  # the member holds the vector's record lines
+    assert text == "".join(line + "\n" for line in VECTOR["record_lines"]).encode()
+    assert (z["method"], z["crc32"], z["size"]) == (8, zlib.crc32(text), len(text))
+    key = MASTER.blob_id(b"strongroom catalogue stored member\0" + struct.pack("<HIQ", 8, z["crc32"], z["size"])
+                         + blake3.blake3(stored).digest())
+    assert key.hex() == z["content_key"]
 
 
 def test_part_header_node_and_trees():

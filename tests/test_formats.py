@@ -64,6 +64,27 @@ def test_zip_rejects_escaping_member_names(tmp_path):
     assert len(warnings) == 4 and all("escapes the archive" in w for w in warnings)
 
 
+def test_zip_member_stored_data_is_the_archives_bytes(tmp_path):
+    import zlib
+    text = "".join(f"line {i} 中文\n" for i in range(3000)).encode()
+    path = tmp_path / "export.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(zipfile.ZipInfo("a/deflated.txt"), text, compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr(zipfile.ZipInfo("b/stored.txt", date_time=(2026, 1, 1, 0, 0, 0)), text)
+    with ZipExportFiles(str(path)) as files:
+        method, crc, size, blocks = files.stored("a/deflated.txt")
+        data = b"".join(blocks)
+        assert (method, crc, size) == (zipfile.ZIP_DEFLATED, zlib.crc32(text), len(text)) and len(data) < len(text)
+        assert zlib.decompressobj(-15).decompress(data) == text
+        with files.open("b/stored.txt") as member:  # an open member's reads are not disturbed
+            head = member.read(10)
+            assert b"".join(files.stored("b/stored.txt")[3]) == text
+            assert head + member.read() == text
+    path.write_bytes(path.read_bytes()[:200])  # the archive cut inside the first member
+    with pytest.raises(zipfile.BadZipFile):
+        ZipExportFiles(str(path))  # (no central directory: refused whole, as a broken archive)
+
+
 def test_slack_zip_inside_a_directory_is_found(tmp_path):
     zip_dir(FIXTURES / "slack" / "workspace", tmp_path / "slack-export.zip")
     (tmp_path / "notes.zip").write_bytes(b"PK\x03\x04 but not really a zip")

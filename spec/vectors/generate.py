@@ -25,6 +25,7 @@ import base64
 import io
 import json
 import sys
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -694,7 +695,7 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
     """Message catalogue (§23): record lines, a part's header and record-boundary chunks, the
     content, context and part keys, and the catalogue tree holding the part."""
     from strongroom.messages.catalog_format import (PartHeader, chunk_records, content_key, encode_record,
-                                                     part_key, record_sort_key)
+                                                     member_key, part_key, record_sort_key)
     messages = catalog_messages()
     lines = sorted({(record_sort_key(m), encode_record(m)) for m in messages})
     lines = [line for _, line in lines]
@@ -706,6 +707,11 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
     users_content = content_key(master.blob_id, [users_id])
     context = master.blob_id(b"strongroom catalogue context\0" + b"export/users.json\0" + users_content)
     key = part_key(master.blob_id, "slack", "export/general/2023-11-14.json", content, context)
+    member_text = b"".join(line + b"\n" for line in lines)
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    member_stored = deflate.compress(member_text) + deflate.flush()
+    member = member_key(master.blob_id, 8, zlib.crc32(member_text), len(member_text),
+                        blake3.blake3(member_stored).digest())
     header = PartHeader("slack", "export/general/2023-11-14.json", key, len(lines)).encode()
     ids = [master.blob_id(header)] + [master.blob_id(c) for c in chunks]
     part = Node(name=b"2023-11-14.json", type=FILE, mode=0o600, size=len(header) + sum(map(len, chunks)),
@@ -719,7 +725,9 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
                   "once), cut into 'chunks' (line counts and blob ids); 'keys' shows the content, context and "
                   "part keys for an export file with the given chunk ids and one context file users.json, of "
                   "an export backed up at /backups/export ('source' and the context path are relative to "
-                  "/backups); 'part' is the header line and the file node; 'trees' the catalogue from its root."),
+                  "/backups); 'keys.zip_member' the content key of a zip member holding the record lines, deflated, "
+                  "from its stored data (§23.3); 'part' is the header line and the file node; 'trees' the "
+                  "catalogue from its root."),
         "master_secret": H(MASTER_SECRET),
         "messages": [{"platform": m.platform, "conversation": m.conversation, "message_id": m.message_id,
                       "author": m.author, "time_ms": m.time_ms, "edited": m.edited, "text": m.text,
@@ -731,7 +739,9 @@ def catalog_vector(master: MasterKey, zstd: _Zstd) -> dict:
                  "context_file": {"path": "export/users.json", "chunk_ids": [H(users_id)],
                                   "content_key": H(users_content)},
                  "context_key": H(context), "platform": "slack", "export_root": "backups/export",
-                 "source": "export/general/2023-11-14.json", "part_key": H(key)},
+                 "source": "export/general/2023-11-14.json", "part_key": H(key),
+                 "zip_member": {"method": 8, "crc32": zlib.crc32(member_text), "size": len(member_text),
+                                "stored_data": H(member_stored), "content_key": H(member)}},
         "part": {"header": header.decode(), "header_id": H(ids[0]), "node": _node_json(part)},
         "version_1": catalog_version_1(messages[:3]),
         "trees": {"root": {"json": root.decode(), "id": H(master.blob_id(root))},

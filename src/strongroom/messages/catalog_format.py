@@ -10,6 +10,7 @@ changes only the chunk around it.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -190,6 +191,13 @@ def content_key(keyed_hash: Callable[[bytes], bytes], chunk_ids: Iterable[bytes]
     for chunk_id in chunk_ids:
         h.update(chunk_id)
     return keyed_hash(b"strongroom catalogue content\0" + h.digest())
+
+
+def member_key(keyed_hash: Callable[[bytes], bytes], method: int, crc: int, size: int, stored_digest: bytes) -> bytes:
+    """A zip member's content key (spec §23.3), from what the archive stores: its compression
+    method, CRC-32, uncompressed size and the BLAKE3 of its stored (compressed) data. Equal stored
+    data inflates to equal content, so an unchanged member is recognised without inflating it."""
+    return keyed_hash(b"strongroom catalogue stored member\0" + struct.pack("<HIQ", method, crc, size) + stored_digest)
 
 
 def export_relative(root: str, path: str) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import tempfile
 import zipfile
 from collections import OrderedDict
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 from ..model import ExportFiles
 from .common import FORMAT_ERRORS, HEAD_BYTES, Warn, log_warning, read_up_to
@@ -96,6 +97,21 @@ class ZipExportFiles:
     def open(self, path: str) -> BinaryIO:
         return self._zip.open(self._members[path])  # type: ignore[return-value]
 
+    def stored(self, path: str) -> tuple[int, int, int, Iterator[bytes]]:
+        """(compression method, CRC-32, uncompressed size, the member's data as the archive stores
+        it, compressed, in blocks): what identifies its content without inflating it."""
+        info = self._members[path]
+        fp = self._zip.fp  # member streams seek before each read, so seeking it here is safe
+        if fp is None:
+            raise ValueError("the zip archive is closed")
+        fp.seek(info.header_offset)
+        header = fp.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"{info.filename}: bad local file header")
+        name_length, extra_length = _LOCAL_HEADER.unpack(header)[-2:]
+        return info.compress_type, info.CRC, info.file_size, _stored_blocks(
+            fp, info.header_offset + len(header) + name_length + extra_length, info.compress_size, info.filename)
+
     def close(self) -> None:
         self._zip.close()
 
@@ -104,6 +120,21 @@ class ZipExportFiles:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # a zip local file header, up to the name
+
+
+def _stored_blocks(fp, start: int, length: int, name: str) -> Iterator[bytes]:
+    position, left = start, length
+    while left > 0:
+        fp.seek(position)
+        block = fp.read(min(left, 1 << 20))
+        if not block:
+            raise zipfile.BadZipFile(f"{name}: the archive ends inside the member")
+        position += len(block)
+        left -= len(block)
+        yield block
 
 
 class ExpandedFiles:
@@ -171,6 +202,11 @@ class ExpandedFiles:
     def open(self, path: str) -> BinaryIO:
         zpath, member = self._scan()[path]
         return self.inner.open(member) if zpath is None else self._zip(zpath).open(member)
+
+    def stored(self, path: str) -> tuple[int, int, int, Iterator[bytes]] | None:
+        """ZipExportFiles.stored for a zip member; None for a plain file."""
+        zpath, member = self._scan()[path]
+        return None if zpath is None else self._zip(zpath).stored(member)
 
     def close(self) -> None:
         while self._open:
