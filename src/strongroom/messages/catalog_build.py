@@ -244,7 +244,7 @@ class CatalogBuilder:
 
     def _pieces_to_part(self, memo: PieceMemo, segment_reader, blocks: Iterable[bytes], warn, export: Export,
                         path: str, key: bytes) -> None:
-        with ExternalSorter(self.repo.scratch_folder()) as sorter:
+        with ExternalSorter(self.repo.scratch_folder(), distinct=True) as sorter:
             for records in memo.read(segment_reader, blocks, warn, self.keyed):
                 sorter.extend(records)  # a block's records
             # every block was read (and, for local bytes, verified) before anything is written
@@ -296,7 +296,7 @@ class CatalogBuilder:
 
     def _read(self, reader: ExportReader, files, export: Export, keys: dict[str, bytes], wanted: set[str],
               monolithic: str | None = None) -> None:
-        sorter = ExternalSorter(self.repo.scratch_folder())
+        sorter = ExternalSorter(self.repo.scratch_folder(), distinct=True)
         sources: dict[str, str] = {}  # a message's source as the reader gives it -> the part's path
         try:
             self.stats.files_read += len(wanted)
@@ -316,21 +316,13 @@ class CatalogBuilder:
             self._write_part(export, source, keys[source], ((line, None) for _, _, line in group))
 
     def _write_part(self, export: Export, path: str, key: bytes, lines: Iterable[tuple[bytes, bool | None]]) -> None:
-        """Write the part of ``path`` from its sorted record lines, each with its cut mark if known
-        (catalog_format.chunk_marked_records); the same message twice in a row is recorded once."""
+        """Write the part of ``path`` from its sorted, distinct record lines (the sorters drop a
+        message given twice), each with its cut mark if known (catalog_format.chunk_marked_records)."""
         count = 0
-
-        def unique() -> Iterator[tuple[bytes, bool | None]]:
-            nonlocal count
-            previous = None
-            for line, may_cut in lines:
-                if line != previous:
-                    count += 1
-                    previous = line
-                    yield line, may_cut
-
-        chunks = [(self.writer.add(DATA, chunk, text=True)[0], len(chunk))
-                  for chunk in chunk_marked_records(unique(), self.keyed)]
+        chunks = []
+        for chunk in chunk_marked_records(lines, self.keyed):
+            count += chunk.count(b"\n")  # a line each
+            chunks.append((self.writer.add(DATA, chunk, text=True)[0], len(chunk)))
         header = PartHeader(export.platform, export_relative(export.root, path), key, count).encode()
         content = FileContent(self.writer)
         content.append(self.writer.add(DATA, header, text=True)[0])
