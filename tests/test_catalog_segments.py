@@ -263,6 +263,24 @@ def test_separator_counts_closing_lines_as_a_regex_would(parts):
     assert catalog_memo.separator(head) == expected
 
 
+def test_the_separator_is_sniffed_again_only_when_the_files_head_changes(monkeypatch):
+    sniffed = []
+    real = catalog_memo.separator
+    monkeypatch.setattr(catalog_memo, "separator", lambda head: sniffed.append(head[:8]) or real(head))
+
+    def read(data: bytes, previous: dict | None) -> tuple[catalog_memo.PieceMemo, list]:
+        memo = catalog_memo.PieceMemo(previous)
+        blocks = [data[i:i + 50_000] for i in range(0, len(data), 50_000)]
+        records = [r for batch in memo.read(LineSegments([]), blocks, lambda w: None, lambda b: bytes(32)) for r in batch]
+        return memo, records
+    text = b"".join(json.dumps(m).encode() + b"\n" for m in night(3))
+    first, records = read(text * 8, None)  # more than the 64 KiB sniffed
+    same, again = read(text * 8 + json.dumps(msg("new", 1, "late")).encode() + b"\n", first.current)
+    changed, _ = read(b"\n" + text * 8, same.current)  # other first bytes
+    assert len(sniffed) == 2 and sniffed[1].startswith(b"\n")  # nights 1 and 3 sniffed, night 2 remembered
+    assert again[:len(records)] == records and len(again) == len(records) + 1 and same.parsed == 1  # the new line
+
+
 def test_a_piece_without_separator_is_cut_at_max_piece(monkeypatch):
     monkeypatch.setattr(catalog_memo, "MAX_PIECE", 100)
     data = b"x" * 1050
