@@ -1,7 +1,7 @@
 """Message catalogue costs: backup overhead, and search over many large snapshots (CPU time).
 
     PYTHONPATH=src python bench/messages.py backup --nights 4 --scale 10
-        Backs the same nightly corpus (bench/corpus.py, text-heavy) up twice, into a repository
+        Backs the same nightly corpus (bench/corpus.py, text-heavy unless --profile) up twice, into a repository
         with --no-catalog and one with the catalogue, and reports the process CPU time of each
         backup (all threads) and the ratio; the last night is backed up once more unchanged.
         Target: cataloguing costs at most 30%. With --cli, `strongroom backup` processes are
@@ -61,10 +61,10 @@ def _repo(path: Path) -> Repository:
 
 # -- backup overhead -------------------------------------------------------------------------
 
-def bench_backup(nights: int, scale: float, work: Path) -> dict:
+def bench_backup(nights: int, scale: float, work: Path, profile: str = "text-heavy") -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from corpus import params_for, write_night
-    params = params_for("text-heavy", scale)
+    params = params_for(profile, scale)
     src = work / "exports"
     rows = []
     seen: list = []  # the catalogue builder's statistics of each catalogued backup
@@ -102,7 +102,7 @@ def bench_backup(nights: int, scale: float, work: Path) -> dict:
             "overhead": round(total_cat / total_plain - 1, 3)}
 
 
-def bench_backup_cli(nights: int, scale: float, work: Path) -> dict:
+def bench_backup_cli(nights: int, scale: float, work: Path, profile: str = "text-heavy") -> dict:
     """The same nights through the command a user runs (`strongroom backup`, default key
     derivation, a fresh process each time), with and without `--no-catalog`: the child's CPU
     time (user + system, from wait4) and wall time. This is what "slows a backup" means to a
@@ -110,7 +110,7 @@ def bench_backup_cli(nights: int, scale: float, work: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from corpus import params_for, write_night
     from run import run_step
-    params = params_for("text-heavy", scale)
+    params = params_for(profile, scale)
     src = work / "exports"
     env = dict(os.environ, STRONGROOM_PASSWORD="bench", PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
     command = [sys.executable, "-m", "strongroom"]
@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--nights", type=int, default=4)
     b.add_argument("--scale", type=float, default=10.0)
     b.add_argument("--cli", action="store_true", help="time `strongroom backup` processes (see bench_backup_cli)")
+    b.add_argument("--profile", choices=("text-heavy", "attachment-heavy"), default="text-heavy",
+                   help="the corpus (bench/corpus.py)")
     s = sub.add_parser("search")
     s.add_argument("--snapshots", type=int, default=30)
     s.add_argument("--messages", type=int, default=1_000_000)
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("STRONGROOM_CACHE_DIR", str(work / "cache"))
     try:
         if args.what == "backup":
-            result = (bench_backup_cli if args.cli else bench_backup)(args.nights, args.scale, work)
+            result = (bench_backup_cli if args.cli else bench_backup)(args.nights, args.scale, work, args.profile)
         else:
             result = bench_search(args.snapshots, args.messages, work)
         print(json.dumps(result, indent=1))
