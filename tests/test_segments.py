@@ -152,6 +152,52 @@ def test_random_and_chunker_partitions_give_the_same_messages_and_states(sample_
                 assert seen.setdefault(offset, state) == state, (case, offset)
 
 
+def _by_record_pieces(case: Case, data: bytes) -> tuple[list[Message], list[bytes], list[str]]:
+    """``data`` through the case's segment reader in the pieces the catalogue cuts (a record and
+    its comma each, for pretty-printed JSON): messages, the state after each piece, warnings."""
+    from strongroom.messages import catalog_memo
+    warnings: list[str] = []
+    seg = case.segments()
+    state, msgs, states = seg.initial(), [], []
+    pieces = []
+    for piece, final in catalog_memo.pieces([data[i:i + 7000] for i in range(0, len(data), 7000)]):
+        opening = 0 if pieces else piece.find(b"[\n") + 1  # also cut after the first array's opening,
+        pieces += [(piece[:opening], False), (piece[opening:], final)] if opening else [(piece, final)]
+    for piece, final in pieces:  # so that a piece follows a state expecting the array's first element
+        got, state = seg.feed(state, piece, final, warnings.append)
+        msgs += got
+        states.append(state)
+    return msgs, states, warnings
+
+
+def test_a_record_read_whole_reads_as_the_scan_reads_it(sample_cases, monkeypatch):
+    # JsonSegments reads a piece that is one record and its comma without its scan; messages,
+    # states and warnings must be the scan's, for good records, wrong-shape ones and broken JSON
+    from strongroom.messages.formats.segments import JsonSegments
+    real = JsonSegments._whole_record
+    taken: dict[str, list] = {}
+    for case in FIXTURE_CASES + sample_cases:
+        if case.export.platform in ("whatsapp", "mattermost"):
+            continue  # not JSON documents
+        counted = taken.setdefault(case.export.platform, [])
+        monkeypatch.setattr(JsonSegments, "_whole_record", lambda self, *a: counted.append(real(self, *a)) or counted[-1])
+        start = case.data.find(b"\n        {", len(case.data) // 3)  # a record (in Slack's array)
+        start = start if start >= 0 else case.data.find(b"\n    {", len(case.data) // 3)  # (in "messages")
+        end = case.data.find(b"},", start) + 2
+        variants = [case.data]
+        if start >= 0 and end > start:  # that record empty (the wrong shape) or broken (invalid JSON)
+            variants += [case.data[:start] + b"\n    {}," + case.data[end:],
+                         case.data[:start + 8] + b"\x00" + case.data[start + 8:]]
+        for data in variants:
+            fast = _by_record_pieces(case, data)
+            monkeypatch.setattr(JsonSegments, "_whole_record", lambda self, *a: None)
+            assert fast == _by_record_pieces(case, data), case
+            monkeypatch.setattr(JsonSegments, "_whole_record", lambda self, *a: counted.append(real(self, *a)) or counted[-1])
+    for platform in ("slack", "discord", "telegram"):  # pretty-printed: many pieces take the short way
+        read_whole = sum(t is not None for t in taken[platform])
+        assert read_whole > 100 and read_whole > len(taken[platform]) // 3, (platform, read_whole, len(taken[platform]))
+
+
 def test_states_are_small_between_records_and_hold_the_captured_context(sample_cases):
     discord = next(c for c in sample_cases if c.export.platform == "discord")
     seg = discord.segments()

@@ -62,6 +62,7 @@ _MAX_INDENT = 256
 _OPEN, _CLOSE = ord("{"), ord("}")
 _OPEN_ARRAY, _CLOSE_ARRAY = ord("["), ord("]")
 _QUOTE = ord('"')
+_BLANKS = b" \t\n\r"  # JSON's whitespace (_WS)
 
 
 class Broken(ValueError):
@@ -178,6 +179,9 @@ class JsonSegments:
         return state
 
     def feed(self, state: bytes, data: bytes, final: bool, warn: Warn) -> tuple[list[Message], bytes]:
+        whole = self._whole_record(state, data, final)
+        if whole is not None:
+            return whole, state
         st, carry, paths = self._decode(state)
         if st["m"] in ("x", "f"):
             return [], state
@@ -206,6 +210,35 @@ class JsonSegments:
         if final and st["m"] != "x":
             st, carry = {"m": "f"}, b""
         return out, self._encode(st, carry, scan.paths if st.get("m") in ("r", "s") else None)
+
+
+    def _whole_record(self, state: bytes, data: bytes, final: bool) -> list[Message] | None:
+        """The messages of a piece that is one whole record of the array being read, then its
+        comma — what a pretty-printed export is cut into (catalog_memo) — read without the scan;
+        None when the piece is anything else, or its record is not one the scan would convert
+        without a word (then the scan reads it, and reports). From a state that carries nothing,
+        after an element of that array, such a piece leaves the same state: the state is given
+        back as it came.
+
+        (A record parsed whole is the record the scan finds: a JSON object ends exactly once.)"""
+        if final or type(data) is not bytes or not data.endswith(b",") or not state.endswith(b"\0"):
+            return None
+        header = self._last_header
+        if header is None or len(state) != len(self._last_head) + 1 or not state.startswith(self._last_head):
+            return None  # a state this reader did not just end with (decoding it costs more)
+        frames = header["k"] if header.get("m") == "r" and header.get("t") == "v" else None
+        if not frames or frames[-1][0] != "[" or frames[-1][1] != "v":
+            return None
+        route = self.routes.get(_child(self._last_paths[-1], frames[-1]))
+        if route is None or route[0] != RECORD:
+            return None
+        body = data.strip(_BLANKS)[:-1].rstrip(_BLANKS)
+        if body[:1] != b"{" or body[-1:] != b"}" or len(body) > common.MAX_LINE:
+            return None
+        try:
+            return self.convert(_parse(body), header["c"])
+        except RECORD_ERRORS:  # ValueError includes broken JSON and _TooDeep
+            return None
 
 
 def _copy_header(st: dict) -> dict:
