@@ -292,7 +292,7 @@ _TEXT = st.text(alphabet=st.sampled_from(["\0", "\1", "\2", "a", "b", "é", "\ud
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(_TEXT, st.one_of(st.integers(-2 ** 70, 2 ** 70), st.sampled_from([0, -1, 1, 255, 256, -256])),
+@given(st.lists(st.tuples(_TEXT, st.one_of(st.integers(-2 ** 70, 2 ** 70), st.sampled_from([0, -1, 1, 255, 256, -256, 2 ** 64 - 1, 2 ** 64, -(2 ** 64)])),
                           _TEXT, st.binary(max_size=3).map(lambda b: b"{" + b + b"}"), st.booleans()),
                 max_size=12))
 def test_memo_records_sort_as_the_spec_orders_records(records):

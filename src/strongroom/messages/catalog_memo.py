@@ -30,7 +30,7 @@ from strongroom.messages.catalog_format import encode_record, may_cut_after
 MEMO_MAX_BYTES = 32 * 1024 * 1024  # pieces (bytes of the file) remembered per file
 MAX_PIECE = 1024 * 1024  # a piece is cut here when no separator came (compact JSON, odd input)
 SNIFF = 64 * 1024
-_MEMO_VERSION = 6
+_MEMO_VERSION = 7
 _MAX_CLOSING_INDENT = 16
 _SEPARATOR = ("separator",)  # a memo's entry for the file's separator (piece keys are 3-tuples)
 
@@ -116,24 +116,26 @@ def _cut(buf: bytes, sep: bytes) -> tuple[list[bytes], bytes]:
     return batch, rest
 
 
-def _escaped(text: str) -> bytes:
-    """UTF-8 with 0x00 and 0x01 escaped (0x01 0x01, 0x01 0x02) and 0x00 appended: bytewise
-    order of the results is code-point order of the strings (UTF-8 keeps it), prefixes first."""
-    raw = text.encode("utf-8", "surrogatepass")
-    if b"\0" in raw or b"\1" in raw:
-        raw = raw.replace(b"\1", b"\1\2").replace(b"\0", b"\1\1")
-    return raw + b"\0"
+def _escaped(raw: bytes) -> bytes:
+    """UTF-8 with 0x00 and 0x01 escaped (0x01 0x01, 0x01 0x02), so that with 0x00 appended the
+    bytewise order of the results is the code-point order of the strings (UTF-8 keeps it),
+    prefixes first."""
+    return raw.replace(b"\1", b"\1\2").replace(b"\0", b"\1\1")
 
 
 def _int_key(value: int) -> bytes:
     """Bytes whose bytewise order is the integers' order: a sign byte, the magnitude's length in
-    2 bytes, the magnitude (complemented for negatives). Python's int parsing caps JSON numbers
-    at 4,300 digits, well within the 65,535 bytes the length allows."""
+    2 bytes, the magnitude (complemented for negatives), at least 8 bytes long when not negative
+    (sortable_record writes those directly). Python's int parsing caps JSON numbers at 4,300
+    digits, well within the 65,535 bytes the length allows."""
     if value >= 0:
-        magnitude = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        magnitude = value.to_bytes(max(8, (value.bit_length() + 7) // 8), "big")
         return b"\1" + len(magnitude).to_bytes(2, "big") + magnitude
     magnitude = (-value).to_bytes(((-value).bit_length() + 7) // 8, "big")
     return b"\0" + (0xFFFF - len(magnitude)).to_bytes(2, "big") + bytes(255 - b for b in magnitude)
+
+
+_TIME_64 = b"\1\0\x08"  # _int_key's prefix for 0 <= time < 2**64
 
 
 def sortable_record(conversation: str, time_ms: int, message_id: str, line: bytes, may_cut: bool) -> bytes:
@@ -142,8 +144,15 @@ def sortable_record(conversation: str, time_ms: int, message_id: str, line: byte
     line's cut mark and the key's length. One bytes object per record, not a tuple of five:
     marshalled, loaded and sorted several times faster, and this runs for every record of every
     changed export file every night."""
-    key = _escaped(conversation) + _int_key(time_ms) + _escaped(message_id)
-    return b"".join((key, line, b"\1" if may_cut else b"\0", len(key).to_bytes(4, "big")))
+    c = conversation.encode("utf-8", "surrogatepass")
+    if b"\0" in c or b"\1" in c:
+        c = _escaped(c)
+    i = message_id.encode("utf-8", "surrogatepass")
+    if b"\0" in i or b"\1" in i:
+        i = _escaped(i)
+    t = _TIME_64 + time_ms.to_bytes(8, "big") if 0 <= time_ms < 1 << 64 else _int_key(time_ms)
+    return b"".join((c, b"\0", t, i, b"\0", line, b"\1" if may_cut else b"\0",
+                     (len(c) + len(t) + len(i) + 2).to_bytes(4, "big")))
 
 
 def record_line(record: bytes) -> tuple[bytes, bool]:
