@@ -75,6 +75,36 @@ def test_cache_folder_that_cannot_be_written(initialised, tmp_path):
         EXIT_USAGE, f"strongroom: cannot use the cache folder {cache}: Permission denied {CACHE_HINT}")
 
 
+@pytest.mark.parametrize("damage", ["index is a file", "messages is a file", "index holds no LMDB"])
+def test_a_damaged_cache_inside_the_cache_folder(initialised, tmp_path, damage):
+    # the repository's own cache (index, messages) is rebuilt from the repository: a damaged one
+    # is named in one line with what to do, and a backup still stores its snapshot
+    source = make_source(tmp_path)
+    ok(["backup", str(source)], initialised)
+    [cache] = [p for p in Path(initialised["STRONGROOM_CACHE_DIR"]).iterdir() if p.name != "key-hints"]
+    name = damage.split()[0]
+    shutil.rmtree(cache / name)
+    if damage.endswith("a file"):
+        (cache / name).write_text("not a folder")
+    else:
+        (cache / name).mkdir()
+        (cache / name / "data.mdb").write_bytes(b"not an LMDB file" * 512)
+    hint = "(it holds nothing the repository does not: remove it, and it is rebuilt)"
+    if name == "index":
+        proc = run(["snapshots"], initialised)
+        line = one_line(proc.stderr)
+        assert proc.returncode == EXIT_ERROR and line.startswith(f"strongroom: cannot open the local cache {cache / name}: ")
+        assert line.endswith(hint) and ("it is not a folder" in line or "MDB_INVALID" in line)
+    else:  # the messages cache: the backup is stored, its catalogue is not (and says why)
+        proc = run(["backup", str(source)], initialised)
+        assert proc.returncode == EXIT_OK and f"cannot open the local cache {cache / name}: it is not a folder {hint}" in proc.stderr
+    if (cache / name).is_file():
+        (cache / name).unlink()
+    else:
+        shutil.rmtree(cache / name)
+    assert run(["snapshots"], initialised).returncode == EXIT_OK  # removed: rebuilt
+
+
 # -- the repository and the password ---------------------------------------------------------------
 
 

@@ -45,11 +45,13 @@ def _acquire_env(path: str) -> lmdb.Environment:
     with _envs_lock:
         slot = _envs.get(key)
         if slot is None:
-            os.makedirs(key, mode=0o700, exist_ok=True)
             try:
+                os.makedirs(key, mode=0o700, exist_ok=True)
                 env = lmdb.open(key, map_size=1 << 40, max_dbs=8, metasync=False, readahead=False)
-            except lmdb.Error as e:
-                raise StrongroomError(f"cannot open the index cache {key}: {e}") from None
+            except (OSError, lmdb.Error) as e:
+                reason = "it is not a folder" if isinstance(e, FileExistsError) else getattr(e, "strerror", None) or e
+                raise StrongroomError(f"cannot open the local cache {key}: {reason} (it holds nothing the "
+                                      "repository does not: remove it, and it is rebuilt)") from None
             slot = _envs[key] = [env, 0]
         slot[1] += 1
         return slot[0]
