@@ -206,6 +206,30 @@ def test_a_key_file_removed_after_listing_is_skipped(repo, repo_path) -> None:
         assert opening_.open_key()[0] == second
 
 
+def test_a_key_file_of_another_repository_is_passed_over(repo, repo_path, tmp_path, derivations) -> None:
+    # the same password opens a key file copied from another repository; its key does not open
+    # this config, so the next key file is tried (and remembered as the one that opens)
+    own, config_id = repo.key_name, repo.config.id
+    repo.close()
+    with Repository.init(LocalStorage(tmp_path / "other"), PASSWORD, kdf=WEAK_KDF) as other:
+        foreign = other.key_name
+    (repo_path / foreign).write_bytes((tmp_path / "other" / foreign).read_bytes())
+    cache = str(tmp_path / "cache")
+    opening_ = KeyOpening(LocalStorage(repo_path), PASSWORD, cache_root=cache)
+    opening_._write_hint(foreign)  # as if it had opened last time: tried first
+    derivations.clear()
+    with Repository.open(LocalStorage(repo_path), PASSWORD, cache_root=cache) as r:
+        assert (r.key_name, r.config.id) == (own, config_id)
+    assert len(derivations) == 2  # the foreign key, then ours
+    with Repository.open(LocalStorage(repo_path), PASSWORD, cache_root=cache) as r:
+        assert r.key_name == own and len(derivations) == 3  # ours is now tried first
+    os.remove(repo_path / own)  # only the foreign key is left: one line that says what is wrong
+    with pytest.raises(IntegrityError, match=f"config: cannot be opened by the key file.s. the password opens "
+                                             f"\\({foreign}\\): the config is damaged, or those keys belong to "
+                                             "another repository"):
+        Repository.open(LocalStorage(repo_path), PASSWORD, cache_root=cache)
+
+
 def _slow_key_file(repo_path) -> None:
     """Ask for a derivation of many seconds (256 MiB x 100 passes). The key file no longer opens
     (its parameters are bound to the key), but the derivation runs in full unless interrupted."""

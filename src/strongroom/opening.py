@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Iterator
 
 from strongroom.crypto.keyfile import Derivation, OpenedKey, open_access_key, read_key_info
 from strongroom.errors import IntegrityError, ObjectNotFound, RepositoryNotFound, UnsupportedFormat, WrongPassword
@@ -64,7 +65,22 @@ class KeyOpening:
     def open_key(self) -> tuple[str, OpenedKey]:
         """(key file name, opened key) of the first key file the password opens; waits for the
         derivation started early. Raises WrongPassword when none does."""
-        unreadable = []
+        for name, opened in self.opened_keys():
+            self.accepted(name)
+            return name, opened
+        raise AssertionError("opened_keys raises WrongPassword when no key opens")
+
+    def accepted(self, name: str) -> None:
+        """``name`` opened the repository: try it first next time (when there are several)."""
+        if name != self._hint and len(self.key_names) > 1:
+            self._write_hint(name)
+
+    def opened_keys(self) -> Iterator[tuple[str, OpenedKey]]:
+        """(key file name, opened key) of each key file the password opens, in order (the one that
+        opened last time first), each derived once; WrongPassword if none does. A caller that
+        finds a key is not this repository's (a key file copied from another repository) asks
+        for the next one."""
+        unreadable, opened_any = [], False
         for name in self.key_names:
             derivation = None
             if self._first is not None and self._first[0] == name:
@@ -80,9 +96,10 @@ class KeyOpening:
                 unreadable.append(str(e))  # one damaged key file must not lock out the others
                 continue
             if opened is not None:
-                if name != self._hint and len(self.key_names) > 1:
-                    self._write_hint(name)
-                return name, opened
+                opened_any = True
+                yield name, opened
+        if opened_any:
+            return
         detail = f" ({len(unreadable)} key file(s) unreadable: {unreadable[0]})" if unreadable else ""
         raise WrongPassword(f"wrong password: no key in the repository opens with it{detail}")
 

@@ -111,10 +111,20 @@ class Repository:
         opening = opening or KeyOpening(storage, password, cache_root=cache_root)
         # Listing the index needs no key: done while the derivation runs (on S3, a round trip).
         listed = [name for name, _ in storage.list("index")]
-        name, opened = opening.open_key()
-        key = opened.key
-        # A write-only key cannot open the config; its key file carries a copy of the payload.
-        config = Config.decode(key.config_payload) if key.write_only else open_config(key, opening.config_data)
+        foreign = []  # key files the password opens whose key does not open this config
+        for name, opened in opening.opened_keys():
+            key = opened.key
+            try:
+                # A write-only key cannot open the config; its key file carries a copy of the payload.
+                config = Config.decode(key.config_payload) if key.write_only else open_config(key, opening.config_data)
+            except IntegrityError:
+                foreign.append(name)
+                continue
+            break
+        else:
+            raise IntegrityError(f"config: cannot be opened by the key file(s) the password opens ({', '.join(foreign)}): "
+                                 "the config is damaged, or those keys belong to another repository")
+        opening.accepted(name)
         repo = cls(storage, key, config, name, cache_root, opened.signer)
         repo.sync_index(listed=listed)
         return repo
