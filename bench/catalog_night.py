@@ -47,13 +47,15 @@ def prepare(base: Path, profile: str, nights: int, scale: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("steps", nargs="*", choices=("plain", "catalogue"))
+    ap.add_argument("steps", nargs="*", help="plain, catalogue (none: only prepare)")
     ap.add_argument("--work", required=True)
     ap.add_argument("--profile", choices=("text-heavy", "attachment-heavy"), default="attachment-heavy")
     ap.add_argument("--nights", type=int, default=5, help="nights already in the repository")
     ap.add_argument("--scale", type=float, default=10.0)
     ap.add_argument("--small-map", action="store_true", help="map LMDB with 2 GiB (for valgrind)")
     a = ap.parse_args(argv)
+    if set(a.steps) - {"plain", "catalogue"}:
+        ap.error("steps are plain and catalogue")
     if a.small_map:
         import lmdb
         open_env = lmdb.open
