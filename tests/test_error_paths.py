@@ -117,8 +117,27 @@ def test_read_only_repository_lists_but_refuses_to_write(initialised, repo_path,
     proc = run_unprivileged(["backup", str(source)], initialised)
     line = one_line(proc.stderr)
     assert proc.returncode == EXIT_ERROR
-    assert line.startswith("strongroom: cannot write locks/") and line.endswith(": Permission denied "
-                                                                              f"({repo_path}/{line.split()[3][:-1]})")
+    assert line.startswith("strongroom: cannot write locks/") and line.endswith(
+        f": Permission denied ({repo_path}/{line.split()[3][:-1]}); commands that only read (check, restore, diff, "
+        "stats, messages) can run with --no-lock")
+
+
+def test_a_read_only_repository_is_read_with_no_lock(initialised, repo_path, tmp_path):
+    source = make_source(tmp_path)
+    ok(["backup", str(source)], initialised)
+    ok(["backup", str(source)], initialised)
+    read_only(repo_path)
+    before = sorted(p.relative_to(repo_path) for p in repo_path.rglob("*"))
+    refused = run_unprivileged(["check"], initialised)
+    assert refused.returncode == EXIT_ERROR and one_line(refused.stderr).endswith("can run with --no-lock")
+    for args in (["check", "--read-data"], ["stats", "--json"], ["diff", "latest", "latest"],
+                 ["restore", "latest", "--target", str(tmp_path / "restored")], ["messages", "search", "x", "--json"]):
+        proc = run_unprivileged(args + ["--no-lock"], initialised)
+        assert proc.returncode == EXIT_OK, (args, proc.stderr)
+    restored = tmp_path / "restored" / source.relative_to("/")
+    assert sorted(p.relative_to(restored) for p in restored.rglob("*")) == sorted(p.relative_to(source) for p in source.rglob("*"))
+    assert sorted(p.relative_to(repo_path) for p in repo_path.rglob("*")) == before  # nothing written, no lock
+    assert run(["backup", "--no-lock", str(source)], initialised).returncode == EXIT_USAGE  # only where it reads
 
 
 def test_init_in_a_read_only_folder(cli_env, tmp_path):

@@ -137,7 +137,14 @@ class Lock:
                 # Named before it is written, so that an interrupt arriving from here on removes it.
                 self.name = f"locks/{secrets.token_hex(32)}"
                 _HELD.add(self)
-                self._write(self.name)
+                try:
+                    self._write(self.name)
+                except StrongroomError as e:
+                    if self.exclusive:
+                        raise
+                    # most likely a repository this user may only read: say what reads it
+                    raise type(e)(f"{e}; commands that only read (check, restore, diff, stats, "
+                                  "messages) can run with --no-lock") from None
                 conflicts = self._conflicts()
             if conflicts:
                 self._delete()

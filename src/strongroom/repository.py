@@ -4,6 +4,7 @@ and snapshots. Commands use this; it knows nothing of the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
@@ -64,6 +65,9 @@ class Repository:
         self.signer = signer or Signer.for_master(master, master.legacy_signing_seed())
         self.config = config
         self.key_name = key_name
+        # Read without writing a lock (restic's --no-lock): for a repository this user cannot
+        # write. Nothing stops a prune meanwhile from removing what is being read.
+        self.lock_free = False
         self.hostname = socket.gethostname()
         self.username = current_username()
         self.cache_dir = os.path.join(cache_root or default_cache_root(), config.id)  # this repository's
@@ -152,11 +156,15 @@ class Repository:
         if self.master.write_only:
             raise AccessDenied(f"a write-only key cannot {action}; use a full key")
 
-    def lock(self, *, exclusive: bool = False) -> Lock:
+    def lock(self, *, exclusive: bool = False) -> Lock | contextlib.nullcontext:
         # Every operation that deletes takes the exclusive lock: refusing it here keeps write-only
         # keys away from forget, prune and anything added later that removes data.
         if exclusive:
             self.require_full_key("delete or rewrite anything (an exclusive lock)")
+        if self.lock_free:  # `--no-lock`, offered only by commands that read
+            if exclusive:
+                raise UsageError("--no-lock is for commands that only read; this one needs the exclusive lock")
+            return contextlib.nullcontext()
         return Lock(self, exclusive).acquire()
 
     def audit(self, command: str, args: dict | None = None, *, added: list[str] = (), removed: list[str] = (),

@@ -15,8 +15,8 @@ import click
 from typing import TYPE_CHECKING
 
 from strongroom import __version__
-from strongroom.cli.context import (Location, from_password_options, human_bytes, json_option, print_json,
-                                    repo_options, source_location, warn)
+from strongroom.cli.context import (Location, from_password_options, human_bytes, json_option, no_lock_option,
+                                    print_json, repo_options, source_location, warn)
 from strongroom.cli.lazy import LazyGroup
 from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.errors import EXIT_ERROR, EXIT_PARTIAL, UsageError
@@ -210,6 +210,7 @@ def backup(location: Location, paths: tuple[str, ...], tags: tuple[str, ...], ho
 
 @cli.command()
 @repo_options
+@no_lock_option
 @click.argument("snapshot")
 @click.option("--target", "-t", required=True, type=click.Path(file_okay=False), help="Directory to restore into.")
 @click.option("--include", "includes", multiple=True, metavar="GLOB", help="Restore only matching paths.")
@@ -307,6 +308,7 @@ def ls_command(location: Location, snapshot: str, path: str | None, long_format:
 
 @cli.command()
 @repo_options
+@no_lock_option
 @click.option("--read-data", is_flag=True, help="Also read every pack and verify every blob (slow).")
 @click.option("--read-data-subset", "subset", metavar="SPEC",
               help="Read only some packs: N% (random), n/t (part n of t, by pack name), or a size such as 2G.")

@@ -40,6 +40,20 @@ def repo_options(func: Callable) -> Callable:
     return wrapper
 
 
+def no_lock_option(func: Callable) -> Callable:
+    """--no-lock, for commands that only read (below @repo_options): open without writing a lock."""
+
+    @click.option("--no-lock", is_flag=True,
+                  help="Do not lock the repository: read one you cannot write (a read-only mount or "
+                       "credentials). A prune running meanwhile may remove what is being read.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, no_lock: bool, **kwargs: Any) -> Any:
+        kwargs["location"].lock = not no_lock
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
 _S3_KEYS = ("s3_endpoint", "s3_region", "s3_profile", "s3_addressing")
 
 
@@ -109,6 +123,7 @@ class Location:
         self.password_command = password_command
         self.s3 = s3
         self.password_env = password_env
+        self.lock = True  # False: --no-lock (no_lock_option)
 
     def storage(self, *, uncached: bool = False):
         _check_cache_root()
@@ -176,7 +191,9 @@ class Location:
         from strongroom.repository import Repository
         for module in imports:
             importlib.import_module(module)
-        return Repository.open(opening.storage, password, opening=opening)
+        repo = Repository.open(opening.storage, password, opening=opening)
+        repo.lock_free = not self.lock
+        return repo
 
 
 def _check_cache_root() -> None:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from strongroom.cli.commands import cli
-from strongroom.cli.context import Location, json_option, print_json, repo_options, warn
+from strongroom.cli.context import Location, json_option, no_lock_option, print_json, repo_options, warn
 from strongroom.commands.messages import (FORMATS, format_time, parse_time, run_diff, run_export, run_index,
                                           run_search, run_stats)
 from strongroom.errors import UsageError
@@ -42,6 +42,7 @@ def _line(r: Record) -> str:
 
 @messages.command("search")
 @repo_options
+@no_lock_option
 @click.argument("query")
 @click.option("--from", "author", metavar="USER", help="Only messages by this author (exact name, any case).")
 @click.option("--conversation", metavar="C", help="Only this conversation (channel, chat or room name).")
@@ -77,6 +78,7 @@ def search_cmd(location: Location, query: str, author: str | None, conversation:
 
 @messages.command("diff")
 @repo_options
+@no_lock_option
 @click.argument("before")
 @click.argument("after")
 @json_option
@@ -104,6 +106,7 @@ def diff_cmd(location: Location, before: str, after: str, as_json: bool) -> None
 
 @messages.command("export")
 @repo_options
+@no_lock_option
 @click.argument("snapshot")
 @click.option("--conversation", required=True, metavar="C", help="The conversation to export.")
 @click.option("--platform", metavar="P", help="Its platform, when several have a conversation of that name.")
@@ -135,6 +138,7 @@ def export_cmd(location: Location, snapshot: str, conversation: str, platform: s
 
 @messages.command("stats")
 @repo_options
+@no_lock_option
 @click.argument("snapshot")
 @json_option
 def stats_cmd(location: Location, snapshot: str, as_json: bool) -> None:

@@ -7,7 +7,8 @@ import json
 import click
 
 from strongroom.cli.commands import _size, cli
-from strongroom.cli.context import Location, human_bytes, json_option, json_text, print_json, repo_options, warn
+from strongroom.cli.context import (Location, human_bytes, json_option, json_text, no_lock_option, print_json,
+                                    repo_options, warn)
 from strongroom.cli.progress import byte_progress, progress_enabled
 from strongroom.commands.prune import MaxUnused, PruneOptions, PruneResult, run_prune
 from strongroom.policy import Duration, Policy, parse_group_by
@@ -196,6 +197,7 @@ def holds(location: Location, as_json: bool) -> None:
 
 @cli.command()
 @repo_options
+@no_lock_option
 @click.argument("snapshots", nargs=-1)
 @click.option("--mode", type=click.Choice(["restore-size", "raw-data"]), default="restore-size", show_default=True,
               help="restore-size: what a restore writes; raw-data: also the distinct stored blobs.")
@@ -224,6 +226,7 @@ def stats(location: Location, snapshots: tuple[str, ...], mode: str, as_json: bo
 
 @cli.command()
 @repo_options
+@no_lock_option
 @click.argument("first")
 @click.argument("second")
 @json_option
