@@ -372,3 +372,18 @@ def test_the_group_memo_is_bounded_and_keeps_the_latest():
     big = GroupMemo(max_bytes=10)
     big.put(("p", 0), b"x" * 50, b"y" * 50)  # one group larger than the bound is still held alone
     assert big.get(("p", 0)) is not None
+
+
+
+def test_copy_keeps_text_chunks_text_so_the_destination_groups_them(tmp_path):
+    from strongroom.commands.copy import CopySelection, run_copy
+    write_tree(tmp_path / "src", seed=7)
+    with make_repo(tmp_path / "a") as src, make_repo(tmp_path / "b") as dst:
+        run_backup(src, BackupOptions(paths=[str(tmp_path / "src")]))
+        run_copy(src, dst, CopySelection())
+        def members(repo):  # (data blobs in groups, data blobs) by their plaintext length
+            data = [e for e in all_entries(repo) if e.type == DATA]
+            return sorted(e.raw_length for e in data if e.group_length), sorted(e.raw_length for e in data)
+        # (blob ids are keyed per repository: the same chunks, other ids)
+        assert members(dst) == members(src) and len(members(src)[0]) > 20  # grouped again at the destination
+        assert run_check(dst, read_data=True).errors == []

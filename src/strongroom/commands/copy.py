@@ -232,12 +232,21 @@ class _TreeCopier:
             fresh: dict[bytes, bytes] = {}
             unique = list(dict.fromkeys(missing))
             for src_id, data in zip(unique, self.fetcher.fetch_all(unique)):
-                dst_id, _ = self.writer.add(DATA, data)  # a no-op if the destination has it
+                # a no-op if the destination has it; text keeps its class (groups, dictionary)
+                dst_id, _ = self.writer.add(DATA, data, text=self._was_text(src_id))
                 self.map.put(src_id, dst_id)
                 fresh[src_id] = dst_id
             self.result.blobs_read += len(unique)
             out = [d if d is not None else fresh[i] for i, d in zip(src_ids, out)]
         return out  # type: ignore[return-value]
+
+
+    def _was_text(self, src_id: bytes) -> bool:
+        """Whether the source stored the chunk as text: compressed with a dictionary or in a group,
+        which only text chunks are (spec §20, §24). Text the source stored plainly (before it had
+        a dictionary) is not told apart, and stays plain at the destination."""
+        location = self.src.index.lookup(src_id)
+        return location is not None and bool(location.entry.dictionary or location.entry.group_length)
 
 
 def _windows(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
