@@ -13,7 +13,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from .common import RECORD_ERRORS, Warn, guarded, head, int_ms, lines, log_warning, s
-from .segments import LineSegments
+from .line_segments import LineSegments
 
 PLATFORM = "mattermost"
 
