@@ -44,3 +44,11 @@ def test_listing_the_commands_includes_every_module() -> None:
         assert name in names
     result = CliRunner().invoke(cli, ["no-such-command"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_fastcdc_is_imported_at_start_only_for_commands_that_chunk() -> None:
+    # fastcdc (Cython) is imported with Ctrl-C held (cli/__init__.py) by the commands that will
+    # chunk anyway; --version does not pay for it
+    run = "from strongroom.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert "fastcdc" not in _modules_after(run.format(argv=["--version"]))
+    assert "fastcdc" in _modules_after(run.format(argv=["snapshots", "-r", "/nonexistent/strongroom-repo"]))

@@ -30,6 +30,10 @@ def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
     return [a for a in argv[:end] if a != "--debug"] + argv[end:], debug
 
 
+#: Commands that make a repository or back up without opening one first: they import the chunker too.
+_CREATING_COMMANDS = frozenset({"init", "demo", "run"})
+
+
 def _interrupt(signum, frame) -> None:
     interrupts.requested.set()
     raise KeyboardInterrupt
@@ -97,7 +101,8 @@ def _main(argv: list[str] | None) -> None:
             early.start(argv)  # before click and the commands are imported: see cli/early.py
             import click
             from strongroom.cli.commands import cli
-            import fastcdc  # noqa: F401 - see _interrupts_held: the one Cython module, imported here
+            if argv and argv[0] in early.OPENING_COMMANDS | _CREATING_COMMANDS:
+                import fastcdc  # noqa: F401 - the one Cython module (see _interrupts_held), as they will
     except KeyboardInterrupt:
         print("strongroom: interrupted", file=sys.stderr)
         _exit_interrupted()
