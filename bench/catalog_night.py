@@ -5,7 +5,8 @@ nights before it (CPU time, in process; run it under valgrind to count instructi
 
 The first run backs nights 0 .. NIGHTS-1 up into W/base (with the catalogue, as the default
 backup does) and writes night NIGHTS's export; every step (``plain``, ``catalogue``) then backs
-that night up on a fresh copy of W/base and prints its CPU time. ``--small-map`` maps LMDB with
+that night up on a fresh copy of W/base and prints its CPU time (this process's, and its forked
+catalogue process's) and wall time. ``--small-map`` maps LMDB with
 2 GiB, which valgrind can map: the catalogue's share in instructions is
 
     PYTHONMALLOC=malloc valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
@@ -15,6 +16,7 @@ that night up on a fresh copy of W/base and prints its CPU time. ``--small-map``
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import time
@@ -45,6 +47,11 @@ def prepare(base: Path, profile: str, nights: int, scale: float) -> None:
     (base / "ready").write_text("")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("steps", nargs="*", help="plain, catalogue (none: only prepare)")
@@ -67,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(work / "base", work / "round", ignore=shutil.ignore_patterns("exports"))
         with Repository.open(LocalStorage(str(work / "round" / "repo")), PASSWORD,
                              cache_root=str(work / "round" / "cache")) as repo:
-            cpu = time.process_time()
+            cpu, children, wall = time.process_time(), _children_cpu(), time.perf_counter()
             run_backup(repo, BackupOptions(paths=[str(work / "base" / "exports")], catalog=step == "catalogue"))
-            print(f"{step}: {time.process_time() - cpu:.2f} s CPU", flush=True)
+            wall = time.perf_counter() - wall
+            print(f"{step}: {time.process_time() - cpu:.2f} s CPU (+ {_children_cpu() - children:.2f} s in "
+                  f"forked processes), {wall:.2f} s wall", flush=True)
     return 0
 
 

@@ -40,6 +40,18 @@ def repo(repo_path):
 
 
 @pytest.fixture
+def small_chunks_repo(tmp_path):
+    """A repository whose text chunks are 64 B .. 1 KiB: a small export file spans many chunks."""
+    from strongroom.chunker import ChunkerParams, ChunkingProfiles
+    from strongroom.config import Config
+    config = Config(chunking=ChunkingProfiles(text=ChunkerParams(64, 256, 1024)))
+    repo = Repository.init(LocalStorage(str(tmp_path / "repo")), PASSWORD, config=config, kdf=WEAK_KDF,
+                           cache_root=str(tmp_path / "cache"))
+    yield repo
+    repo.close()
+
+
+@pytest.fixture
 def cli_env(repo_path, tmp_path):
     """Environment for running the CLI against ``repo_path`` (not yet initialised)."""
     env = dict(os.environ)

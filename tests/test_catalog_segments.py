@@ -12,19 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strongroom.chunker import ChunkerParams, ChunkingProfiles
 from strongroom.commands.backup import BackupOptions, run_backup
 from strongroom.commands.check import run_check
-from strongroom.config import Config
 from strongroom.messages import catalog_build, catalog_memo
 from strongroom.messages.catalog_build import build_catalog
 from strongroom.messages.catalog_index import MessageIndex, cache_folder
 from strongroom.messages.catalog_query import Filters, conversation_records, diff, search, stats
 from strongroom.messages.model import Message
-from strongroom.repository import Repository
-from strongroom.storage import LocalStorage
 from strongroom.writer import BlobWriter
-from tests.conftest import PASSWORD, WEAK_KDF
 from tests.test_catalog import LineReader
 
 PLATFORM = "testchat"
@@ -85,20 +80,25 @@ def write(path, messages) -> None:
     path.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in messages))
 
 
-@pytest.fixture
-def small_chunks_repo(tmp_path):
-    config = Config(chunking=ChunkingProfiles(text=ChunkerParams(64, 256, 1024)))
-    repo = Repository.init(LocalStorage(str(tmp_path / "repo")), PASSWORD, config=config, kdf=WEAK_KDF,
-                           cache_root=str(tmp_path / "cache"))
-    yield repo
-    repo.close()
-
-
 def _backup(repo, src, reader, monkeypatch):
     monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [reader])
     result = run_backup(repo, BackupOptions(paths=[str(src)]))
     assert not result.warnings
     return result.snapshot
+
+
+def catalog_stats_of_backups(monkeypatch) -> list:
+    """The CatalogStats of every catalogue built from now on, in order."""
+    out = []
+    build = catalog_build.build_catalog
+
+    def recording(*args, **kwargs):
+        root, stats_ = build(*args, **kwargs)
+        out.append(stats_)
+        return root, stats_
+
+    monkeypatch.setattr(catalog_build, "build_catalog", recording)
+    return out
 
 
 def _nights(repo, src, reader, nights, monkeypatch, each=None):

@@ -824,10 +824,11 @@ def test_matrix_a_later_edit_or_another_room_name_changes_every_state():
 
 def test_the_catalogue_reads_changed_chat_files_piece_by_piece(repo, tmp_path, monkeypatch):
     from strongroom.commands.backup import BackupOptions, run_backup
-    from strongroom.messages import catalog_build
+    from strongroom.messages.catalog_build import build_catalog as build  # (not the recording one)
     from strongroom.messages.formats import matrix, whatsapp
     from strongroom.messages.formats import whatsapp_segments
     from strongroom.writer import BlobWriter
+    from tests.test_catalog_segments import catalog_stats_of_backups
     monkeypatch.setattr(whatsapp_segments, "GROUP", 1)  # a piece per record: counts to reason about
 
     class Whole:  # the same reader without its segment reader
@@ -840,15 +841,7 @@ def test_the_catalogue_reads_changed_chat_files_piece_by_piece(repo, tmp_path, m
         def messages(self, files, export, warn=None):
             return self.reader.messages(files, export, warn=warn)
 
-    seen = []
-    build = catalog_build.build_catalog
-
-    def counting(*args, **kwargs):
-        root, stats_ = build(*args, **kwargs)
-        seen.append(stats_)
-        return root, stats_
-
-    monkeypatch.setattr(catalog_build, "build_catalog", counting)
+    seen = catalog_stats_of_backups(monkeypatch)
     src = tmp_path / "src"
     chat = [_ios(13, 3, 9, i % 60, ("Ann", "Bo")[i % 2], f"message {i}" + ("\nmore" if i % 5 == 0 else ""))
             for i in range(200)]

@@ -29,6 +29,7 @@ from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
 from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records, content_key, encode_record,
                                                  export_relative, member_key, memo_key, part_key)
 from strongroom.messages.catalog_memo import PieceMemo, record_line
+from strongroom.messages.catalog_parallel import PieceJob, read_piece_jobs
 from strongroom.messages.external_sort import ExternalSorter
 from strongroom.messages.formats.segments import STATE_VERSION
 from strongroom.messages.model import Export, ExportReader, Message
@@ -106,7 +107,8 @@ class _Monolithic(Exception):
 
 class CatalogBuilder:
     def __init__(self, repo: Repository, writer: BlobWriter, *, readers: Iterable[ExportReader] | None = None,
-                 reuse=None, memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False) -> None:
+                 reuse=None, memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False,
+                 parallel: bool = False) -> None:
         self.repo = repo
         # The snapshot was just taken from this machine's files (at "/" + its paths): a changed
         # export file is read from there, if its bytes are still the ones stored (checked by the
@@ -120,6 +122,10 @@ class CatalogBuilder:
         self.keyed = repo.master.blob_id
         self.stats = CatalogStats()
         self.parts: dict[str, Node] = {}  # snapshot path of the export file -> its part's node
+        # files to read piece by piece, read after every export was looked at, so that they can
+        # be shared out between this process and a forked one (catalog_parallel)
+        self.jobs: list[PieceJob] = []
+        self.parallel = parallel
 
     def build(self, tree_id: bytes) -> bytes | None:
         """Catalogue the exports in a snapshot tree; return the catalogue's root tree id, or None
@@ -140,6 +146,8 @@ class CatalogBuilder:
                     raise
                 except Exception as e:  # noqa: BLE001 - a reader failing on odd input must not fail the backup
                     self.warn(f"cannot catalogue the {export.platform} export at /{export.root}: {e}")
+            read_piece_jobs(self, self.jobs)
+            self.jobs = []
         finally:
             if files is not self.tree:
                 files.close()  # the zip archives it holds open
@@ -168,10 +176,14 @@ class CatalogBuilder:
             self._add_part(path, ids, lists, size)
             self.stats.parts_reused += 1
         segmented = []
+        first_job = len(self.jobs)
         for path in todo:
             segment_reader = self._segment_reader(reader, files, export, path)
             if segment_reader is not None:
-                self._read_pieces(segment_reader, files, export, path, keys[path], context)
+                # the readers' state version too: a memo made by other reader code is never used
+                file_key = memo_key(self.keyed, export.platform, rel[path], context, STATE_VERSION)
+                self.jobs.append(PieceJob(export, files, path, segment_reader, keys[path], file_key,
+                                          files.size(path), self._local_source(path)))
                 segmented.append(path)
         todo = [p for p in todo if p not in segmented]
         if not todo:
@@ -185,10 +197,10 @@ class CatalogBuilder:
             else:
                 self._read(reader, files, export, keys, set(todo))
         except _Monolithic:
-            for path in done:
+            for path in reused:
                 del self.parts[path]
+            del self.jobs[first_job:]  # not read yet
             self.stats.parts_reused -= len(reused)
-            self.stats.parts -= len(segmented)
             everything = content_key(self.keyed, [content[p] for p in sorted(export.files)])
             first = data_files[0] if data_files else export.files[0]
             key = part_key(self.keyed, export.platform, export_relative(export.root, first), everything, context)
@@ -213,54 +225,69 @@ class CatalogBuilder:
             while block := f.read(1 << 20):
                 yield block
 
-    def _read_pieces(self, segment_reader, files, export: Export, path: str, key: bytes, context: bytes) -> None:
-        """Write the part of ``path`` (the same part as ``_read`` writes, spec §23.6), feeding the
-        file to the segment reader in record-sized pieces. A piece seen in the previous version
-        of the file, in the same reader state, is not parsed again: its records and the state
-        after it come from the file's memo (catalog_memo)."""
-        source = export_relative(export.root, path)
-        # the readers' state version too: a memo made by other reader code is never used
-        file_key = memo_key(self.keyed, export.platform, source, context, STATE_VERSION)
-        memo = self.memos.load(file_key) if self.memos is not None else PieceMemo()
-        local = self._local_blocks(path) if self.read_sources else None
-        if local is not None:
-            said: list[str] = []  # given only if the local bytes turn out to be the stored ones
-            try:
-                self._pieces_to_part(memo, segment_reader, local, said.append, export, path, key)
-            except _SourceChanged:
-                memo = PieceMemo(memo.previous)  # nothing read from the changed file counts
-                local = None
-            else:
-                self.stats.sources_read += 1
-                for message in said:
-                    self.warn(message)
-        if local is None:
-            self._pieces_to_part(memo, segment_reader, self._content(files, path), self.warn, export, path, key)
+    def read_pieces(self, job: PieceJob) -> None:
+        """Write the part of ``job``'s file (the same part as ``_read`` writes, spec §23.6),
+        feeding the file to the segment reader in record-sized pieces. A piece seen in the previous
+        version of the file, in the same reader state, is not parsed again: its records and the
+        state after it come from the file's memo (catalog_memo)."""
+        memo = self.memos.load(job.memo_key) if self.memos is not None else PieceMemo()
+        read = self.piece_chunks(job, memo)
+        assert read is not None  # (it reads the repository when the source file will not do)
+        chunks, memo = read
+        self.write_part(job.export, job.path, job.key, chunks)
         self.stats.pieces_parsed += memo.parsed
         self.stats.pieces_reused += memo.reused
         if self.memos is not None:
-            self.memos.remember(file_key, memo)
+            self.memos.remember(job.memo_key, memo)
         self.stats.files_read += 1
 
-    def _pieces_to_part(self, memo: PieceMemo, segment_reader, blocks: Iterable[bytes], warn, export: Export,
-                        path: str, key: bytes) -> None:
+    def piece_chunks(self, job: PieceJob, memo: PieceMemo, warn: WarningCallback | None = None,
+                     from_repository: bool = True) -> tuple[Iterator[bytes], PieceMemo] | None:
+        """The record chunks of ``job``'s part, and the memo that reads it (the given one, or a
+        fresh one over its previous entries if the source file changed while it was read: then
+        the file is read from the repository, or None is returned without ``from_repository``).
+        Every block is read (and, for a source file, verified) before the first chunk is given."""
+        warn = warn or self.warn
+        local = self._local_blocks(job.local) if job.local is not None else None
+        if local is not None:
+            said: list[str] = []  # given only if the local bytes turn out to be the stored ones
+            chunks = self._chunks(memo, job.reader, local, said.append)
+            try:
+                first = next(chunks, None)
+            except _SourceChanged:
+                memo = PieceMemo(memo.previous)  # nothing read from the changed file counts
+            else:
+                self.stats.sources_read += 1
+                for message in said:
+                    warn(message)
+                return itertools.chain(() if first is None else (first,), chunks), memo
+        if not from_repository:
+            return None
+        return self._chunks(memo, job.reader, self._content(job.files, job.path), warn), memo
+
+    def _chunks(self, memo: PieceMemo, segment_reader, blocks: Iterable[bytes], warn) -> Iterator[bytes]:
         with ExternalSorter(self.repo.scratch_folder(), distinct=True) as sorter:
             for records in memo.read(segment_reader, blocks, warn, self.keyed):
                 sorter.extend(records)  # a block's records
-            # every block was read (and, for local bytes, verified) before anything is written
-            self._write_part(export, path, key, map(record_line, sorter.sorted()))
+            # every block was read (and, for local bytes, verified) before anything is given
+            yield from chunk_marked_records(map(record_line, sorter.sorted()), self.keyed)
 
-    def _local_blocks(self, path: str) -> Iterator[bytes] | None:
-        """The blocks of the source file the snapshot's ``path`` was read from, checked against
-        the node's size and content hash (_SourceChanged after the last block if they differ);
-        None when there is no such regular file of the same size."""
-        if not self.tree.has(path):
-            return None  # a zip member
-        node = self.tree.node(path)
-        if node.content_hash is None:
+    def _local_source(self, path: str) -> tuple[str, int, bytes] | None:
+        """(the source file, its size, its content hash) that the snapshot's ``path`` was read
+        from in this backup, or None (a zip member, or not reading source files)."""
+        if not self.read_sources or not self.tree.has(path):
             return None
+        node = self.tree.node(path)
+        return None if node.content_hash is None else ("/" + path, node.size, node.content_hash)
+
+    @staticmethod
+    def _local_blocks(local: tuple[str, int, bytes]) -> Iterator[bytes] | None:
+        """The blocks of a ``_local_source``, checked against its size and content hash
+        (_SourceChanged after the last block if they differ); None when there is no such regular
+        file of that size."""
+        source, size, content_hash = local
         try:  # non-blocking: a FIFO put in the file's place must not hang the backup
-            fd = os.open("/" + path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             return None
         try:
@@ -268,10 +295,10 @@ class CatalogBuilder:
         except OSError:
             os.close(fd)
             return None
-        if not stat.S_ISREG(st.st_mode) or st.st_size != node.size:
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             os.close(fd)
             return None
-        return _verified_blocks(fd, node.size, node.content_hash)
+        return _verified_blocks(fd, size, content_hash)
 
     def _content_key(self, files, path: str) -> bytes:
         if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds
@@ -313,14 +340,15 @@ class CatalogBuilder:
     def _write_parts(self, export: Export, records: Iterator[tuple], keys: dict[str, bytes]) -> None:
         """Write one part per source file, streaming: only the part's chunk ids stay in memory."""
         for source, group in itertools.groupby(records, key=lambda r: r[0]):
-            self._write_part(export, source, keys[source], ((line, None) for _, _, line in group))
+            lines = ((line, None) for _, _, line in group)
+            self.write_part(export, source, keys[source], chunk_marked_records(lines, self.keyed))
 
-    def _write_part(self, export: Export, path: str, key: bytes, lines: Iterable[tuple[bytes, bool | None]]) -> None:
-        """Write the part of ``path`` from its sorted, distinct record lines (the sorters drop a
-        message given twice), each with its cut mark if known (catalog_format.chunk_marked_records)."""
+    def write_part(self, export: Export, path: str, key: bytes, record_chunks: Iterable[bytes]) -> None:
+        """Write the part of ``path`` from its record chunks (catalog_format.chunk_marked_records of
+        its sorted, distinct record lines: the sorters drop a message given twice)."""
         count = 0
         chunks = []
-        for chunk in chunk_marked_records(lines, self.keyed):
+        for chunk in record_chunks:
             count += chunk.count(b"\n")  # a line each
             chunks.append((self.writer.add(DATA, chunk, text=True)[0], len(chunk)))
         header = PartHeader(export.platform, export_relative(export.root, path), key, count).encode()
@@ -364,10 +392,10 @@ class CatalogBuilder:
 
 
 def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, readers=None, reuse=None,
-                  memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False
-                  ) -> tuple[bytes | None, CatalogStats]:
+                  memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False,
+                  parallel: bool = False) -> tuple[bytes | None, CatalogStats]:
     builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, memos=memos, warn=warn,
-                             read_sources=read_sources)
+                             read_sources=read_sources, parallel=parallel)
     return builder.build(tree_id), builder.stats
 
 
@@ -385,7 +413,7 @@ def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, war
     try:
         with MessageIndex(repo) as index:  # its part table says which parts can be reused
             root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes,
-                                    memos=index.memos, warn=warn, read_sources=True)
+                                    memos=index.memos, warn=warn, read_sources=True, parallel=True)
             writer.flush()
             index.part_nodes.flush()
             index.memos.flush()

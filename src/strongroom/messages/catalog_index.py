@@ -141,7 +141,14 @@ class MemoTable:
         self._pending: list[tuple[bytes, bytes]] = []
 
     def load(self, key: bytes) -> PieceMemo:
-        raw = self._index.cache.get("memos", key)
+        return self.decoded(key, self.raw(key))
+
+    def raw(self, key: bytes) -> bytes | None:
+        """The memo's sealed value (for ``decoded``), or None."""
+        return self._index.cache.get("memos", key)
+
+    def decoded(self, key: bytes, raw: bytes | None) -> PieceMemo:
+        """The memo of a sealed value (no cache access: a forked process may call this)."""
         if raw is None:
             return PieceMemo()
         try:
@@ -150,10 +157,20 @@ class MemoTable:
             return PieceMemo()
 
     def remember(self, key: bytes, memo: PieceMemo) -> None:
+        sealed = self.sealed(key, memo)
+        if sealed is not None:
+            self.remember_sealed(key, sealed)
+
+    def sealed(self, key: bytes, memo: PieceMemo) -> bytes | None:
+        """The value ``remember`` stores (no cache access), or None if it is not kept."""
         plain = memo.encode()
-        if len(plain) <= MAX_CHUNK_PLAIN:  # (bounded by MEMO_MAX_BYTES; this only guards the reader's cap)
-            # zstd level 1: the whole memo is rewritten every time its file changes
-            self._pending.append((key, self._index._seal("memos", key, plain, level=1)))
+        if len(plain) > MAX_CHUNK_PLAIN:  # (bounded by MEMO_MAX_BYTES; this only guards the reader's cap)
+            return None
+        # zstd level 1: the whole memo is rewritten every time its file changes
+        return self._index._seal("memos", key, plain, level=1)
+
+    def remember_sealed(self, key: bytes, sealed: bytes) -> None:
+        self._pending.append((key, sealed))
 
     def flush(self) -> None:
         """Record what was remembered (after the writer's flush, like the part nodes), and drop

@@ -1,0 +1,197 @@
+"""Export files read piece by piece (spec §23.6), shared out between this process and a forked one.
+
+Reading a changed export file for the catalogue is Python code (cutting, hashing and looking up
+every record, parsing the changed ones) that holds the GIL, and it comes after the backup has
+stored its files, when the second core is idle. So a forked child (strongroom.forked) reads
+files too: the files that can be read from the source files the backup just stored are taken in
+turn by both processes, largest first. This process writes each part as it goes; the child
+writes, per file, the part's record chunks, its warnings and its new memo to a scratch file, and
+this process then stores those chunks as parts, exactly as it would have. The child does no
+repository or cache I/O: the memos it may need are read for it before the fork, and a file whose
+source changed (or that the child failed on) is read here afterwards, from the repository, as
+without a child. A child that fails altogether has all it took read here. The catalogue is the
+same bytes either way (a test compares roots)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import marshal
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+from strongroom.errors import StrongroomError
+from strongroom.forked import Forked
+from strongroom.messages.catalog_memo import PieceMemo
+from strongroom.messages.model import Export
+
+MIN_FORKED_BYTES = 2 * 1024 * 1024  # a smaller share is read here: forking costs milliseconds
+MAX_FORKED_MEMO_BYTES = 128 * 1024 * 1024  # sealed memos handed to the child (held over the fork)
+
+
+@dataclass
+class PieceJob:
+    """An export file whose part is read piece by piece."""
+
+    export: Export
+    files: object  # the ExportFiles the path belongs to (a snapshot tree, or its zips' members)
+    path: str
+    reader: object  # its segment reader (spec §22.10), context already taken
+    key: bytes  # the part key (spec §23.3)
+    memo_key: bytes  # its memo's key (spec §23.6)
+    size: int
+    local: tuple[str, int, bytes] | None  # (source file, size, content hash) when it may be read there
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Claims:
+    """Job numbers handed out in turn to this process and its child: a counter in a scratch file,
+    taken under a lock the kernel drops if its holder dies (so neither waits on a dead one)."""
+
+    def __init__(self, folder: str) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder)
+
+    def take(self) -> int:
+        fd = self._file.fileno()
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            n = int.from_bytes(os.pread(fd, 8, 0).ljust(8, b"\0"), "little")
+            os.pwrite(fd, (n + 1).to_bytes(8, "little"), 0)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_piece_jobs(builder, jobs: list[PieceJob]) -> None:
+    """Write the parts of ``jobs`` through ``builder`` (a catalog_build.CatalogBuilder), in two
+    processes when it allows it and the work is large enough. Files the child may read (from
+    their source) are taken in turn by both, largest first; the others are read here first."""
+    shared: list[PieceJob] = []
+    if builder.parallel and available_cores() > 1 and hasattr(os, "fork"):
+        shared = sorted((j for j in jobs if j.local is not None), key=lambda j: -j.size)
+        if sum(j.size for j in shared) < MIN_FORKED_BYTES:
+            shared = []
+    if not shared:
+        for job in jobs:
+            _guarded(builder, job, builder.read_pieces)
+        return
+    memos = builder.memos
+    raw: list[bytes | None] = []
+    held = 0
+    for job in shared:  # the sealed memos, read here (the child does no cache I/O)
+        if held >= MAX_FORKED_MEMO_BYTES:
+            break
+        raw.append(memos.raw(job.memo_key) if memos is not None else None)
+        held += len(raw[-1] or b"")
+    shared = shared[:len(raw)]
+    taken = {id(j) for j in shared}
+    folder = builder.repo.scratch_folder()
+    claims = _Claims(folder)
+    child = Forked.start(lambda out: _child_work(builder, shared, raw, claims, out),
+                         os.path.join(folder, f"catalogue-share-{os.getpid()}"))
+    try:
+        for job in jobs:
+            if id(job) not in taken:
+                _guarded(builder, job, builder.read_pieces)
+        mine = set()
+        while (n := claims.take()) < len(shared):
+            mine.add(n)
+            raw[n] = None  # (held no longer than needed: this process reads it from the cache)
+            _guarded(builder, shared[n], builder.read_pieces)
+        if child is not None:
+            if child.wait():
+                redo = _take_share(builder, shared, child.path)
+            else:  # what the child took is read here, as if there had been no child
+                redo = [job for n, job in enumerate(shared) if n not in mine]
+            for job in redo:
+                _guarded(builder, job, builder.read_pieces)
+    finally:
+        claims.close()
+        if child is not None:
+            child.stop()
+            with contextlib.suppress(OSError):
+                os.unlink(child.path)
+
+
+def _guarded(builder, job: PieceJob, read: Callable[[PieceJob], None]) -> None:
+    """A reader failing on odd input costs that file's part, with a warning, never the backup."""
+    try:
+        read(job)
+    except StrongroomError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        builder.warn(f"cannot catalogue the {job.export.platform} export at /{job.export.root}: {e}")
+
+
+# -- the child's side and its result file -------------------------------------------------------
+# A sequence of marshal values: per job it took, ("part", n), its record chunks (bytes), None,
+# then (warnings, pieces parsed, pieces reused, sealed memo or None); or ("again", n) for a job
+# to be read by the parent; and last ("end", -1).
+
+def _child_work(builder, jobs: list[PieceJob], raw_memos: list[bytes | None], claims: _Claims,
+                out: BinaryIO) -> None:
+    memos = builder.memos
+    while (n := claims.take()) < len(jobs):
+        job, raw = jobs[n], raw_memos[n]
+        said: list[str] = []
+        try:
+            memo = memos.decoded(job.memo_key, raw) if memos is not None else PieceMemo()
+            read = builder.piece_chunks(job, memo, said.append, from_repository=False)
+        except Exception:  # noqa: BLE001 - the parent reads it again and reports what fails
+            read = None
+        if read is None:
+            marshal.dump(("again", n), out)
+            continue
+        chunks, memo = read
+        marshal.dump(("part", n), out)
+        for chunk in chunks:
+            marshal.dump(chunk, out)
+        marshal.dump(None, out)
+        sealed = memos.sealed(job.memo_key, memo) if memos is not None else None
+        marshal.dump((said, memo.parsed, memo.reused, sealed), out)
+    marshal.dump(("end", -1), out)
+
+
+def _take_share(builder, jobs: list[PieceJob], path: str) -> list[PieceJob]:
+    """Store the parts the child wrote to ``path``; the jobs left for this process to read."""
+    with open(path, "rb") as f:
+        load = marshal.load
+        entries = []
+        while True:
+            tag, n = load(f)
+            if tag == "end":
+                break
+            if tag == "again":
+                entries.append((jobs[n], None))
+                continue
+            job = jobs[n]
+            chunks: Iterator[bytes] = iter(lambda: load(f), None)
+            builder.write_part(job.export, job.path, job.key, chunks)
+            said, parsed, reused, sealed = load(f)
+            entries.append((job, (said, parsed, reused, sealed)))
+    again = []
+    for job, done in entries:
+        if done is None:
+            again.append(job)
+            continue
+        said, parsed, reused, sealed = done
+        for message in said:
+            builder.warn(message)
+        builder.stats.pieces_parsed += parsed
+        builder.stats.pieces_reused += reused
+        builder.stats.sources_read += 1
+        builder.stats.files_read += 1
+        if sealed is not None:
+            builder.memos.remember_sealed(job.memo_key, sealed)
+    return again
