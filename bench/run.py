@@ -48,24 +48,49 @@ PASSWORD = "bench-password-not-secret"
 class Step:
     seconds: float
     cpu: float
-    rss_mb: float  # peak resident set (VmHWM): anonymous memory plus touched mmap'd file pages
+    rss_mb: float  # peak resident set (VmHWM; of the largest process, a forked child included)
     rc: int
-    anon_mb: float = 0.0  # peak anonymous RSS (RssAnon, sampled every 20 ms): heap, not page cache
+    anon_mb: float = 0.0  # peak anonymous memory of the process and its children (Pss_Anon, every 20 ms)
 
 
 def _peak_anon(pid: int, stop: threading.Event, out: list[float]) -> None:
-    """Sample the child's RssAnon: LMDB's mapped pages count in VmHWM, but are page cache that
-    the kernel can drop, so the anonymous part is reported separately."""
-    path = f"/proc/{pid}/status"
+    """Sample the anonymous memory of the child and its own children (strongroom's backup forks
+    one for its catalogue): LMDB's mapped pages count in VmHWM, but are page cache that the
+    kernel can drop, so the anonymous part is reported separately. Each process counts its
+    proportional share (Pss_Anon), so pages a forked child still shares with its parent count
+    once; RssAnon where the kernel has no smaps_rollup."""
     while not stop.wait(0.02):
+        total, seen = 0.0, False
+        for p in _process_tree(pid):
+            kib = _anon_kib(p)
+            if kib is not None:
+                total, seen = total + kib, True
+        if not seen:
+            return
+        out[0] = max(out[0], total / 1024)
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def _anon_kib(pid: int) -> float | None:
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss_Anon:"), (f"/proc/{pid}/status", "RssAnon:")):
         try:
             with open(path) as f:
                 for line in f:
-                    if line.startswith("RssAnon:"):
-                        out[0] = max(out[0], int(line.split()[1]) / 1024)
-                        break
+                    if line.startswith(key):
+                        return float(line.split()[1])
         except OSError:
-            return
+            continue
+    return None
 
 
 @dataclass
@@ -291,19 +316,19 @@ def report(results: dict[str, ToolResult], days: list[dict]) -> str:
         ("backup CPU, mean of nights ≥1 (s)",
          {n: sum(s.cpu for s in results[n].backups[1:]) / max(1, len(results[n].backups) - 1) for n in names}, "{:.2f}"),
         ("backup peak RSS (MB)", {n: max(s.rss_mb for s in results[n].backups) for n in names}, "{:.0f}"),
-        ("backup peak anonymous RSS (MB)", {n: max(s.anon_mb for s in results[n].backups) or None for n in names}, "{:.0f}"),
+        ("backup peak anonymous memory, PSS (MB)", {n: max(s.anon_mb for s in results[n].backups) or None for n in names}, "{:.0f}"),
         ("repository size (MB)", {n: results[n].repo_bytes / 1e6 for n in names}, "{:.1f}"),
         ("restore (s)", {n: results[n].restore and results[n].restore.seconds for n in names}, "{:.1f}"),
         ("restore CPU (s)", {n: results[n].restore and results[n].restore.cpu for n in names}, "{:.1f}"),
         ("restore peak RSS (MB)", {n: results[n].restore and results[n].restore.rss_mb for n in names}, "{:.0f}"),
-        ("restore peak anonymous RSS (MB)", {n: results[n].restore and results[n].restore.anon_mb or None for n in names}, "{:.0f}"),
+        ("restore peak anonymous memory, PSS (MB)", {n: results[n].restore and results[n].restore.anon_mb or None for n in names}, "{:.0f}"),
         ("check with data (s)", {n: results[n].check and results[n].check.seconds for n in names}, "{:.1f}"),
         ("check CPU (s)", {n: results[n].check and results[n].check.cpu for n in names}, "{:.1f}"),
         ("check peak RSS (MB)", {n: results[n].check and results[n].check.rss_mb for n in names}, "{:.0f}"),
-        ("check peak anonymous RSS (MB)", {n: results[n].check and results[n].check.anon_mb or None for n in names}, "{:.0f}"),
+        ("check peak anonymous memory, PSS (MB)", {n: results[n].check and results[n].check.anon_mb or None for n in names}, "{:.0f}"),
         ("forget+prune (s)", {n: results[n].prune and results[n].prune.seconds for n in names}, "{:.1f}"),
         ("forget+prune peak RSS (MB)", {n: results[n].prune and results[n].prune.rss_mb for n in names}, "{:.0f}"),
-        ("forget+prune peak anonymous RSS (MB)", {n: results[n].prune and results[n].prune.anon_mb or None for n in names}, "{:.0f}"),
+        ("forget+prune peak anonymous memory, PSS (MB)", {n: results[n].prune and results[n].prune.anon_mb or None for n in names}, "{:.0f}"),
         ("size after prune (MB)", {n: results[n].repo_bytes_after_prune / 1e6 or None for n in names}, "{:.1f}"),
     ]
     ratio_cols = [(o, f"strongroom/{o}") for o in ("restic", "borg") if o in names and "strongroom" in names]
