@@ -192,3 +192,32 @@ def test_the_real_readers_in_two_processes_give_one_process_catalogue(repo, tmp_
         assert len(stats.platforms) == 5
         parts, again = shared[-1]
         assert parts >= 1 and again == 0
+
+
+def test_an_interrupted_backup_leaves_no_child_and_no_scratch_file(small_chunks_repo, tmp_path, monkeypatch, shared):
+    """Ctrl-C while both processes read: the child is ended and reaped, its file removed."""
+    from strongroom.commands.backup import BackupOptions, run_backup
+    repo, src = small_chunks_repo, tmp_path / "src"
+    pid_file = tmp_path / "child"
+
+    def slow(builder, jobs, raw, claims, out):
+        claims.take()
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(60)
+
+    def interrupted(self, job):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog_parallel, "_child_work", slow)
+    monkeypatch.setattr(catalog_build.CatalogBuilder, "read_pieces", interrupted)
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
+    _night(src, 0)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_backup(repo, BackupOptions(paths=[str(src)]))
+    assert time.monotonic() - started < 30  # not the child's minute
+    child = int(pid_file.read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # reaped
+    assert not os.path.exists(f"/proc/{child}")
+    assert not [n for n in os.listdir(repo.scratch_folder()) if n.startswith("catalogue-share-")]
