@@ -221,3 +221,100 @@ def test_an_interrupted_backup_leaves_no_child_and_no_scratch_file(small_chunks_
         os.waitpid(child, os.WNOHANG)  # reaped
     assert not os.path.exists(f"/proc/{child}")
     assert not [n for n in os.listdir(repo.scratch_folder()) if n.startswith("catalogue-share-")]
+
+
+def _zip_slack(src, day: int, params, extra: bytes = b"", method: int = 8, change: bool = False) -> None:
+    """The sample Slack export of ``day`` as a zip (deflated, or ``method``; the folder itself
+    removed), with an ``extra`` stored member if given, and with one letter of its messages
+    changed if ``change``."""
+    import shutil
+    import zipfile
+    from strongroom.samples import write_day
+    work = src.parent / "unzipped"
+    write_day(work, day, params)
+    changed = not change
+    with zipfile.ZipFile(src / "slack-export.zip", "w", method) as z:
+        for path in sorted((work / "slack").rglob("*")):
+            if path.is_file():
+                data = path.read_bytes()
+                if not changed and b'"text": "' in data:
+                    at = data.index(b'"text": "') + 9
+                    data, changed = data[:at] + bytes([data[at] ^ 1]) + data[at + 1:], True
+                info = zipfile.ZipInfo(path.relative_to(work / "slack").as_posix(), (2026, 11, 1, 0, 0, 0))
+                z.writestr(info, data, compress_type=method)
+        if extra:
+            z.writestr(zipfile.ZipInfo("files/video.bin"), extra, compress_type=zipfile.ZIP_STORED)
+    shutil.rmtree(work)
+
+
+def _members_read_from_source(repo, snap) -> tuple[str, int, int]:
+    """(catalogue root, files read, of them from their source) of ``snap``'s tree catalogued
+    again as the backup does, and checks the root against one process reading the repository."""
+    with BlobWriter(repo) as writer:
+        root, stats = build_catalog(repo, writer, bytes.fromhex(snap.tree), read_sources=True, parallel=True)
+        whole, _ = build_catalog(repo, writer, bytes.fromhex(snap.tree))
+        writer.flush()
+    assert root == whole
+    return root.hex(), stats.files_read, stats.sources_read
+
+
+def test_zip_members_are_read_from_the_archive_just_stored_by_both_processes(repo, tmp_path, monkeypatch, shared):
+    from strongroom.commands.backup import BackupOptions, run_backup
+    import zipfile
+    from strongroom.samples import ExportParams
+    src = tmp_path / "src"
+    src.mkdir()
+    params = ExportParams(messages_per_day=150, attachment_share=0.0, channels=4)
+    for day in range(2):
+        _zip_slack(src, day, params)
+        result = run_backup(repo, BackupOptions(paths=[str(src)]))
+        assert not result.warnings
+        parts, again = shared[-1]
+        assert parts >= 1 and again == 0  # the child read members too
+    snap = result.snapshot
+    root, files, from_source = _members_read_from_source(repo, snap)
+    assert root == snap.catalog and files > 1 and from_source == files
+
+    archive = src / "slack-export.zip"
+    _zip_slack(src, 2, params, method=zipfile.ZIP_STORED)
+    snap = run_backup(repo, BackupOptions(paths=[str(src)])).snapshot
+    size = archive.stat().st_size
+    _zip_slack(src, 2, params, method=zipfile.ZIP_STORED, change=True)  # a valid archive of that size
+    assert archive.stat().st_size == size
+    root, files, from_source = _members_read_from_source(repo, snap)
+    assert root == snap.catalog and from_source == 0  # read from the repository instead
+
+    messages = sum(i.file_size for i in zipfile.ZipFile(archive).infolist())
+    _zip_slack(src, 1, params, extra=os.urandom(5 * messages))
+    result = run_backup(repo, BackupOptions(paths=[str(src)]))
+    root, files, from_source = _members_read_from_source(repo, result.snapshot)
+    assert root == result.snapshot.catalog
+    assert from_source == 0  # the messages are a sixth of the archive: not worth hashing it
+
+
+def test_an_archive_written_to_while_a_member_is_read_counts_as_changed(tmp_path):
+    """The archive is hashed once, then trusted only while nothing writes to it: a write while a
+    member is read makes that read count as changed (the repository's copy is read instead), and
+    the archive is hashed again before the next member."""
+    import zipfile
+    from strongroom.messages.catalog_build import _LocalArchive, _SourceChanged
+    from strongroom.messages.catalog_parallel import LocalSource
+    from strongroom.writer import content_hasher
+    path = tmp_path / "export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("general/2026-11-01.json", b"[]" + os.urandom(3 << 20).hex().encode())
+    data = path.read_bytes()
+    digest = content_hasher()
+    digest.update(data)
+    local = LocalSource(str(path), len(data), digest.digest(), "general/2026-11-01.json")
+    archive = _LocalArchive.open(local)
+    assert archive is not None and archive.usable()
+    assert b"".join(archive.blocks(local.member)).startswith(b"[]")
+    blocks = archive.blocks(local.member)
+    next(blocks)
+    os.utime(path)  # a write of the same bytes would do the same: the change time moves
+    with pytest.raises(_SourceChanged):
+        list(blocks)
+    assert not archive.usable()
+    archive.close()
+    assert _LocalArchive.open(local._replace(content_hash=bytes(32))) is None  # not the snapshot's bytes

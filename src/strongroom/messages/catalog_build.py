@@ -18,8 +18,11 @@ import itertools
 import os
 import posixpath
 import stat
+import zipfile
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import blake3
 
@@ -29,8 +32,9 @@ from strongroom.messages.catalog_files import SubsetFiles, TreeFiles
 from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records, content_key, encode_record,
                                                  export_relative, member_key, memo_key, part_key)
 from strongroom.messages.catalog_memo import PieceMemo, record_line
-from strongroom.messages.catalog_parallel import PieceJob, read_piece_jobs
+from strongroom.messages.catalog_parallel import LocalSource, PieceJob, read_piece_jobs
 from strongroom.messages.external_sort import ExternalSorter
+from strongroom.messages.formats.files import ZipExportFiles
 from strongroom.messages.formats.segments import STATE_VERSION
 from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
@@ -83,6 +87,89 @@ class _SourceChanged(Exception):
     """A source file read for the catalogue is no longer what the snapshot stored."""
 
 
+MEMBERS_SHARE_TO_HASH = 4
+LOCAL_ARCHIVES = 4
+
+
+def _open_regular(path: str, size: int) -> int | None:
+    """A descriptor of ``path`` if it is a regular file of ``size`` bytes, else None."""
+    try:  # non-blocking: a FIFO put in the file's place must not hang the backup
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _identity(fd: int) -> tuple[int, ...]:
+    """What changes when a file is written to or replaced under its descriptor (the change time
+    cannot be set back)."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class _LocalArchive:
+    """A zip archive's source file, hashed whole when opened and found to be the snapshot's
+    bytes, then trusted while its identity stays the same; read by one process only."""
+
+    def __init__(self, fd: int, identity: tuple[int, ...], stream: BinaryIO, files: ZipExportFiles) -> None:
+        self.fd, self.identity, self.stream, self.files = fd, identity, stream, files
+        self.pid = os.getpid()
+
+    @classmethod
+    def open(cls, local: LocalSource) -> _LocalArchive | None:
+        fd = _open_regular(local.path, local.size)
+        if fd is None:
+            return None
+        stream = None
+        try:
+            identity = _identity(fd)
+            digest, offset = content_hasher(), 0
+            while block := os.pread(fd, 1 << 20, offset):
+                digest.update(block)
+                offset += len(block)
+            if offset != local.size or digest.digest() != local.content_hash or _identity(fd) != identity:
+                raise _SourceChanged()
+            stream = open(fd, "rb", closefd=False)
+            return cls(fd, identity, stream, ZipExportFiles(stream, lambda message: None))  # (said when listed)
+        except (_SourceChanged, OSError, zipfile.BadZipFile, ValueError):
+            if stream is not None:
+                stream.close()
+            os.close(fd)
+            return None
+
+    def usable(self) -> bool:
+        try:
+            return self.pid == os.getpid() and _identity(self.fd) == self.identity
+        except OSError:
+            return False
+
+    def blocks(self, member: str) -> Iterator[bytes]:
+        """The member's bytes; _SourceChanged after the last block if the archive changed."""
+        try:
+            with self.files.open(member) as f:
+                while block := f.read(1 << 20):
+                    yield block
+            changed = _identity(self.fd) != self.identity
+        except (OSError, EOFError, KeyError, ValueError, NotImplementedError, zipfile.BadZipFile, zlib.error):
+            changed = True  # (the repository's copy, read instead, reports a real fault)
+        if changed:
+            raise _SourceChanged()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.files.close()
+            self.stream.close()
+            os.close(self.fd)
+
+
 def _verified_blocks(fd: int, size: int, content_hash: bytes) -> Iterator[bytes]:
     """The file's blocks; _SourceChanged after the last one unless they are ``size`` bytes whose
     BLAKE3 is ``content_hash`` (the node's, spec §12). Closes ``fd``."""
@@ -126,6 +213,7 @@ class CatalogBuilder:
         # be shared out between this process and a forked one (catalog_parallel)
         self.jobs: list[PieceJob] = []
         self.parallel = parallel
+        self._archives: OrderedDict[str, _LocalArchive] = OrderedDict()  # zips read from their source
 
     def build(self, tree_id: bytes) -> bytes | None:
         """Catalogue the exports in a snapshot tree; return the catalogue's root tree id, or None
@@ -146,11 +234,14 @@ class CatalogBuilder:
                     raise
                 except Exception as e:  # noqa: BLE001 - a reader failing on odd input must not fail the backup
                     self.warn(f"cannot catalogue the {export.platform} export at /{export.root}: {e}")
+            self._members_from_sources(files)
             read_piece_jobs(self, self.jobs)
             self.jobs = []
         finally:
             if files is not self.tree:
                 files.close()  # the zip archives it holds open
+            while self._archives:
+                self._archives.popitem()[1].close()
         if not self.parts:
             return None
         return self._write_tree()
@@ -272,33 +363,59 @@ class CatalogBuilder:
             # every block was read (and, for local bytes, verified) before anything is given
             yield from chunk_marked_records(map(record_line, sorter.sorted()), self.keyed)
 
-    def _local_source(self, path: str) -> tuple[str, int, bytes] | None:
-        """(the source file, its size, its content hash) that the snapshot's ``path`` was read
-        from in this backup, or None (a zip member, or not reading source files)."""
+    def _local_source(self, path: str) -> LocalSource | None:
+        """The source file the snapshot's ``path`` was read from in this backup, or None (a zip
+        member, or not reading source files)."""
         if not self.read_sources or not self.tree.has(path):
             return None
         node = self.tree.node(path)
-        return None if node.content_hash is None else ("/" + path, node.size, node.content_hash)
+        return None if node.content_hash is None else LocalSource("/" + path, node.size, node.content_hash)
 
-    @staticmethod
-    def _local_blocks(local: tuple[str, int, bytes]) -> Iterator[bytes] | None:
-        """The blocks of a ``_local_source``, checked against its size and content hash
+    def _members_from_sources(self, files) -> None:
+        """Have the zip members to read piece by piece read from their archive's source file
+        (as plain files are, and so by either process, catalog_parallel) when the backup has just
+        stored it and they make up at least 1/MEMBERS_SHARE_TO_HASH of it: the archive is hashed
+        whole once per process to check that it still holds the snapshot's bytes."""
+        member_of = getattr(files, "member_of", None)
+        if not self.read_sources or member_of is None:
+            return
+        by_archive: dict[str, list[tuple[PieceJob, str]]] = {}
+        for job in self.jobs:
+            where = member_of(job.path) if job.local is None else None
+            if where is not None:
+                by_archive.setdefault(where[0], []).append((job, where[1]))
+        for archive, members in by_archive.items():
+            source = self._local_source(archive)
+            if source is None or sum(job.size for job, _ in members) * MEMBERS_SHARE_TO_HASH < source.size:
+                continue
+            for job, name in members:
+                job.local = source._replace(member=name)
+
+    def _local_blocks(self, local: LocalSource) -> Iterator[bytes] | None:
+        """The blocks of a ``LocalSource``, checked against its size and content hash
         (_SourceChanged after the last block if they differ); None when there is no such regular
         file of that size."""
-        source, size, content_hash = local
-        try:  # non-blocking: a FIFO put in the file's place must not hang the backup
-            fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return None
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-            os.close(fd)
-            return None
-        return _verified_blocks(fd, size, content_hash)
+        if local.member is not None:
+            archive = self._local_archive(local)
+            return None if archive is None else archive.blocks(local.member)
+        fd = _open_regular(local.path, local.size)
+        return None if fd is None else _verified_blocks(fd, local.size, local.content_hash)
+
+    def _local_archive(self, local: LocalSource) -> _LocalArchive | None:
+        """The archive's source file, opened (at most LOCAL_ARCHIVES at once) and checked."""
+        held = self._archives.get(local.path)
+        if held is not None and held.usable():
+            self._archives.move_to_end(local.path)
+            return held
+        if held is not None:
+            del self._archives[local.path]
+            held.close()
+        held = _LocalArchive.open(local)
+        if held is not None:
+            self._archives[local.path] = held
+            while len(self._archives) > LOCAL_ARCHIVES:
+                self._archives.popitem(last=False)[1].close()
+        return held
 
     def _content_key(self, files, path: str) -> bytes:
         if self.tree.has(path):  # a file of the snapshot: its chunk ids say what it holds

@@ -20,7 +20,7 @@ import marshal
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from strongroom.errors import StrongroomError
 from strongroom.forked import Forked
@@ -29,6 +29,17 @@ from strongroom.messages.model import Export
 
 MIN_FORKED_BYTES = 2 * 1024 * 1024  # a smaller share is read here: forking costs milliseconds
 MAX_FORKED_MEMO_BYTES = 128 * 1024 * 1024  # sealed memos handed to the child (held over the fork)
+
+
+class LocalSource(NamedTuple):
+    """Where the bytes of an export file may be read without the repository: the source file the
+    backup just stored it from, valid while its BLAKE3 is the snapshot's content hash; for a zip
+    member, the archive's source file and the member's name in it."""
+
+    path: str
+    size: int
+    content_hash: bytes
+    member: str | None = None
 
 
 @dataclass
@@ -42,7 +53,7 @@ class PieceJob:
     key: bytes  # the part key (spec §23.3)
     memo_key: bytes  # its memo's key (spec §23.6)
     size: int
-    local: tuple[str, int, bytes] | None  # (source file, size, content hash) when it may be read there
+    local: LocalSource | None
 
 
 def available_cores() -> int:

@@ -203,6 +203,11 @@ class ExpandedFiles:
         zpath, member = self._scan()[path]
         return self.inner.open(member) if zpath is None else self._zip(zpath).open(member)
 
+    def member_of(self, path: str) -> tuple[str, str] | None:
+        """(the archive's path, the member's name in it) of a zip member; None for a plain file."""
+        zpath, member = self._scan()[path]
+        return None if zpath is None else (zpath, member)
+
     def stored(self, path: str) -> tuple[int, int, int, Iterator[bytes]] | None:
         """ZipExportFiles.stored for a zip member; None for a plain file."""
         zpath, member = self._scan()[path]
