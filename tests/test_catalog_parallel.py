@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from strongroom.forked import available_cores
 from strongroom.messages import catalog_build, catalog_parallel
 from strongroom.messages.catalog_build import build_catalog
 from strongroom.messages.catalog_index import MessageIndex
@@ -18,7 +19,7 @@ from strongroom.writer import BlobWriter
 from tests.test_catalog_segments import (SegmentedReader, WholeReader, _backup, catalog_stats_of_backups, night,
                                          write)
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or catalog_parallel.available_cores() < 2,
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or available_cores() < 2,
                                 reason="needs fork and two cores")
 
 FILES = 6
@@ -202,10 +203,14 @@ def test_an_interrupted_backup_leaves_no_child_and_no_scratch_file(small_chunks_
 
     def slow(builder, jobs, raw, claims, out):
         claims.take()
-        pid_file.write_text(str(os.getpid()))
+        (tmp_path / "child.part").write_text(str(os.getpid()))
+        os.replace(tmp_path / "child.part", pid_file)
         time.sleep(60)
 
-    def interrupted(self, job):
+    def interrupted(self, job):  # once the child is reading (or after 20 s: the pid check then fails)
+        waited = time.monotonic()
+        while not pid_file.exists() and time.monotonic() - waited < 20:
+            time.sleep(0.01)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(catalog_parallel, "_child_work", slow)
@@ -215,7 +220,7 @@ def test_an_interrupted_backup_leaves_no_child_and_no_scratch_file(small_chunks_
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_backup(repo, BackupOptions(paths=[str(src)]))
-    assert time.monotonic() - started < 30  # not the child's minute
+    assert time.monotonic() - started < 40  # not the child's minute
     child = int(pid_file.read_text())
     with pytest.raises(ChildProcessError):
         os.waitpid(child, os.WNOHANG)  # reaped
