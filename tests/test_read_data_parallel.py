@@ -50,7 +50,7 @@ def summary(report: PackReport) -> tuple:
 
 def both_ways(repo) -> tuple[list[tuple], list[tuple]]:
     packs = sorted(stored_packs(repo).items())
-    parallel = [summary(r) for r in verify_packs(repo, packs, threads=2)]
+    parallel = [summary(r) for r in verify_packs(repo, packs, threads=2, processes=2)]
     sequential = [summary(read_pack(repo, name, size)) for name, size in packs]
     return parallel, sequential
 
@@ -63,12 +63,53 @@ def many_blob_pack(repo) -> str:
     return max(stored_packs(repo), key=lambda p: len(repo.index.pack_entries(p)))
 
 
-@pytest.fixture(params=["default", "tiny batches and cap"])
+@pytest.fixture(params=["default", "tiny batches and cap", "two processes"])
 def sizes(request, monkeypatch):
-    if request.param != "default":  # one blob per batch, one pack held at a time
+    if request.param == "tiny batches and cap":  # one blob per batch, one pack held at a time
         monkeypatch.setattr(read_data, "BATCH_BYTES", 1)
         monkeypatch.setattr(read_data, "IN_FLIGHT_BYTES", 1)
+    if request.param == "two processes":  # a forked copy verifies part of every round of ~3 packs
+        if not hasattr(os, "fork"):
+            pytest.skip("needs fork")
+        monkeypatch.setattr(read_data, "FORK_MIN_BYTES", 1)
+        monkeypatch.setattr(read_data, "ROUND_BYTES", 150 * 1024)
     return request.param
+
+
+class CountedChildren(read_data.Forked):
+    finished: list[bool] = []
+
+    def wait(self) -> bool:
+        done = super().wait()
+        CountedChildren.finished.append(done)
+        return done
+
+
+@pytest.mark.parametrize("child", ["finishes", "fails"])
+def test_a_forked_copy_verifies_part_of_the_packs_with_the_same_findings(packed, monkeypatch, child):
+    monkeypatch.setattr(read_data, "FORK_MIN_BYTES", 1)
+    monkeypatch.setattr(read_data, "ROUND_BYTES", 150 * 1024)
+    monkeypatch.setattr(read_data, "Forked", CountedChildren)
+    monkeypatch.setattr(CountedChildren, "finished", [])
+    if child == "fails":
+        def failing(view, packs, threads, out):
+            raise RuntimeError("a bug")
+        monkeypatch.setattr(read_data, "_child_verify", failing)
+    victim = many_blob_pack(packed)
+    flip_byte(pack_file(packed, victim), pack_regions(pack_file(packed, victim))["blobs"][0] + 3)
+    truncate(pack_file(packed, min(p for p in stored_packs(packed) if p != victim)), 100)
+    parallel, sequential = both_ways(packed)
+    assert parallel == sequential
+    assert sum(1 for s in parallel if s[4] or s[5] or s[2]) == 2  # the damaged pack and the truncated one
+    rounds, held = [[]], 0  # packs in name order, a round closed once it holds ROUND_BYTES
+    for _, size in sorted(stored_packs(packed).items()):
+        rounds[-1].append(size)
+        held += size
+        if held >= 150 * 1024:
+            rounds.append([])
+            held = 0
+    assert len(CountedChildren.finished) == sum(1 for r in rounds if len(r) >= 2) >= 1  # a child per shared round
+    assert set(CountedChildren.finished) == {child == "finishes"}
 
 
 def test_healthy_repository_reads_every_blob_once(packed, sizes):

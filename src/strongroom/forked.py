@@ -21,6 +21,13 @@ from typing import BinaryIO, Callable
 _STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class Forked:
     """A child process running ``work(out)`` with ``out`` open for writing on ``path``."""
 

@@ -26,6 +26,7 @@ from strongroom.commands import Progress, ProgressCallback, ignore_progress
 from strongroom.commands.read_data import PackReport, Subset, verify_packs
 from strongroom.crypto.keyfile import read_key_info
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError
+from strongroom.forked import available_cores
 from strongroom.index import ScratchSet
 from strongroom.indexfile import open_index_raw
 from strongroom.repository import Repository, object_name
@@ -224,7 +225,8 @@ def _read_packs(repo: Repository, result: CheckResult, stored: dict[str, int], s
     def count(n: int) -> None:
         nonlocal done
         done += n  # only the main thread reports; races here only make progress approximate
-    for report in verify_packs(repo, ((p, stored[p]) for p in chosen), threads=READ_THREADS, on_bytes=count):
+    packs = ((p, stored[p]) for p in chosen)
+    for report in verify_packs(repo, packs, threads=READ_THREADS, on_bytes=count, processes=available_cores()):
         _take(repo, result, report, lost)
         if stop is not None and len(lost):
             stop.set()  # the walk running alongside is of no use any more

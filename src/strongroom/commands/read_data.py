@@ -10,16 +10,20 @@ salvaged).
 Two ways to read, with the same findings:
 
 - ``verify_packs`` (check): each pack of up to ``WHOLE_PACK_LIMIT`` bytes is read with one load
-  and its blobs are verified in batches by worker threads (AES-GCM, zstd and BLAKE3 release the
-  GIL, so both cores work), while the next packs are being read; at most ``IN_FLIGHT_BYTES`` of
-  pack bytes are held at once. Anything unusual (a larger pack, a pack whose length differs from
-  the listing) goes the second way.
+  and its blobs are verified in batches by worker threads while the next packs are being read;
+  at most ``IN_FLIGHT_BYTES`` of pack bytes are held at once. With a local repository and two
+  cores, a forked copy of the process verifies part of the packs the same way (threads alone
+  keep one core busy: the Python between the GIL-free calls holds the GIL). Anything unusual (a
+  larger pack, a pack whose length differs from the listing) goes the second way.
 - ``read_pack`` (repair, and the fallback above): sequential, in bounded segments, never the
   whole pack in memory, handing every blob that verified to a callback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import marshal
+import os
 import random
 import re
 from collections import deque
@@ -32,7 +36,9 @@ import blake3
 from strongroom.crypto.aead import Cipher
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError, UnsupportedFormat, UsageError
 from strongroom.pack import BlobEntry, GroupMemo, decode_entry, pack_cipher, pack_path, parse_header, tail_size_hint
+from strongroom.forked import Forked
 from strongroom.repository import Repository
+from strongroom.storage import LocalStorage
 
 SEGMENT = 4 * 1024 * 1024  # bytes read per storage call
 
@@ -176,10 +182,29 @@ IN_FLIGHT_BYTES = 40 * 1024 * 1024  # pack bytes read and not yet verified (one 
 
 
 def verify_packs(repo: Repository, packs: Iterable[tuple[str, int]], *, threads: int = 2,
-                 on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[PackReport]:
+                 on_bytes: Callable[[int], None] = lambda n: None, processes: int = 1) -> Iterator[PackReport]:
     """Read and verify packs given as (name, listed size); yield one report per pack, in order.
 
-    A storage error is reported against its pack (as a problem) and the next pack is read."""
+    A storage error is reported against its pack (as a problem) and the next pack is read. With
+    ``processes`` 2 and a local repository, a forked copy of this process verifies part of them
+    (``_verify_round``)."""
+    if processes < 2 or type(repo.storage) is not LocalStorage or not hasattr(os, "fork"):
+        yield from _verify_in_threads(repo, packs, threads, on_bytes)
+        return
+    group: list[tuple[str, int]] = []
+    held = 0
+    for name, size in packs:
+        group.append((name, size))
+        held += size
+        if held >= ROUND_BYTES:
+            yield from _verify_round(repo, group, threads, on_bytes)
+            group, held = [], 0
+    if group:
+        yield from _verify_round(repo, group, threads, on_bytes)
+
+
+def _verify_in_threads(repo: Repository, packs: Iterable[tuple[str, int]], threads: int,
+                       on_bytes: Callable[[int], None]) -> Iterator[PackReport]:
     pool = ThreadPoolExecutor(threads, thread_name_prefix="check")
     pending: deque[tuple[int, str, Future]] = deque()  # (bytes held, pack, its loading)
     held = 0
@@ -257,6 +282,112 @@ def _verify_batch(repo: Repository, cipher: Cipher | None, batch: list[BlobEntry
             except IntegrityError as e:
                 bad.append((entry.id, str(e)))
     return ok, bad
+
+
+# -- check: part of the packs verified by a forked copy -----------------------------------------
+# Verifying a blob is a few calls into C that release the GIL (AES-GCM, zstd, BLAKE3) between
+# lines of Python that hold it, so two threads of one process cannot keep two cores busy. A forked
+# copy verifies part of each round of packs, largest first to the less loaded side, with its own
+# threads, and writes its reports to a scratch file. It reads only the local storage's files (no
+# shared connection, no lock) and what was resolved for it before the fork: the index's records of
+# its packs and the compression dictionaries. If it fails, its packs are verified here: the
+# reports are the same either way, in the packs' order.
+
+FORK_MIN_BYTES = 64 * 1024 * 1024  # a smaller round is verified here alone
+ROUND_BYTES = 1024 * 1024 * 1024  # packs shared out at a time (the child's index records are held)
+
+
+def _verify_round(repo: Repository, group: list[tuple[str, int]], threads: int,
+                  on_bytes: Callable[[int], None]) -> Iterator[PackReport]:
+    theirs: list[int] = []
+    if sum(size for _, size in group) >= FORK_MIN_BYTES:
+        mine_bytes = their_bytes = 0
+        for n in sorted(range(len(group)), key=lambda n: -group[n][1]):
+            if their_bytes < mine_bytes:
+                theirs.append(n)
+                their_bytes += group[n][1]
+            else:
+                mine_bytes += group[n][1]
+        theirs.sort()
+    child = None
+    if theirs:
+        try:
+            view = _Resolved(repo, [group[n][0] for n in theirs])
+        except StrongroomError:  # (a dictionary that cannot be read now: each pack says so, here)
+            view = None
+        if view is not None:
+            child = Forked.start(lambda out: _child_verify(view, [group[n] for n in theirs], threads, out),
+                                 os.path.join(repo.scratch_folder(), f"check-share-{os.getpid()}"))
+    if child is None:
+        theirs = []
+    reports: dict[int, PackReport] = {}
+    try:
+        taken_by_child = set(theirs)
+        mine = [n for n in range(len(group)) if n not in taken_by_child]
+        reports.update(zip(mine, _verify_in_threads(repo, [group[n] for n in mine], threads, on_bytes)))
+        if child is not None:
+            if child.wait():
+                with open(child.path, "rb") as f:
+                    taken = [PackReport(*fields) for fields in marshal.load(f)]
+                for report in taken:
+                    on_bytes(report.size)
+            else:  # verified here, as if there had been no child
+                taken = list(_verify_in_threads(repo, [group[n] for n in theirs], threads, on_bytes))
+            reports.update(zip(theirs, taken))
+    finally:
+        if child is not None:
+            child.stop()
+            with contextlib.suppress(OSError):
+                os.unlink(child.path)
+    for n in range(len(group)):
+        yield reports[n]
+
+
+def _child_verify(view: _Resolved, packs: list[tuple[str, int]], threads: int, out) -> None:
+    reports = _verify_in_threads(view, packs, threads, lambda n: None)  # type: ignore[arg-type]
+    marshal.dump([(r.name, r.size, r.problems, r.bad_blobs, r.blobs_ok, r.missing) for r in reports], out)
+
+
+class _Resolved:
+    """What verifying packs reads of a repository, resolved before a fork: the index's records of
+    the given packs, the compression dictionaries, the key and the (local, stateless) storage."""
+
+    def __init__(self, repo: Repository, names: list[str]) -> None:
+        self.master = repo.master
+        self.storage = repo.storage
+        self.index = _ResolvedIndex({name: repo.index.pack_entries(name) for name in names},
+                                    {name: repo.index.pack_info(name) for name in names})
+        self.dictionaries = _ResolvedDictionaries(repo.dictionaries)
+
+
+class _ResolvedIndex:
+    def __init__(self, entries: dict, infos: dict) -> None:
+        self._entries, self._infos = entries, infos
+
+    def pack_entries(self, name: str) -> list[BlobEntry]:
+        return self._entries[name]
+
+    def pack_info(self, name: str):
+        return self._infos[name]
+
+
+class _ResolvedDictionaries:
+    """Every dictionary of the repository, or why it cannot be used (as Dictionaries.get says)."""
+
+    def __init__(self, dictionaries) -> None:
+        self._found: dict[int, object] = {}
+        self._failed: dict[int, str] = {}
+        for dict_id in dictionaries.ids():
+            try:
+                self._found[dict_id] = dictionaries.get(dict_id)
+            except IntegrityError as e:
+                self._failed[dict_id] = str(e)
+
+    def get(self, dict_id: int):
+        found = self._found.get(dict_id)
+        if found is None:
+            raise IntegrityError(self._failed.get(dict_id, f"dictionary {dict_id:08x} is missing from the repository"))
+        return found
 
 
 def _finish(name: str, loading: Future) -> PackReport:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 from strongroom.errors import StrongroomError
-from strongroom.forked import Forked
+from strongroom.forked import Forked, available_cores
 from strongroom.messages.catalog_memo import PieceMemo
 from strongroom.messages.model import Export
 
@@ -54,13 +54,6 @@ class PieceJob:
     memo_key: bytes  # its memo's key (spec §23.6)
     size: int
     local: LocalSource | None
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class _Claims:
