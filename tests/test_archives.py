@@ -366,7 +366,9 @@ def test_layout_blobs_are_cut_by_content_so_an_added_member_changes_few(repo, tm
     before = node_of(repo, first.snapshot, path).archive.layout
     after = node_of(repo, second.snapshot, path).archive.layout
     assert len(before) >= 4
-    assert len(set(after) - set(before)) <= 2  # the blob holding the new member (and maybe its neighbour)
+    # New: the blob holding the new member (two if that member is itself a cut point, one time in
+    # 64) and the last one (the central directory it describes grew by an entry).
+    assert len(set(after) - set(before)) <= 3
 
 
 @pytest.mark.slow
