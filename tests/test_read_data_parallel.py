@@ -246,3 +246,52 @@ def test_check_reports_a_damaged_blob_once_with_its_files(packed, sizes):
                    if e.node.type == FILE and any(c.hex() in hit for c in packed.file_chunks(e.node)))
     assert sorted(a.path for a in result.affected) == files and files
     assert all(a.reason.endswith("is damaged or its pack is missing") for a in result.affected)
+
+
+@pytest.fixture
+def dictionary_packed(repo_path, tmp_path):
+    """Packs of ~64 KiB over two nights of chat JSON: the second night's text blobs are
+    compressed with the dictionary the first night trained."""
+    from test_dictionary import write_tree
+    with Repository.init(LocalStorage(repo_path), PASSWORD, kdf=WEAK_KDF, config=Config(pack_size=64 * 1024)) as repo:
+        for night in (1, 2):
+            write_tree(tmp_path / "src", night, 2500)
+            run_backup(repo, BackupOptions(paths=[str(tmp_path / "src")]))
+        assert repo.dictionaries.ids()
+    with Repository.open(LocalStorage(repo_path), PASSWORD) as repo:  # nothing loaded yet
+        yield repo
+
+
+@pytest.mark.parametrize("case", ["healthy", "damaged dictionary", "more dictionaries than a reader holds",
+                                  "a dictionary not resolved"])
+def test_a_forked_copy_reads_dictionary_blobs_as_the_main_process(dictionary_packed, repo_path, monkeypatch, case):
+    repo = dictionary_packed
+    monkeypatch.setattr(read_data, "FORK_MIN_BYTES", 1)
+    monkeypatch.setattr(read_data, "ROUND_BYTES", 1 << 40)  # one round
+    monkeypatch.setattr(read_data, "Forked", CountedChildren)
+    monkeypatch.setattr(CountedChildren, "finished", [])
+    shared: list[str] = []
+
+    class Recorded(read_data._Resolved):
+        def __init__(self, repo, names):
+            shared.extend(names)
+            super().__init__(repo, names)
+    monkeypatch.setattr(read_data, "_Resolved", Recorded)
+    (dict_id,) = repo.dictionaries.ids()
+    if case == "damaged dictionary":
+        flip_byte(Path(repo_path) / "dicts" / f"{dict_id:08x}", 100)
+    if case == "more dictionaries than a reader holds":
+        monkeypatch.setattr(read_data, "CACHE_SIZE", 0)
+    if case == "a dictionary not resolved":  # as if a header named one the index does not
+        resolving = read_data._ResolvedDictionaries
+        monkeypatch.setattr(read_data, "_ResolvedDictionaries", lambda dictionaries, ids: resolving(dictionaries, set()))
+    parallel, sequential = both_ways(repo)
+    assert parallel == sequential
+    with_dictionary = [e.id for p in stored_packs(repo) for e in repo.index.pack_entries(p) if e.dictionary]
+    bad = [blob for s in parallel for blob, _ in s[5]]
+    assert with_dictionary and sorted(bad) == (sorted(with_dictionary) if case == "damaged dictionary" else [])
+    child_reads_dictionary_blobs = any(e.dictionary for p in shared for e in repo.index.pack_entries(p))
+    assert shared and child_reads_dictionary_blobs
+    assert CountedChildren.finished == {"healthy": [True], "damaged dictionary": [True],
+                                        "more dictionaries than a reader holds": [],
+                                        "a dictionary not resolved": [False]}[case]

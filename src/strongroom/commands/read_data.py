@@ -34,9 +34,10 @@ from typing import Callable, Iterable, Iterator
 import blake3
 
 from strongroom.crypto.aead import Cipher
+from strongroom.dictionary import CACHE_SIZE
 from strongroom.errors import IntegrityError, ObjectNotFound, StrongroomError, UnsupportedFormat, UsageError
-from strongroom.pack import BlobEntry, GroupMemo, decode_entry, pack_cipher, pack_path, parse_header, tail_size_hint
 from strongroom.forked import Forked
+from strongroom.pack import BlobEntry, GroupMemo, decode_entry, pack_cipher, pack_path, parse_header, tail_size_hint
 from strongroom.repository import Repository
 from strongroom.storage import LocalStorage
 
@@ -290,11 +291,13 @@ def _verify_batch(repo: Repository, cipher: Cipher | None, batch: list[BlobEntry
 # copy verifies part of each round of packs, largest first to the less loaded side, with its own
 # threads, and writes its reports to a scratch file. It reads only the local storage's files (no
 # shared connection, no lock) and what was resolved for it before the fork: the index's records of
-# its packs and the compression dictionaries. If it fails, its packs are verified here: the
-# reports are the same either way, in the packs' order.
+# its packs and the compression dictionaries those name (at most a reader's eight; more, and the
+# round is verified here). If it fails, or meets a dictionary that was not resolved for it (a
+# header that names one its index record does not), its packs are verified here: the reports are
+# the same either way, in the packs' order.
 
 FORK_MIN_BYTES = 64 * 1024 * 1024  # a smaller round is verified here alone
-ROUND_BYTES = 1024 * 1024 * 1024  # packs shared out at a time (the child's index records are held)
+ROUND_BYTES = 512 * 1024 * 1024  # packs shared out at a time (the index records of the child's share are held)
 
 
 def _verify_round(repo: Repository, group: list[tuple[str, int]], threads: int,
@@ -313,7 +316,7 @@ def _verify_round(repo: Repository, group: list[tuple[str, int]], threads: int,
     if theirs:
         try:
             view = _Resolved(repo, [group[n][0] for n in theirs])
-        except StrongroomError:  # (a dictionary that cannot be read now: each pack says so, here)
+        except (StrongroomError, _Unresolved):  # (e.g. a storage error: each pack says so, here)
             view = None
         if view is not None:
             child = Forked.start(lambda out: _child_verify(view, [group[n] for n in theirs], threads, out),
@@ -350,14 +353,23 @@ def _child_verify(view: _Resolved, packs: list[tuple[str, int]], threads: int, o
 
 class _Resolved:
     """What verifying packs reads of a repository, resolved before a fork: the index's records of
-    the given packs, the compression dictionaries, the key and the (local, stateless) storage."""
+    the given packs, the compression dictionaries their blobs name, the key and the (local,
+    stateless) storage."""
 
     def __init__(self, repo: Repository, names: list[str]) -> None:
         self.master = repo.master
         self.storage = repo.storage
-        self.index = _ResolvedIndex({name: repo.index.pack_entries(name) for name in names},
-                                    {name: repo.index.pack_info(name) for name in names})
-        self.dictionaries = _ResolvedDictionaries(repo.dictionaries)
+        entries = {name: repo.index.pack_entries(name) for name in names}
+        self.index = _ResolvedIndex(entries, {name: repo.index.pack_info(name) for name in names})
+        named = {e.dictionary for found in entries.values() for e in found if e.dictionary}
+        if len(named) > CACHE_SIZE:
+            raise _Unresolved("more dictionaries than a reader may hold")
+        self.dictionaries = _ResolvedDictionaries(repo.dictionaries, named)
+
+
+class _Unresolved(Exception):
+    """The forked copy needs what was not resolved for it: it fails, and its packs are verified
+    by the main process."""
 
 
 class _ResolvedIndex:
@@ -372,22 +384,23 @@ class _ResolvedIndex:
 
 
 class _ResolvedDictionaries:
-    """Every dictionary of the repository, or why it cannot be used (as Dictionaries.get says)."""
+    """The given dictionaries, or why each cannot be used (as Dictionaries.get says)."""
 
-    def __init__(self, dictionaries) -> None:
+    def __init__(self, dictionaries, ids: set[int]) -> None:
         self._found: dict[int, object] = {}
         self._failed: dict[int, str] = {}
-        for dict_id in dictionaries.ids():
+        for dict_id in ids:
             try:
                 self._found[dict_id] = dictionaries.get(dict_id)
             except IntegrityError as e:
                 self._failed[dict_id] = str(e)
 
     def get(self, dict_id: int):
-        found = self._found.get(dict_id)
-        if found is None:
-            raise IntegrityError(self._failed.get(dict_id, f"dictionary {dict_id:08x} is missing from the repository"))
-        return found
+        if dict_id in self._found:
+            return self._found[dict_id]
+        if dict_id in self._failed:
+            raise IntegrityError(self._failed[dict_id])
+        raise _Unresolved(f"dictionary {dict_id:08x} was not resolved")  # named by a header, not the index
 
 
 def _finish(name: str, loading: Future) -> PackReport:
