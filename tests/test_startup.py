@@ -32,10 +32,22 @@ def test_importing_the_cli_leaves_other_commands_unimported() -> None:
     assert not loaded & set(NOT_BEFORE_THE_COMMAND), sorted(loaded & set(NOT_BEFORE_THE_COMMAND))
 
 
-def test_a_command_from_another_module_is_found_when_asked_for() -> None:
-    loaded = _modules_after("from strongroom.cli import cli\nimport click\n"
-                            "assert cli.get_command(click.Context(cli), 'copy') is not None")
-    assert "strongroom.cli.copy" in loaded and "strongroom.cli.messages" in loaded
+def test_a_command_from_another_module_imports_only_that_module() -> None:
+    others = {"strongroom.cli.copy", "strongroom.cli.messages", "strongroom.cli.retention", "strongroom.cli.keys"}
+    for name, home in (("copy", "strongroom.cli.copy"), ("forget", "strongroom.cli.retention")):
+        loaded = _modules_after("from strongroom.cli import cli\nimport click\n"
+                                f"assert cli.get_command(click.Context(cli), {name!r}).name == {name!r}")
+        assert loaded & others == {home}
+
+
+def test_every_command_outside_the_core_is_mapped_to_the_module_that_adds_it() -> None:
+    out = subprocess.run([sys.executable, "-c", "import json\nfrom strongroom.cli import cli\n"
+                          "core = set(cli.commands)\ncli.list_commands(None)\n"
+                          "print(json.dumps({n: c.callback.__module__ for n, c in cli.commands.items() if n not in core}))"],
+                         capture_output=True, text=True, check=True).stdout
+    added = json.loads(out)
+    assert "forget" in added and "messages" in added
+    assert added == cli.command_homes
 
 
 def test_listing_the_commands_includes_every_module() -> None:

@@ -32,10 +32,14 @@ def cli(debug: bool) -> None:
     """strongroom: deduplicating, encrypted backups for chat exports and knowledge bases."""
 
 
-# They register their commands on cli when imported: only once a command outside cli/commands.py
-# is asked for, or all are listed (cli/lazy.py).
+# They register their commands on cli when imported: a module once one of its commands is asked
+# for, all when all are listed (cli/lazy.py).
 cli.command_modules = tuple(f"strongroom.cli.{name}" for name in
                             ("copy", "drill", "integrity", "keys", "messages", "operations", "retention"))
+cli.command_homes = {name: f"strongroom.cli.{module}" for module, names in {
+    "copy": ["copy"], "drill": ["drill"], "integrity": ["repair"], "keys": ["key", "log", "receipt"],
+    "messages": ["messages"], "operations": ["run", "schedule"],
+    "retention": ["forget", "prune", "hold", "release", "holds", "stats", "diff", "tag"]}.items() for name in names}
 
 
 def _size(text: str) -> int:
