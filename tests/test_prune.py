@@ -144,6 +144,21 @@ def test_partly_used_packs_are_repacked_until_max_unused(tmp_path):
     repo.close()
 
 
+def test_the_plan_counts_every_byte_of_unused_blobs(history):
+    """With every snapshot forgotten, the unused bytes are exactly the stored blobs' lengths (a
+    group's ciphertext once), as the pack headers give them."""
+    from strongroom.pack import parse_header
+    repo, snaps, _ = history
+    run_forget(repo, snapshot_ids=[s.id for s in snaps])
+    expected = 0
+    for name, size in repo.storage.list("data"):
+        data = repo.storage.load(name)
+        expected += sum(e.length for e in parse_header(repo.master, data, size, name)[1] if not e.member_offset)
+    plan = run_prune(repo, PruneOptions(dry_run=True)).plan
+    assert expected > 0 and plan.unused_bytes_before == expected
+    assert len(plan.delete_packs) == plan.packs_before
+
+
 def test_max_repack_size_bounds_the_work(tmp_path):
     repo, _, _ = _half_forgotten(tmp_path)
     plan = run_prune(repo, PruneOptions(max_unused=MaxUnused(percent=0), max_repack_size=PACK_SIZE * 2,
@@ -238,6 +253,9 @@ def test_crash_at_every_store_and_delete_of_a_prune(tmp_path, op, after):
             remove_stale_locks(fresh, remove_all=True)  # the crashed process's lock
             assert run_check(fresh, read_data=True).errors == [], (op, n)
             assert restored(fresh, fresh.find_snapshot(keep.id), tmp_path, f"{n}") == expected, (op, n)
+            if (op, n, after) == ("delete", 1, False):  # the superseding index file stored, nothing deleted
+                pending = run_prune(fresh, PruneOptions(dry_run=True)).plan.superseded_index_files
+                assert pending and pending == sorted(clean.plan.rewrite_index_files)
             run_prune(fresh, options)
             assert run_check(fresh, read_data=True).errors == [], (op, n)
             leftover = run_prune(fresh, PruneOptions(max_unused=MaxUnused(percent=0), dry_run=True)).plan

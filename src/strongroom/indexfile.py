@@ -67,11 +67,8 @@ def decode_index_raw(payload: bytes, what: str, version: int = sealed.VERSION) -
     bulk loading the cache."""
     if version not in (sealed.VERSION, sealed.VERSION_GROUPS):
         raise IntegrityError(f"{what}: unknown index version {version}")
+    supersedes, pos = _supersedes(payload, what)
     try:
-        pos = 0
-        (n,) = _COUNT.unpack_from(payload, pos)
-        supersedes = [payload[4 + 32 * i: 4 + 32 * (i + 1)].hex() for i in range(n)]
-        pos = 4 + 32 * n
         (npacks,) = _COUNT.unpack_from(payload, pos)
         pos += 4
         packs = []
@@ -97,9 +94,20 @@ def decode_index_raw(payload: bytes, what: str, version: int = sealed.VERSION) -
             packs.append((name, size, envelope, block))
     except struct.error:
         raise IntegrityError(f"{what}: truncated index payload") from None
-    if pos != len(payload) or any(len(s) != 64 for s in supersedes):
+    if pos != len(payload):
         raise IntegrityError(f"{what}: malformed index payload")
     return packs, supersedes
+
+
+def _supersedes(payload: bytes, what: str) -> tuple[list[str], int]:
+    """The index files a payload supersedes, and where its pack records start."""
+    try:
+        (n,) = _COUNT.unpack_from(payload, 0)
+    except struct.error:
+        raise IntegrityError(f"{what}: truncated index payload") from None
+    if 4 + 32 * n > len(payload):
+        raise IntegrityError(f"{what}: truncated index payload")
+    return [payload[4 + 32 * i: 4 + 32 * (i + 1)].hex() for i in range(n)], 4 + 32 * n
 
 
 _VERSIONS = (sealed.VERSION, sealed.VERSION_GROUPS)
@@ -109,6 +117,12 @@ def open_index_raw(master: MasterKey, data: bytes, what: str) -> tuple[list[RawP
     magic = sealed.magic_of(data, (sealed.MAGIC_INDEX, sealed.MAGIC_INDEX_SHARED))
     payload = sealed.unseal(master, magic, data, what, versions=_VERSIONS)
     return decode_index_raw(payload, what, data[4])
+
+
+def open_index_supersedes(master: MasterKey, data: bytes, what: str) -> list[str]:
+    """Only the ``supersedes`` list of an index file (authenticated; its pack records not parsed)."""
+    magic = sealed.magic_of(data, (sealed.MAGIC_INDEX, sealed.MAGIC_INDEX_SHARED))
+    return _supersedes(sealed.unseal(master, magic, data, what, versions=_VERSIONS), what)[0]
 
 
 def seal_index(master: MasterKey, packs: list[PackRecord], supersedes: list[str] = (), *, salt: bytes | None = None,

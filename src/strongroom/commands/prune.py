@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from strongroom.commands import Progress, ProgressCallback, ignore_progress
 from strongroom.errors import IntegrityError, ObjectNotFound, StorageError, StrongroomError, UsageError
 from strongroom.index import ScratchTable
-from strongroom.indexfile import PackRecord, open_index, seal_index
+from strongroom.indexfile import WIDE_ENTRY, PackRecord, open_index, open_index_raw, open_index_supersedes, seal_index
 from strongroom.pack import (DATA, TREE, BlobEntry, GroupMemo, PackWriter, decode_entry, pack_cipher, pack_name,
                              pack_path, parse_header)
 from strongroom.repository import Repository, object_name
@@ -196,17 +196,18 @@ def _read_index_files(repo: Repository) -> tuple[list[str], set[str]]:
     for path, _ in repo.storage.list("index"):
         name = path.rsplit("/", 1)[1]
         names.append(name)
-        superseded.update(_load_index(repo, name)[1])
+        superseded.update(_load_index(repo, name, open_index_supersedes))
     names.sort()
     return names, superseded & set(names)
 
 
-def _load_index(repo: Repository, name: str) -> tuple[list[PackRecord], list[str]]:
+def _load_index(repo: Repository, name: str, opener=open_index):
+    """The index file, opened by ``opener`` (open_index: its pack records and supersedes)."""
     path = f"index/{name}"
     data = repo.storage.load(path)
     if object_name(data) != name:
         raise IntegrityError(f"{path}: content does not match its name (damaged); refusing to prune")
-    return open_index(repo.master, data, path)
+    return opener(repo.master, data, path)
 
 
 def _live_index_files(repo: Repository, plan: PrunePlan) -> list[str]:
@@ -223,23 +224,23 @@ def _account(repo: Repository, used: ScratchTable, placed: ScratchTable,
     uses: dict[str, PackUse] = {}
     index_packs: dict[str, list[str]] = {}
     for name in _live_index_files(repo, plan):
-        records, _ = _load_index(repo, name)
-        index_packs[name] = [r.name for r in records]
-        for record in records:
-            if record.name in uses:
+        records, _ = _load_index(repo, name, open_index_raw)  # no Python object per blob
+        index_packs[name] = [pack_key.hex() for pack_key, *_ in records]
+        for pack_key, size, _, block in records:
+            pack = pack_key.hex()
+            if pack in uses:
                 continue  # the same pack listed again: counted once
-            use = uses[record.name] = PackUse(record.size, stored=record.name in stored)
-            pack_key = bytes.fromhex(record.name)
-            for members in _ranges(record.entries):
+            use = uses[pack] = PackUse(size, stored=pack in stored)
+            for members in _raw_ranges(block):
                 # A group (spec "Grouped blobs") is one ciphertext: used while any member is
                 # placed here; its other members then cost nothing extra and go along.
-                placed_here = sum(1 for e in members if use.stored and e.id in used and placed.add(e.id, pack_key))
+                placed_here = sum(1 for e in members if use.stored and e[0] in used and placed.add(e[0], pack_key))
                 if placed_here:
                     use.used_blobs += placed_here
-                    use.used_bytes += members[0].length
+                    use.used_bytes += members[0][_LENGTH]
                 else:
                     use.unused_blobs += len(members)
-                    use.unused_bytes += members[0].length
+                    use.unused_bytes += members[0][_LENGTH]
     if len(placed) != len(used):
         missing = next(k for k, _ in used.items() if k not in placed)
         raise IntegrityError(f"refusing to prune: {len(used) - len(placed)} referenced blob(s) are in no stored, "
@@ -423,6 +424,20 @@ class _IndexWriter:
         # nothing that survives, and no marker is needed before deleting them.
         if self._batch:
             self._write(supersedes)
+
+
+_OFFSET, _LENGTH, _MEMBER_OFFSET, _GROUP_LENGTH = 4, 5, 7, 8  # fields of a WIDE_ENTRY record
+
+
+def _raw_ranges(block: bytes) -> list[list[tuple]]:
+    """``_ranges`` of a block of packed WIDE_ENTRY records, as tuples of their fields."""
+    out: list[list[tuple]] = []
+    for e in WIDE_ENTRY.iter_unpack(block):
+        if e[_GROUP_LENGTH] and e[_MEMBER_OFFSET] and out and out[-1][0][_OFFSET] == e[_OFFSET]:
+            out[-1].append(e)
+        else:
+            out.append([e])
+    return out
 
 
 def _ranges(entries: list[BlobEntry]) -> list[list[BlobEntry]]:
