@@ -295,3 +295,34 @@ def test_a_forked_copy_reads_dictionary_blobs_as_the_main_process(dictionary_pac
     assert CountedChildren.finished == {"healthy": [True], "damaged dictionary": [True],
                                         "more dictionaries than a reader holds": [],
                                         "a dictionary not resolved": [False]}[case]
+
+
+def test_an_interrupted_check_leaves_no_child_and_no_scratch_file(packed, monkeypatch, tmp_path):
+    """Ctrl-C in the main process while the forked copy verifies: the copy is ended and reaped,
+    its report file removed."""
+    import time
+    monkeypatch.setattr(read_data, "FORK_MIN_BYTES", 1)
+    monkeypatch.setattr(read_data, "ROUND_BYTES", 1 << 40)
+    main, pid_file = os.getpid(), tmp_path / "child"
+    verify = read_data._verify_in_threads
+
+    def slow_copy_interrupted_main(repo, packs, threads, on_bytes):
+        if os.getpid() != main:  # the copy: says who it is, then takes its time
+            (tmp_path / "child.part").write_text(str(os.getpid()))
+            os.replace(tmp_path / "child.part", pid_file)
+            time.sleep(60)
+        waited = time.monotonic()
+        while not pid_file.exists() and time.monotonic() - waited < 20:
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+        yield from verify(repo, packs, threads, on_bytes)  # (a generator, like the real one)
+    monkeypatch.setattr(read_data, "_verify_in_threads", slow_copy_interrupted_main)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(verify_packs(packed, sorted(stored_packs(packed).items()), processes=2))
+    assert time.monotonic() - started < 40  # not the copy's minute
+    child = int(pid_file.read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # reaped
+    assert not os.path.exists(f"/proc/{child}")
+    assert not [n for n in os.listdir(packed.scratch_folder()) if n.startswith("check-share-")]
