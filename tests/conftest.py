@@ -94,3 +94,31 @@ def s3_bucket(s3_server, s3_env, request):
     import secrets
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + secrets.token_hex(3)
     return s3_server.make_bucket(name)
+
+
+class StoppedChild:
+    """For tests that interrupt the main process while a forked child works: the child announces
+    its pid (``announce``, then it may take its time), the main process waits for that before it
+    is interrupted (``wait``), and ``assert_gone`` checks that the child was ended and reaped and
+    its scratch files (names starting with ``prefix`` in ``folder``) removed."""
+
+    def __init__(self, folder) -> None:
+        self.pid_file = folder / "child"
+
+    def announce(self) -> None:
+        part = self.pid_file.with_suffix(".part")
+        part.write_text(str(os.getpid()))
+        os.replace(part, self.pid_file)  # never seen half written
+
+    def wait(self, limit: float = 20.0) -> None:
+        import time
+        waited = time.monotonic()
+        while not self.pid_file.exists() and time.monotonic() - waited < limit:
+            time.sleep(0.01)
+
+    def assert_gone(self, folder: str, prefix: str) -> None:
+        child = int(self.pid_file.read_text())
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)  # reaped
+        assert not os.path.exists(f"/proc/{child}")
+        assert not [n for n in os.listdir(folder) if n.startswith(prefix)]

@@ -16,6 +16,7 @@ from strongroom.messages import catalog_build, catalog_parallel
 from strongroom.messages.catalog_build import build_catalog
 from strongroom.messages.catalog_index import MessageIndex
 from strongroom.writer import BlobWriter
+from conftest import StoppedChild
 from tests.test_catalog_segments import (SegmentedReader, WholeReader, _backup, catalog_stats_of_backups, night,
                                          write)
 
@@ -199,18 +200,15 @@ def test_an_interrupted_backup_leaves_no_child_and_no_scratch_file(small_chunks_
     """Ctrl-C while both processes read: the child is ended and reaped, its file removed."""
     from strongroom.commands.backup import BackupOptions, run_backup
     repo, src = small_chunks_repo, tmp_path / "src"
-    pid_file = tmp_path / "child"
+    child = StoppedChild(tmp_path)
 
     def slow(builder, jobs, raw, claims, out):
         claims.take()
-        (tmp_path / "child.part").write_text(str(os.getpid()))
-        os.replace(tmp_path / "child.part", pid_file)
+        child.announce()
         time.sleep(60)
 
-    def interrupted(self, job):  # once the child is reading (or after 20 s: the pid check then fails)
-        waited = time.monotonic()
-        while not pid_file.exists() and time.monotonic() - waited < 20:
-            time.sleep(0.01)
+    def interrupted(self, job):  # once the child is reading (or after 20 s: then it is not found)
+        child.wait()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(catalog_parallel, "_child_work", slow)
@@ -221,11 +219,7 @@ def test_an_interrupted_backup_leaves_no_child_and_no_scratch_file(small_chunks_
     with pytest.raises(KeyboardInterrupt):
         run_backup(repo, BackupOptions(paths=[str(src)]))
     assert time.monotonic() - started < 40  # not the child's minute
-    child = int(pid_file.read_text())
-    with pytest.raises(ChildProcessError):
-        os.waitpid(child, os.WNOHANG)  # reaped
-    assert not os.path.exists(f"/proc/{child}")
-    assert not [n for n in os.listdir(repo.scratch_folder()) if n.startswith("catalogue-share-")]
+    child.assert_gone(repo.scratch_folder(), "catalogue-share-")
 
 
 def _zip_slack(src, day: int, params, extra: bytes = b"", method: int = 8, change: bool = False) -> None:

@@ -21,7 +21,7 @@ from strongroom.repository import Repository
 from strongroom.storage import LocalStorage
 from strongroom.testing.damage import flip_byte, pack_regions, truncate
 
-from conftest import PASSWORD, WEAK_KDF
+from conftest import PASSWORD, WEAK_KDF, StoppedChild
 
 
 @pytest.fixture
@@ -303,17 +303,14 @@ def test_an_interrupted_check_leaves_no_child_and_no_scratch_file(packed, monkey
     import time
     monkeypatch.setattr(read_data, "FORK_MIN_BYTES", 1)
     monkeypatch.setattr(read_data, "ROUND_BYTES", 1 << 40)
-    main, pid_file = os.getpid(), tmp_path / "child"
+    main, child = os.getpid(), StoppedChild(tmp_path)
     verify = read_data._verify_in_threads
 
     def slow_copy_interrupted_main(repo, packs, threads, on_bytes):
         if os.getpid() != main:  # the copy: says who it is, then takes its time
-            (tmp_path / "child.part").write_text(str(os.getpid()))
-            os.replace(tmp_path / "child.part", pid_file)
+            child.announce()
             time.sleep(60)
-        waited = time.monotonic()
-        while not pid_file.exists() and time.monotonic() - waited < 20:
-            time.sleep(0.01)
+        child.wait()
         raise KeyboardInterrupt
         yield from verify(repo, packs, threads, on_bytes)  # (a generator, like the real one)
     monkeypatch.setattr(read_data, "_verify_in_threads", slow_copy_interrupted_main)
@@ -321,8 +318,4 @@ def test_an_interrupted_check_leaves_no_child_and_no_scratch_file(packed, monkey
     with pytest.raises(KeyboardInterrupt):
         list(verify_packs(packed, sorted(stored_packs(packed).items()), processes=2))
     assert time.monotonic() - started < 40  # not the copy's minute
-    child = int(pid_file.read_text())
-    with pytest.raises(ChildProcessError):
-        os.waitpid(child, os.WNOHANG)  # reaped
-    assert not os.path.exists(f"/proc/{child}")
-    assert not [n for n in os.listdir(packed.scratch_folder()) if n.startswith("check-share-")]
+    child.assert_gone(packed.scratch_folder(), "check-share-")
