@@ -458,7 +458,7 @@ class MessageCache:
     index cache, so each can be deleted alone). Plain byte keys and values: what is secret is
     encrypted by the caller before it gets here. Writes are committed every TXN_ENTRIES puts."""
 
-    TABLES = ("meta", "partnodes", "parts", "chunks", "snaps", "memos", "memodays")
+    TABLES = ("meta", "partnodes", "parts", "chunks", "snaps", "memos", "memodays", "verdicts")
 
     def __init__(self, path: str | os.PathLike) -> None:
         self._env = _acquire_env(os.fspath(path))
@@ -503,6 +503,10 @@ class MessageCache:
         except BaseException:
             txn.abort()
             raise
+
+    def clear_table(self, table: str) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.drop(self._dbs[table], delete=False)
 
     def delete_many(self, table: str, keys: Iterable[bytes]) -> None:
         db = self._dbs[table]

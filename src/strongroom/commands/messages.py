@@ -271,10 +271,12 @@ def run_index(repo: Repository, selector: str | None = None, *, all_snapshots: b
                 continue
             with BlobWriter(repo) as writer:  # files unchanged since an older snapshot are not read again
                 root, stats = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=readers,
-                                            reuse=index.part_nodes, memos=index.memos, warn=warn)
+                                            reuse=index.part_nodes, memos=index.memos, warn=warn,
+                                            verdicts=index.verdicts)
                 writer.flush()
                 index.part_nodes.flush()
                 index.memos.flush()
+                index.verdicts.flush()
             if root is None:
                 result.indexed.append(Indexed(snap.id, None, stats))
                 continue

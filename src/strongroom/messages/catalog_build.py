@@ -195,8 +195,9 @@ class _Monolithic(Exception):
 class CatalogBuilder:
     def __init__(self, repo: Repository, writer: BlobWriter, *, readers: Iterable[ExportReader] | None = None,
                  reuse=None, memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False,
-                 parallel: bool = False) -> None:
+                 parallel: bool = False, verdicts=None) -> None:
         self.repo = repo
+        self.verdicts = verdicts  # a catalog_index.HeadVerdicts, or None to read every candidate's head
         # The snapshot was just taken from this machine's files (at "/" + its paths): a changed
         # export file is read from there, if its bytes are still the ones stored (checked by the
         # node's content hash), rather than decrypted from the repository.
@@ -218,7 +219,7 @@ class CatalogBuilder:
     def build(self, tree_id: bytes) -> bytes | None:
         """Catalogue the exports in a snapshot tree; return the catalogue's root tree id, or None
         when the tree holds no recognised export with messages."""
-        self.tree = TreeFiles(self.repo, tree_id)
+        self.tree = TreeFiles(self.repo, tree_id, verdicts=self.verdicts)
         files = self.tree
         if any(p.lower().endswith(".zip") for p in self.tree.paths()):
             from strongroom.messages.formats import expand_zips
@@ -510,10 +511,36 @@ class CatalogBuilder:
 
 def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, readers=None, reuse=None,
                   memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False,
-                  parallel: bool = False) -> tuple[bytes | None, CatalogStats]:
+                  parallel: bool = False, verdicts=None) -> tuple[bytes | None, CatalogStats]:
+    """The catalogue of a snapshot tree (see CatalogBuilder). With ``verdicts`` (the messages
+    cache's), recognition is remembered: per file content, and a tree found to hold no export
+    is not looked at again."""
+    default_readers = readers is None and DEFAULT_READERS is None  # what the remembered verdicts are of
+    if verdicts is None or not default_readers:
+        verdicts = recognised = None
+    else:
+        recognised = _recognition_key(repo, tree_id)
+        if verdicts.tree_without_exports(recognised):
+            return None, CatalogStats()
     builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, memos=memos, warn=warn,
-                             read_sources=read_sources, parallel=parallel)
-    return builder.build(tree_id), builder.stats
+                             read_sources=read_sources, parallel=parallel, verdicts=verdicts)
+    root = builder.build(tree_id)
+    if verdicts is not None and builder.stats.exports == 0:
+        verdicts.remember_tree_without_exports(recognised)
+    return root, builder.stats
+
+
+def _recognition_key(repo: Repository, tree_id: bytes) -> bytes:
+    """What recognising a snapshot tree's exports depends on: the tree below the chain of
+    folders that each hold one folder and nothing else (the backed-up path's parents, whose
+    times change with every file created beside it), and that chain's names."""
+    names = []
+    while True:
+        nodes = repo.load_tree(tree_id)
+        if len(nodes) != 1 or nodes[0].type != DIR:
+            return b"/".join(names) + b"\0" + tree_id
+        names.append(nodes[0].name)
+        tree_id = nodes[0].subtree
 
 
 def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, warn: WarningCallback,
@@ -530,10 +557,12 @@ def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, war
     try:
         with MessageIndex(repo) as index:  # its part table says which parts can be reused
             root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes,
-                                    memos=index.memos, warn=warn, read_sources=True, parallel=True)
+                                    memos=index.memos, warn=warn, read_sources=True, parallel=True,
+                                    verdicts=index.verdicts)
             writer.flush()
             index.part_nodes.flush()
             index.memos.flush()
+            index.verdicts.flush()
             return root
     except StrongroomError as e:
         warn(f"message catalogue not written: {e} (run `strongroom messages index` later)")

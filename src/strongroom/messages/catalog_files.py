@@ -10,7 +10,7 @@ import bisect
 import io
 import os
 from collections import OrderedDict
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from strongroom.errors import IntegrityError
 from strongroom.fetcher import BlobFetcher
@@ -75,12 +75,16 @@ class TreeFiles:
     when a file is opened."""
 
     def __init__(self, repo: Repository, root: bytes, *, prefix: str = "",
-                 suffixes: tuple[str, ...] | None = CANDIDATE_SUFFIXES) -> None:
+                 suffixes: tuple[str, ...] | None = CANDIDATE_SUFFIXES, verdicts=None) -> None:
         self._suffixes = suffixes
         self.repo = repo
         self._dirs: dict[str, bytes] = {}  # directory path -> tree id
         self._paths: list[str] = []
         self._trees: OrderedDict[bytes, dict[bytes, Node]] = OrderedDict()
+        # a catalog_index.HeadVerdicts: recognition remembered per file content, found by the
+        # content hashes the walk keeps (32 bytes a candidate file, only then)
+        self.verdicts = verdicts
+        self._hashes: dict[str, bytes] = {}
         self._walk(root, prefix)
         self._paths.sort()
 
@@ -95,6 +99,8 @@ class TreeFiles:
                     stack.append((child, node.subtree))
                 elif node.type == FILE and (self._suffixes is None or child.lower().endswith(self._suffixes)):
                     self._paths.append(child)
+                    if self.verdicts is not None and node.content_hash is not None:
+                        self._hashes[child] = node.content_hash
 
     def paths(self) -> Iterable[str]:
         return self._paths
@@ -115,6 +121,14 @@ class TreeFiles:
 
     def size(self, path: str) -> int:
         return self.node(path).size
+
+    def head_verdict(self, path: str, key: str, compute: Callable[[], bool]) -> bool:
+        """A per-file recognition test's verdict (formats.common.head_test), remembered by the
+        file's content hash when there is somewhere to remember it."""
+        content_hash = self._hashes.get(path)
+        if content_hash is None:
+            return compute()
+        return self.verdicts.file(content_hash, key, compute)
 
     def chunk_ids(self, path: str) -> Iterator[bytes]:
         return self.repo.file_chunks(self.node(path))

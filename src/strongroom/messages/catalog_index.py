@@ -12,6 +12,8 @@ repository's own index already shows. Tables (strongroom.index.MessageCache):
     snaps      snapshot id     -> catalogue root id, then the header blob id of each part
     partnodes  part key        -> size u64, id count u32, ids, chunk-list ids (for backups' reuse)
     memos      export file key -> sealed(zstd(piece memo)): records per (state, piece) (catalog_memo)
+    verdicts   keyed hash      -> 1 byte: a per-file recognition test's verdict on a file's content,
+               or that a snapshot tree holds no export (HeadVerdicts)
     meta       schema and a key check (another key's cache is dropped, not misread)
 
 Deduplication carries over: a chunk or part shared by thirty snapshots is stored and scanned
@@ -120,6 +122,48 @@ class PartNodes:
         if self._pending:
             self.cache.put_many("partnodes", self._pending)
             self._pending = []
+
+
+class HeadVerdicts:
+    """What recognition found, remembered so that an unchanged file or tree is not read again to
+    be recognised: per (test, file content) whether a reader's per-file test accepted the file's
+    first bytes (formats.common.head_test), and per snapshot tree that it holds no export. Keys
+    are keyed hashes (the cache shows no content fingerprint); a verdict is one byte."""
+
+    MAX_ENTRIES = 2_000_000  # past this the table is emptied (verdicts are only ever recomputed)
+
+    def __init__(self, cache: MessageCache, keyed: Callable[[bytes], bytes]) -> None:
+        self.cache = cache
+        self._keyed = keyed
+        self._pending: dict[bytes, bytes] = {}
+
+    def file(self, content_hash: bytes, test: str, compute: Callable[[], bool]) -> bool:
+        key = self._keyed(b"head verdict\0" + test.encode() + b"\0" + content_hash)
+        found = self._pending.get(key) or self.cache.get("verdicts", key)
+        if found is None:
+            found = self._pending[key] = b"\1" if compute() else b"\0"
+        return found == b"\1"
+
+    def _tree_key(self, recognised: bytes) -> bytes:
+        return self._keyed(b"no export in tree " + RECOGNITION_VERSION + b"\0" + recognised)
+
+    def tree_without_exports(self, recognised: bytes) -> bool:
+        """Whether a tree (as catalog_build._recognition_key names it) was found to hold no export."""
+        return self.cache.get("verdicts", self._tree_key(recognised)) == b"\0"
+
+    def remember_tree_without_exports(self, recognised: bytes) -> None:
+        self._pending[self._tree_key(recognised)] = b"\0"
+
+    def flush(self) -> None:
+        if self._pending:
+            if self.cache.count("verdicts") + len(self._pending) > self.MAX_ENTRIES:
+                self.cache.clear_table("verdicts")
+            self.cache.put_many("verdicts", sorted(self._pending.items()))
+            self._pending = {}
+
+
+#: Part of the key of "no export in this tree": change it when any reader recognises more.
+RECOGNITION_VERSION = b"1"
 
 
 #: A memo not rewritten for this many days is dropped (its export file is gone, or has not
@@ -254,6 +298,7 @@ class MessageIndex:
             self.cache.put_many("meta", [(b"schema", MESSAGE_SCHEMA), (b"check", check)])
         self.part_nodes = PartNodes(self.cache)
         self.memos = MemoTable(self)
+        self.verdicts = HeadVerdicts(self.cache, repo.master.blob_id)
 
     def close(self) -> None:
         self.cache.close()

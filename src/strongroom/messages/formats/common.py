@@ -49,6 +49,17 @@ def head(files: ExportFiles, path: str, n: int = HEAD_BYTES) -> bytes:
         return read_up_to(f, n)
 
 
+def head_test(files: ExportFiles, path: str, key: str, test: Callable[[bytes], object]) -> bool:
+    """Whether ``test`` accepts the first bytes of ``path``: a per-file recognition test, which
+    depends on nothing but those bytes. ``key`` names the test (and its version: change it when
+    the test changes); ``files`` that can remember verdicts per file content do (a snapshot's
+    files with the messages cache), so an unchanged file is not read again to be recognised."""
+    remembered = getattr(files, "head_verdict", None)
+    if remembered is not None:
+        return remembered(path, key, lambda: bool(test(head(files, path))))
+    return bool(test(head(files, path)))
+
+
 def read_up_to(f, n: int) -> bytes:
     parts, got = [], 0
     while got < n:

@@ -14,7 +14,7 @@ import ijson
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    BomSkipping, Warn, converted, first_item, guarded, head, head_events, iso_ms, json_items,
+    BomSkipping, Warn, converted, first_item, guarded, head, head_events, head_test, iso_ms, json_items,
     log_warning, s, top_keys)
 from .segments import CAPTURE, DESCEND, RECORD, JsonSegments
 
@@ -33,7 +33,7 @@ class DiscordReader:
 
     def find(self, files: ExportFiles) -> list[Export]:
         return [Export(PLATFORM, p, (p,)) for p in files.paths()
-                if p.endswith(".json") and _recognised(head(files, p))]
+                if p.endswith(".json") and head_test(files, p, "discord 1", _recognised)]
 
     def messages(self, files: ExportFiles, export: Export, warn: Warn | None = None) -> Iterator[Message]:
         path = export.files[0]

@@ -13,7 +13,7 @@ import struct
 import tempfile
 import zipfile
 from collections import OrderedDict
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ..model import ExportFiles
 from .common import FORMAT_ERRORS, HEAD_BYTES, Warn, log_warning, read_up_to
@@ -208,6 +208,12 @@ class ExpandedFiles:
         zpath, member = self._scan()[path]
         return None if zpath is None else (zpath, member)
 
+    def head_verdict(self, path: str, key: str, compute: Callable[[], bool]) -> bool:
+        """The plain files' verdicts as ``files`` remembers them; a member's is computed."""
+        zpath, member = self._scan()[path]
+        inner = getattr(self.inner, "head_verdict", None) if zpath is None else None
+        return compute() if inner is None else inner(member, key, compute)
+
     def stored(self, path: str) -> tuple[int, int, int, Iterator[bytes]] | None:
         """ZipExportFiles.stored for a zip member; None for a plain file."""
         zpath, member = self._scan()[path]
@@ -267,6 +273,10 @@ class HeadCache:
 
     def open(self, path: str) -> BinaryIO:
         return self.inner.open(path)
+
+    def head_verdict(self, path: str, key: str, compute: Callable[[], bool]) -> bool:
+        inner = getattr(self.inner, "head_verdict", None)
+        return compute() if inner is None else inner(path, key, compute)
 
     def head(self, path: str) -> bytes:
         b = self._heads.get(path)

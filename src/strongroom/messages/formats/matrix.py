@@ -17,7 +17,8 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    FORMAT_ERRORS, RECORD_ERRORS, Warn, converted, first_item, guarded, head, head_events, int_ms, json_items,
+    FORMAT_ERRORS, RECORD_ERRORS, Warn, converted, first_item, guarded, head, head_events, head_test, int_ms,
+    json_items,
     log_warning, s, top_keys)
 from .segments import DESCEND, RECORD, JsonSegments
 
@@ -42,7 +43,7 @@ class MatrixReader:
 
     def find(self, files: ExportFiles) -> list[Export]:
         return [Export(PLATFORM, p, (p,)) for p in files.paths()
-                if p.endswith(".json") and _recognised(head(files, p))]
+                if p.endswith(".json") and head_test(files, p, "matrix 1", _recognised)]
 
     def messages(self, files: ExportFiles, export: Export, warn: Warn | None = None) -> Iterator[Message]:
         path = export.files[0]

@@ -12,7 +12,7 @@ import json
 from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
-from .common import RECORD_ERRORS, Warn, guarded, head, int_ms, lines, log_warning, s
+from .common import RECORD_ERRORS, Warn, guarded, head_test, int_ms, lines, log_warning, s
 from .line_segments import LineSegments
 
 PLATFORM = "mattermost"
@@ -26,6 +26,11 @@ def _first_record(data: bytes):
         return None
 
 
+def _recognised(data: bytes) -> bool:
+    rec = _first_record(data)
+    return isinstance(rec, dict) and rec.get("type") == "version" and isinstance(rec.get("version"), int)
+
+
 class MattermostReader:
     platform = PLATFORM
 
@@ -34,8 +39,7 @@ class MattermostReader:
         for p in files.paths():
             if not p.endswith((".jsonl", ".json")):
                 continue
-            rec = _first_record(head(files, p))
-            if isinstance(rec, dict) and rec.get("type") == "version" and isinstance(rec.get("version"), int):
+            if head_test(files, p, "mattermost 1", _recognised):
                 found.append(Export(PLATFORM, p, (p,)))
         return found
 

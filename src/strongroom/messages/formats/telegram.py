@@ -14,7 +14,7 @@ import ijson
 
 from ..model import Export, ExportFiles, Message
 from .common import (
-    BomSkipping, Warn, converted, guarded, head, head_events, iso_ms, json_items, log_warning, s,
+    BomSkipping, Warn, converted, guarded, head, head_events, head_test, iso_ms, json_items, log_warning, s,
     top_keys)
 from .segments import CAPTURE, DESCEND, RECORD, JsonSegments
 
@@ -44,7 +44,7 @@ class TelegramReader:
 
     def find(self, files: ExportFiles) -> list[Export]:
         return [Export(PLATFORM, p, (p,)) for p in files.paths()
-                if p.endswith(".json") and shape(head(files, p)) is not None]
+                if p.endswith(".json") and head_test(files, p, "telegram 1", shape)]
 
     def messages(self, files: ExportFiles, export: Export, warn: Warn | None = None) -> Iterator[Message]:
         path = export.files[0]

@@ -30,7 +30,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..model import Export, ExportFiles, Message
 from . import common
-from .common import RECORD_ERRORS, Warn, guarded, head, lines, log_warning
+from .common import RECORD_ERRORS, Warn, guarded, head_test, lines, log_warning
 
 PLATFORM = "whatsapp"
 
@@ -49,6 +49,14 @@ def match(line: str):
     return _IOS.match(line) or _ANDROID.match(line)
 
 
+def _recognised(data: bytes) -> bool:
+    first = data.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").rstrip(b"\r")
+    try:
+        return bool(match(first.decode("utf-8")))
+    except UnicodeDecodeError:
+        return False
+
+
 class WhatsAppReader:
     platform = PLATFORM
 
@@ -57,12 +65,7 @@ class WhatsAppReader:
         for p in files.paths():
             if not p.endswith(".txt"):
                 continue
-            first = head(files, p).split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").rstrip(b"\r")
-            try:
-                text = first.decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            if match(text):
+            if head_test(files, p, "whatsapp 1", _recognised):
                 found.append(Export(PLATFORM, p, (p,)))
         return found
 
