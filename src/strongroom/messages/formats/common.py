@@ -54,10 +54,10 @@ def head_test(files: ExportFiles, path: str, key: str, test: Callable[[bytes], o
     depends on nothing but those bytes. ``key`` names the test (and its version: change it when
     the test changes); ``files`` that can remember verdicts per file content do (a snapshot's
     files with the messages cache), so an unchanged file is not read again to be recognised."""
+    def verdict() -> bool:
+        return bool(test(head(files, path)))
     remembered = getattr(files, "head_verdict", None)
-    if remembered is not None:
-        return remembered(path, key, lambda: bool(test(head(files, path))))
-    return bool(test(head(files, path)))
+    return verdict() if remembered is None else remembered(path, key, verdict)
 
 
 def read_up_to(f, n: int) -> bytes:
