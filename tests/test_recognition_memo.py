@@ -128,3 +128,40 @@ def test_verdicts_are_dropped_past_their_bound_and_found_again(repo, tmp_path, m
     (src / "notes" / "note1.txt").write_text("changed too\n")
     backup(repo, src)
     assert len([p for p in heads_read if "/notes/" in p]) > 1  # what was dropped is read again
+
+
+def test_small_files_are_recognised_from_their_source(repo, tmp_path, monkeypatch):
+    """A candidate of at most 16 KiB is read whole from the file the backup just stored (and
+    checked against its content hash), not back from the repository."""
+    from strongroom.messages.catalog_files import TreeFiles
+    src = tmp_path / "src"
+    plain_files(src, 10)
+    shutil.copyfile(CHAT, src / "notes" / "chat.txt")
+    from_repository = []
+    original = TreeFiles.open
+
+    def spy(self, path):
+        from_repository.append(path)
+        return original(self, path)
+    monkeypatch.setattr(TreeFiles, "open", spy)
+    snap = backup(repo, src)
+    assert snap.catalog is not None
+    assert not [p for p in from_repository if "/notes/" in p and not p.endswith("chat.txt")]
+    assert snap.catalog == catalogue_without_memo(repo, snap).hex()
+
+
+def test_a_source_changed_after_the_backup_stored_it_is_recognised_from_the_stored_bytes(repo, tmp_path,
+                                                                                          monkeypatch):
+    src = tmp_path / "src"
+    plain_files(src, 2)
+    shutil.copyfile(CHAT, src / "notes" / "chat.txt")
+    catalogue = catalog_build.catalog_for_backup
+
+    def source_changes_first(*args, **kwargs):
+        (src / "notes" / "chat.txt").write_bytes((b"no chat, the same size. " * 2000)[:CHAT.stat().st_size])
+        return catalogue(*args, **kwargs)
+    monkeypatch.setattr(catalog_build, "catalog_for_backup", source_changes_first)
+    snap = run_backup(repo, BackupOptions(paths=[str(src)])).snapshot
+    monkeypatch.setattr(catalog_build, "catalog_for_backup", catalogue)
+    assert snap.catalog is not None  # the chat the snapshot holds, not the file as it is now
+    assert snap.catalog == catalogue_without_memo(repo, snap).hex()

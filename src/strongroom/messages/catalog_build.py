@@ -34,6 +34,7 @@ from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records
 from strongroom.messages.catalog_memo import PieceMemo, record_line
 from strongroom.messages.catalog_parallel import LocalSource, PieceJob, read_piece_jobs
 from strongroom.messages.external_sort import ExternalSorter
+from strongroom.messages.formats.common import HEAD_BYTES
 from strongroom.messages.formats.files import ZipExportFiles
 from strongroom.messages.formats.segments import STATE_VERSION
 from strongroom.messages.model import Export, ExportReader, Message
@@ -106,6 +107,23 @@ def _open_regular(path: str, size: int) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _small_source_head(path: str, size: int, content_hash: bytes) -> bytes | None:
+    """The whole content of a source file of at most HEAD_BYTES (so its head, for recognition),
+    if it is still a regular file of ``size`` bytes whose BLAKE3 is ``content_hash``; else None."""
+    fd = _open_regular(path, size)
+    if fd is None:
+        return None
+    try:
+        data = os.pread(fd, size + 1, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    digest = content_hasher()
+    digest.update(data)
+    return data if len(data) == size and digest.digest() == content_hash else None
 
 
 def _identity(fd: int) -> tuple[int, ...]:
@@ -219,7 +237,8 @@ class CatalogBuilder:
     def build(self, tree_id: bytes) -> bytes | None:
         """Catalogue the exports in a snapshot tree; return the catalogue's root tree id, or None
         when the tree holds no recognised export with messages."""
-        self.tree = TreeFiles(self.repo, tree_id, verdicts=self.verdicts)
+        self.tree = TreeFiles(self.repo, tree_id, verdicts=self.verdicts,
+                              local_head=self._local_head if self.read_sources else None)
         files = self.tree
         if any(p.lower().endswith(".zip") for p in self.tree.paths()):
             from strongroom.messages.formats import expand_zips
@@ -371,6 +390,14 @@ class CatalogBuilder:
             return None
         node = self.tree.node(path)
         return None if node.content_hash is None else LocalSource("/" + path, node.size, node.content_hash)
+
+    def _local_head(self, path: str) -> bytes | None:
+        """A small file's head (its whole content) from the source file just stored, checked
+        against the node's content hash: cheaper than a blob read from the repository."""
+        node = self.tree.node(path)
+        if node.content_hash is None or node.size > HEAD_BYTES:
+            return None
+        return _small_source_head("/" + path, node.size, node.content_hash)
 
     def _members_from_sources(self, files) -> None:
         """Have the zip members to read piece by piece read from their archive's source file

@@ -208,6 +208,12 @@ class ExpandedFiles:
         zpath, member = self._scan()[path]
         return None if zpath is None else (zpath, member)
 
+    def local_head(self, path: str) -> bytes | None:
+        """A plain file's head as ``files`` reads it without the repository; None for a member."""
+        zpath, member = self._scan()[path]
+        inner = getattr(self.inner, "local_head", None) if zpath is None else None
+        return None if inner is None else inner(member)
+
     def head_verdict(self, path: str, key: str, compute: Callable[[], bool]) -> bool:
         """The plain files' verdicts as ``files`` remembers them; a member's is computed."""
         zpath, member = self._scan()[path]
@@ -281,8 +287,12 @@ class HeadCache:
     def head(self, path: str) -> bytes:
         b = self._heads.get(path)
         if b is None:
-            with self.inner.open(path) as f:
-                b = read_up_to(f, HEAD_BYTES)
+            local = getattr(self.inner, "local_head", None)
+            b = local(path) if local is not None else None
+            if b is None:
+                with self.inner.open(path) as f:
+                    b = read_up_to(f, HEAD_BYTES)
+            b = b[:HEAD_BYTES]
             self._heads[path] = b
             if len(self._heads) > HEAD_CACHE_ENTRIES:
                 self._heads.popitem(last=False)
