@@ -116,14 +116,9 @@ def _small_source_head(path: str, size: int, content_hash: bytes) -> bytes | Non
     if fd is None:
         return None
     try:
-        data = os.pread(fd, size + 1, 0)
-    except OSError:
+        return b"".join(_verified_blocks(fd, size, content_hash))
+    except _SourceChanged:
         return None
-    finally:
-        os.close(fd)
-    digest = content_hasher()
-    digest.update(data)
-    return data if len(data) == size and digest.digest() == content_hash else None
 
 
 def _identity(fd: int) -> tuple[int, ...]:
