@@ -225,9 +225,8 @@ def _account(repo: Repository, used: ScratchTable, placed: ScratchTable,
     index_packs: dict[str, list[str]] = {}
     for name in _live_index_files(repo, plan):
         records, _ = _load_index(repo, name, open_index_raw)  # no Python object per blob
-        index_packs[name] = [pack_key.hex() for pack_key, *_ in records]
-        for pack_key, size, _, block in records:
-            pack = pack_key.hex()
+        packs = index_packs[name] = [pack_key.hex() for pack_key, *_ in records]
+        for pack, (pack_key, size, _, block) in zip(packs, records):
             if pack in uses:
                 continue  # the same pack listed again: counted once
             use = uses[pack] = PackUse(size, stored=pack in stored)

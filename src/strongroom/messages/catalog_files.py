@@ -86,7 +86,9 @@ class TreeFiles:
         # content hashes the walk keeps (32 bytes a candidate file, only then)
         self.verdicts = verdicts
         self._hashes: dict[str, bytes] = {}
-        self._local_head = local_head  # a small file's head from its source, or None (formats.files.HeadCache)
+        # a file's first bytes read without the repository when that can be done and checked (the
+        # backup's catalogue: a small source file just stored), else None; see formats.files.HeadCache
+        self.local_head = local_head
         self._walk(root, prefix)
         self._paths.sort()
 
@@ -123,11 +125,6 @@ class TreeFiles:
 
     def size(self, path: str) -> int:
         return self.node(path).size
-
-    def local_head(self, path: str) -> bytes | None:
-        """The file's first bytes read without the repository when that can be done and checked
-        (the backup's catalogue: a small source file just stored), else None."""
-        return None if self._local_head is None else self._local_head(path)
 
     def head_verdict(self, path: str, key: str, compute: Callable[[], bool]) -> bool:
         """A per-file recognition test's verdict (formats.common.head_test), remembered by the

@@ -292,7 +292,6 @@ class HeadCache:
             if b is None:
                 with self.inner.open(path) as f:
                     b = read_up_to(f, HEAD_BYTES)
-            b = b[:HEAD_BYTES]
             self._heads[path] = b
             if len(self._heads) > HEAD_CACHE_ENTRIES:
                 self._heads.popitem(last=False)
