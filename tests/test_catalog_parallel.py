@@ -54,9 +54,9 @@ def shared(monkeypatch):
     taken = []
     original = catalog_parallel._take_share
 
-    def take_share(builder, jobs, path):
+    def take_share(builder, jobs, path, final):
         parts = len(builder.parts)
-        again = original(builder, jobs, path)
+        again = original(builder, jobs, path, final)
         taken.append((len(builder.parts) - parts, len(again)))
         return again
 

@@ -59,6 +59,15 @@ class Forked:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return cls(pid, path)
 
+    def running(self) -> bool:
+        """Whether the child is still at work (reaped, without waiting, if it has ended)."""
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                return True
+            self._status = status
+        return False
+
     def wait(self) -> bool:
         """Wait for the child; whether it finished its work (exit status 0)."""
         if self._status is None:

@@ -231,9 +231,10 @@ class BlobWriter:
 
     # -- finishing ---------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Store every queued blob and write the index file(s) that list them."""
-        if self._sampler is not None and self._sampler.size >= dictionary.MIN_SAMPLE_BYTES:
+    def flush(self, *, train: bool = True) -> None:
+        """Store every queued blob and write the index file(s) that list them. ``train=False``:
+        a flush in the middle of a backup, which leaves the dictionary's sample to fill up."""
+        if train and self._sampler is not None and self._sampler.size >= dictionary.MIN_SAMPLE_BYTES:
             self._train()  # a small first backup: the next ones use the dictionary
         self._close_group()
         self._submit_batch()

@@ -13,6 +13,7 @@ table, checked against the index so a reused part's blobs all exist).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import os
@@ -22,7 +23,7 @@ import zipfile
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, NamedTuple
 
 import blake3
 
@@ -205,11 +206,22 @@ class _Monolithic(Exception):
     """A reader named a source that is not one of the export's files: catalogue it as a whole."""
 
 
+class _ExportPlan(NamedTuple):
+    content: dict[str, bytes]  # export file -> its content key
+    context: bytes  # the export's context key
+    context_files: list[str]
+    data_files: list[str]
+    keys: dict[str, bytes]  # data file -> its part key
+    reused: dict[str, tuple[list[bytes], list[bytes], int]]  # data file -> its part, from the cache
+    jobs: list[PieceJob]  # data files (not reused) to read piece by piece
+
+
 class CatalogBuilder:
     def __init__(self, repo: Repository, writer: BlobWriter, *, readers: Iterable[ExportReader] | None = None,
                  reuse=None, memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False,
-                 parallel: bool = False, verdicts=None) -> None:
+                 parallel: bool = False, verdicts=None, early=()) -> None:
         self.repo = repo
+        self.early = early  # catalog_parallel.Shares begun during the backup (catalog_early)
         self.verdicts = verdicts  # a catalog_index.HeadVerdicts, or None to read every candidate's head
         # The snapshot was just taken from this machine's files (at "/" + its paths): a changed
         # export file is read from there, if its bytes are still the ones stored (checked by the
@@ -250,7 +262,7 @@ class CatalogBuilder:
                 except Exception as e:  # noqa: BLE001 - a reader failing on odd input must not fail the backup
                     self.warn(f"cannot catalogue the {export.platform} export at /{export.root}: {e}")
             self._members_from_sources(files)
-            read_piece_jobs(self, self.jobs)
+            read_piece_jobs(self, self.jobs, self.early)
             self.jobs = []
         finally:
             if files is not self.tree:
@@ -263,7 +275,9 @@ class CatalogBuilder:
 
     # -- one export --------------------------------------------------------------------------
 
-    def _export(self, files: TreeFiles, reader: ExportReader, export: Export) -> None:
+    def _plan(self, files, reader: ExportReader, export: Export) -> _ExportPlan:
+        """What cataloguing ``export`` takes: its parts' keys, the parts the cache already has,
+        and the files to read piece by piece. Nothing is written."""
         content = {path: self._content_key(files, path) for path in export.files}
         context_files = sorted(p for p in export.files if posixpath.basename(p) in CONTEXT_NAMES)
         rel = {p: export_relative(export.root, p) for p in export.files}
@@ -277,26 +291,49 @@ class CatalogBuilder:
                 found = self.reuse.lookup(keys[path], self.writer.known)
                 if found is not None:
                     reused[path] = found
-        todo = [p for p in data_files if p not in reused]
-        for path, (ids, lists, size) in reused.items():
-            self._add_part(path, ids, lists, size)
-            self.stats.parts_reused += 1
-        segmented = []
-        first_job = len(self.jobs)
-        for path in todo:
+        jobs = []
+        for path in data_files:
+            if path in reused:
+                continue
             segment_reader = self._segment_reader(reader, files, export, path)
             if segment_reader is not None:
                 # the readers' state version too: a memo made by other reader code is never used
                 file_key = memo_key(self.keyed, export.platform, rel[path], context, STATE_VERSION)
-                self.jobs.append(PieceJob(export, files, path, segment_reader, keys[path], file_key,
-                                          files.size(path), self._local_source(path)))
-                segmented.append(path)
+                jobs.append(PieceJob(export, files, path, segment_reader, keys[path], file_key,
+                                     files.size(path), self._local_source(path)))
+        return _ExportPlan(content, context, context_files, data_files, keys, reused, jobs)
+
+    def plan_jobs(self, tree_id: bytes, prefix: str) -> list[PieceJob]:
+        """The files of the exports in a subtree (at ``prefix`` in the snapshot) that a forked
+        copy could read piece by piece from their source files, before the snapshot's tree is
+        complete (catalog_early). Nothing is written; zipped exports are left to ``build``."""
+        self.tree = TreeFiles(self.repo, tree_id, prefix=prefix, verdicts=self.verdicts,
+                              local_head=self._local_head if self.read_sources else None)
+        jobs = []
+        for reader, export in find_exports(self.tree, self.readers, self.warn):
+            try:
+                jobs += [job for job in self._plan(self.tree, reader, export).jobs if job.local is not None]
+            except StrongroomError:
+                raise
+            except Exception:  # noqa: BLE001 - build() reads it again and says what fails
+                continue
+        return jobs
+
+    def _export(self, files: TreeFiles, reader: ExportReader, export: Export) -> None:
+        plan = self._plan(files, reader, export)
+        context_files, data_files, keys, reused = plan.context_files, plan.data_files, plan.keys, plan.reused
+        todo = [p for p in data_files if p not in reused]
+        for path, (ids, lists, size) in reused.items():
+            self._add_part(path, ids, lists, size)
+            self.stats.parts_reused += 1
+        first_job = len(self.jobs)
+        self.jobs += plan.jobs
+        segmented = {job.path for job in plan.jobs}
         todo = [p for p in todo if p not in segmented]
         if not todo:
             return
-        done = list(reused) + segmented
         try:
-            if done:
+            if reused or segmented:
                 view = SubsetFiles(files, context_files + todo)
                 part = Export(export.platform, export.root, tuple(sorted(context_files + todo)))
                 self._read(reader, view, part, keys, set(todo))
@@ -307,9 +344,9 @@ class CatalogBuilder:
                 del self.parts[path]
             del self.jobs[first_job:]  # not read yet
             self.stats.parts_reused -= len(reused)
-            everything = content_key(self.keyed, [content[p] for p in sorted(export.files)])
+            everything = content_key(self.keyed, [plan.content[p] for p in sorted(export.files)])
             first = data_files[0] if data_files else export.files[0]
-            key = part_key(self.keyed, export.platform, export_relative(export.root, first), everything, context)
+            key = part_key(self.keyed, export.platform, export_relative(export.root, first), everything, plan.context)
             self._read(reader, files, export, {first: key}, {first}, monolithic=first)
 
     # -- one file, piece by piece (spec §23.6) -------------------------------------------------
@@ -533,7 +570,7 @@ class CatalogBuilder:
 
 def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, readers=None, reuse=None,
                   memos=None, warn: WarningCallback = ignore_warning, read_sources: bool = False,
-                  parallel: bool = False, verdicts=None) -> tuple[bytes | None, CatalogStats]:
+                  parallel: bool = False, verdicts=None, early=()) -> tuple[bytes | None, CatalogStats]:
     """The catalogue of a snapshot tree (see CatalogBuilder). With ``verdicts`` (the messages
     cache's), recognition is remembered: per file content, and a tree found to hold no export
     is not looked at again."""
@@ -545,7 +582,7 @@ def build_catalog(repo: Repository, writer: BlobWriter, tree_id: bytes, *, reade
         if verdicts.tree_without_exports(recognised):
             return None, CatalogStats()
     builder = CatalogBuilder(repo, writer, readers=readers, reuse=reuse, memos=memos, warn=warn,
-                             read_sources=read_sources, parallel=parallel, verdicts=verdicts)
+                             read_sources=read_sources, parallel=parallel, verdicts=verdicts, early=early)
     root = builder.build(tree_id)
     if verdicts is not None and builder.stats.exports == 0:
         verdicts.remember_tree_without_exports(recognised)
@@ -566,10 +603,11 @@ def _recognition_key(repo: Repository, tree_id: bytes) -> bytes:
 
 
 def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, warn: WarningCallback,
-                       parent=None, readers: Iterable[ExportReader] | None = None) -> bytes | None:
+                       parent=None, readers: Iterable[ExportReader] | None = None, early=None) -> bytes | None:
     """The backup's hook: catalogue the new snapshot's exports and store the catalogue (flushed).
     A failure costs the catalogue, never the backup: it is reported and `messages index` can
-    build it later."""
+    build it later. ``early``: the catalog_early.EarlyCatalogue begun while the backup stored
+    files (its cache is used here; the caller closes it)."""
     if repo.write_only:
         return None  # it cannot read the export back; `messages index` with a full key can
     if (parent is not None and parent.catalog and parent.tree == tree_id.hex()
@@ -577,10 +615,11 @@ def catalog_for_backup(repo: Repository, writer: BlobWriter, tree_id: bytes, war
         return bytes.fromhex(parent.catalog)  # nothing changed: the same files, the same catalogue
     from strongroom.messages.catalog_index import MessageIndex
     try:
-        with MessageIndex(repo) as index:  # its part table says which parts can be reused
+        # the cache's part table says which parts can be reused
+        with contextlib.nullcontext(early.index) if early is not None else MessageIndex(repo) as index:
             root, _ = build_catalog(repo, writer, tree_id, readers=readers, reuse=index.part_nodes,
                                     memos=index.memos, warn=warn, read_sources=True, parallel=True,
-                                    verdicts=index.verdicts)
+                                    verdicts=index.verdicts, early=early.shares if early is not None else ())
             writer.flush()
             index.part_nodes.flush()
             index.memos.flush()

@@ -20,7 +20,7 @@ import marshal
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, NamedTuple
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from strongroom.errors import StrongroomError
 from strongroom.forked import Forked, available_cores
@@ -77,55 +77,119 @@ class _Claims:
         self._file.close()
 
 
-def read_piece_jobs(builder, jobs: list[PieceJob]) -> None:
+class Share:
+    """Piece jobs (each with a local source) taken in turn, largest first, by this process and a
+    forked child that writes what it read to a scratch file."""
+
+    def __init__(self, jobs: list[PieceJob], raw_memos: list[bytes | None], claims: _Claims,
+                 child: Forked | None) -> None:
+        self.jobs = jobs
+        self._raw = raw_memos
+        self._claims = claims
+        self._child = child
+        self._mine: set[int] = set()
+
+    @classmethod
+    def start(cls, builder, jobs: list[PieceJob]) -> Share | None:
+        """The share of ``jobs`` with a child started on it, or None when the builder, this
+        machine or the work's size (less than MIN_FORKED_BYTES) calls for no child."""
+        if not (builder.parallel and available_cores() > 1 and hasattr(os, "fork")):
+            return None
+        jobs = sorted((j for j in jobs if j.local is not None), key=lambda j: -j.size)
+        if sum(j.size for j in jobs) < MIN_FORKED_BYTES:
+            return None
+        memos = builder.memos
+        raw: list[bytes | None] = []
+        held = 0
+        for job in jobs:  # the sealed memos, read here (the child does no cache I/O)
+            if held >= MAX_FORKED_MEMO_BYTES:
+                break
+            raw.append(memos.raw(job.memo_key) if memos is not None else None)
+            held += len(raw[-1] or b"")
+        jobs = jobs[:len(raw)]
+        folder = builder.repo.scratch_folder()
+        claims = _Claims(folder)
+        share = cls(jobs, raw, claims, None)
+        share._child = Forked.start(lambda out: _child_work(builder, jobs, raw, claims, out),
+                                    os.path.join(folder, f"catalogue-share-{os.getpid()}-{id(share):x}"))
+        if share._child is None:
+            share.close()
+            return None
+        return share
+
+    def running(self) -> bool:
+        return self._child is not None and self._child.running()
+
+    def take_turns(self, read: Callable[[PieceJob], None]) -> None:
+        """Read, here, each job the child has not taken yet (its memo held no longer: this
+        process reads it from the cache)."""
+        while (n := self._claims.take()) < len(self.jobs):
+            self._mine.add(n)
+            self._raw[n] = None
+            read(self.jobs[n])
+
+    def finish(self, builder, final: Callable[[PieceJob], PieceJob | None]) -> list[PieceJob]:
+        """Wait for the child and store, through ``builder``, the parts it read of the jobs
+        ``final`` maps to the catalogue's own (the others are dropped); return the catalogue's
+        jobs left to read here (the child gave them back, or failed)."""
+        if self._child.wait():
+            return _take_share(builder, self.jobs, self._child.path, final)
+        return [job for n, j in enumerate(self.jobs) if n not in self._mine and (job := final(j)) is not None]
+
+    def close(self) -> None:
+        """Stop the child if it still runs; remove its file."""
+        self._claims.close()
+        if self._child is not None:
+            self._child.stop()
+            with contextlib.suppress(OSError):
+                os.unlink(self._child.path)
+
+
+def read_piece_jobs(builder, jobs: list[PieceJob], early: Iterable[Share] = ()) -> None:
     """Write the parts of ``jobs`` through ``builder`` (a catalog_build.CatalogBuilder), in two
     processes when it allows it and the work is large enough. Files the child may read (from
-    their source) are taken in turn by both, largest first; the others are read here first."""
-    shared: list[PieceJob] = []
-    if builder.parallel and available_cores() > 1 and hasattr(os, "fork"):
-        shared = sorted((j for j in jobs if j.local is not None), key=lambda j: -j.size)
-        if sum(j.size for j in shared) < MIN_FORKED_BYTES:
-            shared = []
-    if not shared:
-        for job in jobs:
+    their source) are taken in turn by both, largest first; the others are read here first.
+
+    ``early``: shares started during the backup (catalog_early) on jobs planned from subtrees
+    of the snapshot; a job of theirs counts for the one of ``jobs`` with the same part key,
+    memo key and path (the part depends on nothing else), any other is dropped."""
+    early = list(early)
+    by_key = {(j.key, j.memo_key, j.path): j for j in jobs}
+    counted: dict[int, PieceJob] = {}  # id of an early job -> the job of ``jobs`` it stands for
+    for share in early:
+        for job in share.jobs:
+            mine = by_key.pop((job.key, job.memo_key, job.path), None)
+            if mine is not None:
+                counted[id(job)] = mine
+    rest = list(by_key.values())
+
+    def counted_for(job: PieceJob) -> PieceJob | None:
+        return counted.get(id(job))
+
+    def read(job: PieceJob | None) -> None:
+        if job is not None:
             _guarded(builder, job, builder.read_pieces)
-        return
-    memos = builder.memos
-    raw: list[bytes | None] = []
-    held = 0
-    for job in shared:  # the sealed memos, read here (the child does no cache I/O)
-        if held >= MAX_FORKED_MEMO_BYTES:
-            break
-        raw.append(memos.raw(job.memo_key) if memos is not None else None)
-        held += len(raw[-1] or b"")
-    shared = shared[:len(raw)]
-    taken = {id(j) for j in shared}
-    folder = builder.repo.scratch_folder()
-    claims = _Claims(folder)
-    child = Forked.start(lambda out: _child_work(builder, shared, raw, claims, out),
-                         os.path.join(folder, f"catalogue-share-{os.getpid()}"))
+
+    shares = list(early)
     try:
-        for job in jobs:
+        # an early copy still at work is helped first: its files were found first
+        for share in early:
+            share.take_turns(lambda job: read(counted_for(job)))
+        own = Share.start(builder, rest)
+        if own is not None:
+            shares.append(own)
+        taken = {id(j) for j in own.jobs} if own is not None else set()
+        for job in rest:
             if id(job) not in taken:
-                _guarded(builder, job, builder.read_pieces)
-        mine = set()
-        while (n := claims.take()) < len(shared):
-            mine.add(n)
-            raw[n] = None  # (held no longer than needed: this process reads it from the cache)
-            _guarded(builder, shared[n], builder.read_pieces)
-        if child is not None:
-            if child.wait():
-                redo = _take_share(builder, shared, child.path)
-            else:  # what the child took is read here, as if there had been no child
-                redo = [job for n, job in enumerate(shared) if n not in mine]
-            for job in redo:
-                _guarded(builder, job, builder.read_pieces)
+                read(job)
+        if own is not None:
+            own.take_turns(read)
+        for share in shares:
+            for job in share.finish(builder, counted_for if share is not own else lambda job: job):
+                read(job)
     finally:
-        claims.close()
-        if child is not None:
-            child.stop()
-            with contextlib.suppress(OSError):
-                os.unlink(child.path)
+        for share in shares:
+            share.close()
 
 
 def _guarded(builder, job: PieceJob, read: Callable[[PieceJob], None]) -> None:
@@ -167,8 +231,10 @@ def _child_work(builder, jobs: list[PieceJob], raw_memos: list[bytes | None], cl
     marshal.dump(("end", -1), out)
 
 
-def _take_share(builder, jobs: list[PieceJob], path: str) -> list[PieceJob]:
-    """Store the parts the child wrote to ``path``; the jobs left for this process to read."""
+def _take_share(builder, jobs: list[PieceJob], path: str, final: Callable[[PieceJob], PieceJob | None]
+                ) -> list[PieceJob]:
+    """Store the parts the child wrote to ``path`` of the jobs ``final`` maps to the
+    catalogue's; the catalogue's jobs left for this process to read."""
     with open(path, "rb") as f:
         load = marshal.load
         entries = []
@@ -176,11 +242,17 @@ def _take_share(builder, jobs: list[PieceJob], path: str) -> list[PieceJob]:
             tag, n = load(f)
             if tag == "end":
                 break
+            job = final(jobs[n])
             if tag == "again":
-                entries.append((jobs[n], None))
+                if job is not None:
+                    entries.append((job, None))
                 continue
-            job = jobs[n]
             chunks: Iterator[bytes] = iter(lambda: load(f), None)
+            if job is None:
+                for _ in chunks:
+                    pass  # (not this catalogue's)
+                load(f)
+                continue
             builder.write_part(job.export, job.path, job.key, chunks)
             said, parsed, reused, sealed = load(f)
             entries.append((job, (said, parsed, reused, sealed)))
