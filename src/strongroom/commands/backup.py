@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from strongroom.chunker import SNIFF_SIZE, TEXT, buffer_size_for, chunk_views, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
@@ -89,6 +89,9 @@ class _Backup:
         # for everything afresh, or the profiles' size ranges overlap (then a previous chunk's
         # length would not tell which profile cut it).
         self.guided = not opts.force and profiles.distinct()
+        # called with (path, tree id, bytes read so far) when a folder directly below a
+        # backed-up folder is stored (messages.catalog_early)
+        self.folder_stored: Callable[[bytes, bytes, int], None] | None = None
 
     def warn(self, message: str, *, error: bool = True) -> None:
         if error:
@@ -316,6 +319,8 @@ class _Backup:
             stack.pop()
             if not stack:
                 return tree_id
+            if len(stack) == 1 and self.folder_stored is not None:
+                self.folder_stored(frame.path, tree_id, self.summary.bytes_read)
             frame.node.subtree = tree_id
             stack[-1].nodes.append(frame.node)
 
@@ -437,17 +442,27 @@ def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallb
             if progress is not ignore_progress and not stdin_mode:
                 _start_size_scan(job, paths)
             parent_tree = bytes.fromhex(parent.tree) if parent else None
-            if opts.stdin_command is not None:
-                tree = _backup_command(job, opts.stdin_command, name)
-            elif opts.stdin is not None:
-                tree = job.save_stdin(opts.stdin, name)
-            else:
-                tree = job.save_virtual(b"/", path_trie(paths), parent_tree)
-            writer.flush()
-            catalog = None
-            if opts.catalog and not opts.dry_run:
-                from strongroom.messages.catalog_build import catalog_for_backup
-                catalog = catalog_for_backup(repo, writer, tree, lambda m: job.warn(m, error=False), parent)
+            early = None
+            if opts.catalog and not opts.dry_run and not stdin_mode:
+                from strongroom.messages.catalog_early import EarlyCatalogue  # begun while files are stored
+                early = EarlyCatalogue.open(repo, writer)
+                job.folder_stored = early.folder_stored if early is not None else None
+            try:
+                if opts.stdin_command is not None:
+                    tree = _backup_command(job, opts.stdin_command, name)
+                elif opts.stdin is not None:
+                    tree = job.save_stdin(opts.stdin, name)
+                else:
+                    tree = job.save_virtual(b"/", path_trie(paths), parent_tree)
+                writer.flush()
+                catalog = None
+                if opts.catalog and not opts.dry_run:
+                    from strongroom.messages.catalog_build import catalog_for_backup
+                    catalog = catalog_for_backup(repo, writer, tree, lambda m: job.warn(m, error=False), parent,
+                                                 early=early)
+            finally:
+                if early is not None:
+                    early.close()
             summary = job.summary
             summary.bytes_added = writer.bytes_added
             summary.blobs_added = writer.blobs_added
