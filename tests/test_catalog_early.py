@@ -118,6 +118,17 @@ def test_copies_started_while_folders_are_stored_give_the_catalogue_of_one_proce
     stats = catalog_stats_of_backups(monkeypatch)
     started = _shares_started(monkeypatch)
     _wait_for_copies(monkeypatch)
+    planners = _planners(monkeypatch)
+    work = catalog_parallel._child_work
+    niceness = tmp_path / "niceness"
+
+    def noting_priority(builder, jobs, raw, claims, out):  # in each copy
+        with open(niceness, "a") as f:
+            f.write(f"{builder in planners} {os.getpriority(os.PRIO_PROCESS, 0)}\n")
+        work(builder, jobs, raw, claims, out)
+
+    monkeypatch.setattr(catalog_parallel, "_child_work", noting_priority)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
     for n in range(3):
         _night(src, n)
         snap = _backup(repo, src)
@@ -132,6 +143,9 @@ def test_copies_started_while_folders_are_stored_give_the_catalogue_of_one_proce
         started.clear()
     with MessageIndex(repo) as index:
         assert index.memos.count() == 2 * FOLDERS
+    # the early copies yield the cores to the backup; the catalogue's own copy does not
+    copies = set(niceness.read_text().split("\n")[:-1])
+    assert copies == {f"True {min(mine + catalog_early.EARLY_NICE, 19)}", f"False {mine}"}
 
 
 def test_files_an_early_copy_read_that_the_catalogue_does_not_ask_for_are_dropped(

@@ -37,8 +37,9 @@ class Forked:
         self._status: int | None = None
 
     @classmethod
-    def start(cls, work: Callable[[BinaryIO], None], path: str) -> Forked | None:
-        """The started child, or None where this platform or the system cannot fork now."""
+    def start(cls, work: Callable[[BinaryIO], None], path: str, *, nice: int = 0) -> Forked | None:
+        """The started child, or None where this platform or the system cannot fork now.
+        ``nice``: how much lower the child's scheduling priority is than this process's."""
         if not hasattr(os, "fork"):
             return None
         parent = os.getpid()
@@ -55,7 +56,7 @@ class Forked:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             return None
         if pid == 0:
-            _child(work, path, parent, held)  # never returns
+            _child(work, path, parent, held, nice)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return cls(pid, path)
 
@@ -83,9 +84,11 @@ class Forked:
             _, self._status = os.waitpid(self.pid, 0)
 
 
-def _child(work: Callable[[BinaryIO], None], path: str, parent: int, held) -> None:
+def _child(work: Callable[[BinaryIO], None], path: str, parent: int, held, nice: int) -> None:
     code = 1
     try:
+        if nice:
+            os.nice(nice)
         for signum in _STOPS:
             signal.signal(signum, signal.SIG_IGN)  # the parent stops the child when it stops
         signal.pthread_sigmask(signal.SIG_SETMASK, held)

@@ -29,6 +29,9 @@ from strongroom.writer import BlobWriter
 # Bytes stored between two early starts: each start flushes the backup's open packs and writes
 # an index file, so a tree of many small folders must not start one per folder.
 MIN_STORED_BETWEEN = 32 * 1024 * 1024
+# The copy's lower priority while the backup stores files: it is to use what the backup leaves
+# of the cores, not to slow the backup down where other work takes a core.
+EARLY_NICE = 5
 
 
 class EarlyCatalogue:
@@ -76,7 +79,7 @@ class EarlyCatalogue:
                 self._planned += self._planner.plan_jobs(tree, prefix)
             if sum(job.size for job in self._planned) < MIN_FORKED_BYTES:
                 return
-            share = Share.start(self._planner, self._planned)
+            share = Share.start(self._planner, self._planned, nice=EARLY_NICE)
         except Exception:  # noqa: BLE001 - the catalogue meets it again, and reports it
             self._off = True
             return

@@ -90,9 +90,10 @@ class Share:
         self._mine: set[int] = set()
 
     @classmethod
-    def start(cls, builder, jobs: list[PieceJob]) -> Share | None:
-        """The share of ``jobs`` with a child started on it, or None when the builder, this
-        machine or the work's size (less than MIN_FORKED_BYTES) calls for no child."""
+    def start(cls, builder, jobs: list[PieceJob], *, nice: int = 0) -> Share | None:
+        """The share of ``jobs`` with a child started on it (``nice``: its lower priority), or
+        None when the builder, this machine or the work's size (less than MIN_FORKED_BYTES)
+        calls for no child."""
         if not (builder.parallel and available_cores() > 1 and hasattr(os, "fork")):
             return None
         jobs = sorted((j for j in jobs if j.local is not None), key=lambda j: -j.size)
@@ -111,7 +112,8 @@ class Share:
         claims = _Claims(folder)
         share = cls(jobs, raw, claims, None)
         share._child = Forked.start(lambda out: _child_work(builder, jobs, raw, claims, out),
-                                    os.path.join(folder, f"catalogue-share-{os.getpid()}-{id(share):x}"))
+                                    os.path.join(folder, f"catalogue-share-{os.getpid()}-{id(share):x}"),
+                                    nice=nice)
         if share._child is None:
             share.close()
             return None
