@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
 import pytest
 
@@ -115,6 +116,26 @@ class StoppedChild:
         waited = time.monotonic()
         while not self.pid_file.exists() and time.monotonic() - waited < limit:
             time.sleep(0.01)
+
+    def stalling_share_work(self):
+        """A catalogue copy's work (catalog_parallel._child_work) that takes a file, announces
+        the copy and stalls for a minute."""
+        def work(builder, jobs, raw, claims, out):
+            import time
+            claims.take()
+            self.announce()
+            time.sleep(60)
+        return work
+
+    def assert_interrupted_promptly(self, run: Callable[[], object], folder: str, prefix: str) -> None:
+        """``run`` ends in KeyboardInterrupt well before the stalled copy's minute, and the copy
+        is gone (``assert_gone``)."""
+        import time
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run()
+        assert time.monotonic() - started < 40
+        self.assert_gone(folder, prefix)
 
     def assert_gone(self, folder: str, prefix: str) -> None:
         child = int(self.pid_file.read_text())

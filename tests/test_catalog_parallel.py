@@ -202,24 +202,16 @@ def test_an_interrupted_backup_leaves_no_child_and_no_scratch_file(small_chunks_
     repo, src = small_chunks_repo, tmp_path / "src"
     child = StoppedChild(tmp_path)
 
-    def slow(builder, jobs, raw, claims, out):
-        claims.take()
-        child.announce()
-        time.sleep(60)
-
     def interrupted(self, job):  # once the child is reading (or after 20 s: then it is not found)
         child.wait()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(catalog_parallel, "_child_work", slow)
+    monkeypatch.setattr(catalog_parallel, "_child_work", child.stalling_share_work())
     monkeypatch.setattr(catalog_build.CatalogBuilder, "read_pieces", interrupted)
     monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
     _night(src, 0)
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_backup(repo, BackupOptions(paths=[str(src)]))
-    assert time.monotonic() - started < 40  # not the child's minute
-    child.assert_gone(repo.scratch_folder(), "catalogue-share-")
+    child.assert_interrupted_promptly(lambda: run_backup(repo, BackupOptions(paths=[str(src)])),
+                                      repo.scratch_folder(), "catalogue-share-")
 
 
 def _zip_slack(src, day: int, params, extra: bytes = b"", method: int = 8, change: bool = False) -> None:
