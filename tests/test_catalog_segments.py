@@ -159,6 +159,47 @@ def test_an_unchanged_record_is_not_parsed_again(small_chunks_repo, tmp_path, mo
             ("ops", [("message 150 about the deploy plan", "a single edit in the middle")], [], [])]
 
 
+def test_namesakes_in_one_file_exports_keep_a_memo_each(small_chunks_repo, tmp_path, monkeypatch):
+    """Several one-file exports of the same name (iOS WhatsApp chats are each a ``_chat.txt``)
+    that change together each keep their own memo: every night after the first parses only
+    what changed in each, as a lone file would."""
+    repo, src = small_chunks_repo, tmp_path / "src"
+    reader = SegmentedReader()
+    stats_ = catalog_stats_of_backups(monkeypatch)
+    for n in range(3):
+        for chat in range(3):
+            write(src / f"chat{chat}" / "team.chat.jsonl",
+                  [dict(m, x=f"{m['x']} in chat {chat}") for m in night(n + chat)])
+        snap = _backup(repo, src, reader, monkeypatch)
+        assert snap.catalog == _whole(repo, snap)
+        if n:
+            assert stats_[-1].files_read == 3 and stats_[-1].pieces_reused > 8 * stats_[-1].pieces_parsed
+    with MessageIndex(repo) as index:
+        assert index.memos.count() == 3
+
+
+def test_a_one_file_export_in_a_new_dated_folder_uses_yesterdays_memo(small_chunks_repo, tmp_path, monkeypatch):
+    """Telegram Desktop writes each export to a new dated folder: the file's memo is found by
+    its name (and platform), so a night's new folder parses only what changed."""
+    repo, src = small_chunks_repo, tmp_path / "src"
+    reader = SegmentedReader()
+    stats_ = catalog_stats_of_backups(monkeypatch)
+    for n in range(3):
+        write(src / f"ChatExport_2026-11-2{n}" / "team.chat.jsonl", night(n))
+        snap = _backup(repo, src, reader, monkeypatch)
+        assert snap.catalog == _whole(repo, snap)
+        assert stats_[-1].files_read == 1  # (the folders before it are unchanged: their parts reused)
+        if n:  # (20 messages added, 3 edited, 1 deleted of ~330)
+            assert stats_[-1].pieces_reused > 5 * stats_[-1].pieces_parsed
+
+
+def _whole(repo, snap) -> str:
+    with BlobWriter(repo) as writer:  # the same tree read whole, no memo involved
+        root, _ = build_catalog(repo, writer, bytes.fromhex(snap.tree), readers=[WholeReader()])
+        writer.flush()
+    return root.hex()
+
+
 def test_the_catalogue_does_not_depend_on_the_cache(small_chunks_repo, tmp_path, monkeypatch):
     """A catalogue written with a warm cache (pieces reused) equals one written from nothing."""
     repo, src = small_chunks_repo, tmp_path / "src"

@@ -21,9 +21,9 @@ import posixpath
 import stat
 import zipfile
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator, NamedTuple
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 import blake3
 
@@ -206,6 +206,18 @@ class _Monolithic(Exception):
     """A reader named a source that is not one of the export's files: catalogue it as a whole."""
 
 
+def distinct_memo_keys(jobs: list[PieceJob], keyed: Callable[[bytes], bytes]) -> None:
+    """Give files that would share a memo key (files of the same name in one-file exports of one
+    platform, such as several iOS WhatsApp chats' ``_chat.txt``) each a key of its own, from its
+    path in the snapshot (spec §23.6), so that their memos do not replace each other every night.
+    A file without a namesake keeps the key by name, which a dated folder's next export finds."""
+    count = Counter(job.memo_key for job in jobs)
+    for job in jobs:
+        if count[job.memo_key] > 1:
+            job.memo_key = keyed(b"strongroom catalogue memo path\0" + job.memo_key
+                                 + job.path.encode("utf-8", "surrogateescape"))
+
+
 class _ExportPlan(NamedTuple):
     content: dict[str, bytes]  # export file -> its content key
     context: bytes  # the export's context key
@@ -262,6 +274,7 @@ class CatalogBuilder:
                 except Exception as e:  # noqa: BLE001 - a reader failing on odd input must not fail the backup
                     self.warn(f"cannot catalogue the {export.platform} export at /{export.root}: {e}")
             self._members_from_sources(files)
+            distinct_memo_keys(self.jobs, self.keyed)
             read_piece_jobs(self, self.jobs, self.early)
             self.jobs = []
         finally:
@@ -312,12 +325,13 @@ class CatalogBuilder:
         jobs = []
         for reader, export in find_exports(self.tree, self.readers, self.warn):
             try:
-                jobs += [job for job in self._plan(self.tree, reader, export).jobs if job.local is not None]
+                jobs += self._plan(self.tree, reader, export).jobs
             except StrongroomError:
                 raise
             except Exception:  # noqa: BLE001 - build() reads it again and says what fails
                 continue
-        return jobs
+        distinct_memo_keys(jobs, self.keyed)
+        return [job for job in jobs if job.local is not None]
 
     def _export(self, files: TreeFiles, reader: ExportReader, export: Export) -> None:
         plan = self._plan(files, reader, export)
