@@ -268,3 +268,27 @@ def test_folders_stored_close_together_share_one_early_start(small_chunks_repo, 
                 expected, last = expected + 1, read
         assert 1 < expected < FOLDERS and flushes.count(False) == expected
         assert snap.catalog == _one_process(repo, bytes.fromhex(snap.tree))
+
+
+def test_a_backup_flushes_for_early_starts_at_most_max_starts_times(small_chunks_repo, tmp_path, monkeypatch):
+    """However many folders (here with no minimum of bytes between starts), a backup adds at most
+    MAX_STARTS packs and index files for its early starts."""
+    repo, src = small_chunks_repo, tmp_path / "src"
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
+    monkeypatch.setattr(catalog_early, "MIN_STORED_BETWEEN", 0)
+    monkeypatch.setattr(catalog_early, "MAX_STARTS", 3)
+    flushes = []
+    flush = BlobWriter.flush
+
+    def counted(self, *, train=True):
+        flushes.append(train)
+        flush(self, train=train)
+
+    monkeypatch.setattr(BlobWriter, "flush", counted)
+    for f in range(6):
+        (src / f"folder{f}").mkdir(parents=True)
+        (src / f"folder{f}" / "notes.txt").write_text(f"no export here {f}\n" * 100)
+    write(src / "folder5" / "team.chat.jsonl", night(0))
+    snap = _backup(repo, src)
+    assert flushes.count(False) == 3
+    assert snap.catalog == _one_process(repo, bytes.fromhex(snap.tree))  # found by the catalogue itself

@@ -26,9 +26,11 @@ from strongroom.messages.catalog_parallel import MIN_FORKED_BYTES, PieceJob, Sha
 from strongroom.repository import Repository
 from strongroom.writer import BlobWriter
 
-# Bytes stored between two early starts: each start flushes the backup's open packs and writes
-# an index file, so a tree of many small folders must not start one per folder.
+# Each early start flushes the backup's open packs and writes an index file: a tree of many
+# small folders must not start one per folder (bytes read between two starts), and a tree of
+# many large folders without exports not one per folder either (starts per backup).
 MIN_STORED_BETWEEN = 32 * 1024 * 1024
+MAX_STARTS = 8
 # The copy's lower priority while the backup stores files: it is to use what the backup leaves
 # of the cores, not to slow the backup down where other work takes a core.
 EARLY_NICE = 5
@@ -49,6 +51,7 @@ class EarlyCatalogue:
         self._waiting: list[tuple[str, bytes]] = []  # (snapshot path, tree id) of folders stored
         self._planned: list[PieceJob] = []  # too little yet to start a copy for
         self._stored_at_start = 0
+        self._starts = 0
         self._off = False
 
     @classmethod
@@ -71,6 +74,8 @@ class EarlyCatalogue:
         if stored - self._stored_at_start < MIN_STORED_BETWEEN or any(s.running() for s in self.shares):
             return
         self._stored_at_start = stored
+        self._starts += 1
+        self._off = self._starts >= MAX_STARTS
         waiting, self._waiting = self._waiting, []
         # (a failure to store is the backup's: it is not caught here)
         self._writer.flush(train=False)  # the folders' trees and files can be read back now
