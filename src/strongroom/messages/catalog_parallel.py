@@ -10,7 +10,9 @@ this process then stores those chunks as parts, exactly as it would have. The ch
 repository or cache I/O: the memos it may need are read for it before the fork, and a file whose
 source changed (or that the child failed on) is read here afterwards, from the repository, as
 without a child. A child that fails altogether has all it took read here. The catalogue is the
-same bytes either way (a test compares roots)."""
+same bytes either way (a test compares roots). A ``Share`` may also be started before the
+catalogue, while the backup still stores files (catalog_early); the catalogue then counts its
+files for its own by key."""
 
 from __future__ import annotations
 
