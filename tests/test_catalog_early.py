@@ -229,13 +229,8 @@ def test_an_interrupted_backup_leaves_no_early_copy_and_no_scratch_file(small_ch
                                       repo.scratch_folder(), "catalogue-share-")
 
 
-def test_folders_stored_close_together_share_one_early_start(small_chunks_repo, tmp_path, monkeypatch):
-    """Each early start flushes the backup's packs and writes an index file: a folder begins one
-    only once MIN_STORED_BETWEEN bytes were read since the last start (a few hundred KiB of
-    folders: none at all)."""
-    repo, src = small_chunks_repo, tmp_path / "src"
-    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
-    monkeypatch.setattr(catalog_early, "MIN_FORKED_BYTES", 1 << 40)  # (planned, never started)
+def _flushes(monkeypatch) -> list[bool]:
+    """Each writer flush from now on, as its ``train`` argument (False: an early start's)."""
     flushes = []
     flush = BlobWriter.flush
 
@@ -244,6 +239,17 @@ def test_folders_stored_close_together_share_one_early_start(small_chunks_repo, 
         flush(self, train=train)
 
     monkeypatch.setattr(BlobWriter, "flush", counted)
+    return flushes
+
+
+def test_folders_stored_close_together_share_one_early_start(small_chunks_repo, tmp_path, monkeypatch):
+    """Each early start flushes the backup's packs and writes an index file: a folder begins one
+    only once MIN_STORED_BETWEEN bytes were read since the last start (a few hundred KiB of
+    folders: none at all)."""
+    repo, src = small_chunks_repo, tmp_path / "src"
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
+    monkeypatch.setattr(catalog_early, "MIN_FORKED_BYTES", 1 << 40)  # (planned, never started)
+    flushes = _flushes(monkeypatch)
     read_at = []
     stored = catalog_early.EarlyCatalogue.folder_stored
 
@@ -277,14 +283,7 @@ def test_a_backup_flushes_for_early_starts_at_most_max_starts_times(small_chunks
     monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
     monkeypatch.setattr(catalog_early, "MIN_STORED_BETWEEN", 0)
     monkeypatch.setattr(catalog_early, "MAX_STARTS", 3)
-    flushes = []
-    flush = BlobWriter.flush
-
-    def counted(self, *, train=True):
-        flushes.append(train)
-        flush(self, train=train)
-
-    monkeypatch.setattr(BlobWriter, "flush", counted)
+    flushes = _flushes(monkeypatch)
     for f in range(6):
         (src / f"folder{f}").mkdir(parents=True)
         (src / f"folder{f}" / "notes.txt").write_text(f"no export here {f}\n" * 100)
