@@ -143,9 +143,11 @@ def test_copies_started_while_folders_are_stored_give_the_catalogue_of_one_proce
         started.clear()
     with MessageIndex(repo) as index:
         assert index.memos.count() == 2 * FOLDERS
-    # the early copies yield the cores to the backup; the catalogue's own copy does not
+    # the early copies yield the cores to the backup; the catalogue's own copy (if the early ones
+    # left it any file to read) does not
     copies = set(niceness.read_text().split("\n")[:-1])
-    assert copies == {f"True {min(mine + catalog_early.EARLY_NICE, 19)}", f"False {mine}"}
+    early_copy = f"True {min(mine + catalog_early.EARLY_NICE, 19)}"
+    assert early_copy in copies and copies <= {early_copy, f"False {mine}"}
 
 
 def test_files_an_early_copy_read_that_the_catalogue_does_not_ask_for_are_dropped(
