@@ -288,7 +288,7 @@ def test_an_archive_written_to_while_a_member_is_read_counts_as_changed(tmp_path
     member is read makes that read count as changed (the repository's copy is read instead), and
     the archive is hashed again before the next member."""
     import zipfile
-    from strongroom.messages.catalog_build import _LocalArchive, _SourceChanged
+    from strongroom.messages.catalog_sources import LocalArchive, SourceChanged
     from strongroom.messages.catalog_parallel import LocalSource
     from strongroom.writer import content_hasher
     path = tmp_path / "export.zip"
@@ -298,14 +298,14 @@ def test_an_archive_written_to_while_a_member_is_read_counts_as_changed(tmp_path
     digest = content_hasher()
     digest.update(data)
     local = LocalSource(str(path), len(data), digest.digest(), "general/2026-11-01.json")
-    archive = _LocalArchive.open(local)
+    archive = LocalArchive.open(local)
     assert archive is not None and archive.usable()
     assert b"".join(archive.blocks(local.member)).startswith(b"[]")
     blocks = archive.blocks(local.member)
     next(blocks)
     os.utime(path)  # a write of the same bytes would do the same: the change time moves
-    with pytest.raises(_SourceChanged):
+    with pytest.raises(SourceChanged):
         list(blocks)
     assert not archive.usable()
     archive.close()
-    assert _LocalArchive.open(local._replace(content_hash=bytes(32))) is None  # not the snapshot's bytes
+    assert LocalArchive.open(local._replace(content_hash=bytes(32))) is None  # not the snapshot's bytes

@@ -18,12 +18,9 @@ import inspect
 import itertools
 import os
 import posixpath
-import stat
-import zipfile
-import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import blake3
 
@@ -34,15 +31,16 @@ from strongroom.messages.catalog_format import (PartHeader, chunk_marked_records
                                                  export_relative, member_key, memo_key, part_key)
 from strongroom.messages.catalog_memo import PieceMemo, record_line
 from strongroom.messages.catalog_parallel import LocalSource, PieceJob, read_piece_jobs
+from strongroom.messages.catalog_sources import (LocalArchive, SourceChanged, open_regular, small_source_head,
+                                                 verified_blocks)
 from strongroom.messages.external_sort import ExternalSorter
 from strongroom.messages.formats.common import HEAD_BYTES
-from strongroom.messages.formats.files import ZipExportFiles
 from strongroom.messages.formats.segments import STATE_VERSION
 from strongroom.messages.model import Export, ExportReader, Message
 from strongroom.pack import DATA, TREE
 from strongroom.repository import Repository
 from strongroom.tree import DIR, FILE, Node, encode_tree
-from strongroom.writer import BlobWriter, FileContent, content_hasher
+from strongroom.writer import BlobWriter, FileContent
 
 # Files that describe an export rather than hold its messages (user and channel lists): every
 # part of the export depends on them, so a change to one re-reads the whole export.
@@ -85,121 +83,8 @@ def _messages(reader: ExportReader, files, export: Export, warn: WarningCallback
     return reader.messages(files, export, warn=warn) if takes_warn else reader.messages(files, export)
 
 
-class _SourceChanged(Exception):
-    """A source file read for the catalogue is no longer what the snapshot stored."""
-
-
 MEMBERS_SHARE_TO_HASH = 4
 LOCAL_ARCHIVES = 4
-
-
-def _open_regular(path: str, size: int) -> int | None:
-    """A descriptor of ``path`` if it is a regular file of ``size`` bytes, else None."""
-    try:  # non-blocking: a FIFO put in the file's place must not hang the backup
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        return None
-    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _small_source_head(path: str, size: int, content_hash: bytes) -> bytes | None:
-    """The whole content of a source file of at most HEAD_BYTES (so its head, for recognition),
-    if it is still a regular file of ``size`` bytes whose BLAKE3 is ``content_hash``; else None."""
-    fd = _open_regular(path, size)
-    if fd is None:
-        return None
-    try:
-        return b"".join(_verified_blocks(fd, size, content_hash))
-    except _SourceChanged:
-        return None
-
-
-def _identity(fd: int) -> tuple[int, ...]:
-    """What changes when a file is written to or replaced under its descriptor (the change time
-    cannot be set back)."""
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
-class _LocalArchive:
-    """A zip archive's source file, hashed whole when opened and found to be the snapshot's
-    bytes, then trusted while its identity stays the same; read by one process only."""
-
-    def __init__(self, fd: int, identity: tuple[int, ...], stream: BinaryIO, files: ZipExportFiles) -> None:
-        self.fd, self.identity, self.stream, self.files = fd, identity, stream, files
-        self.pid = os.getpid()
-
-    @classmethod
-    def open(cls, local: LocalSource) -> _LocalArchive | None:
-        fd = _open_regular(local.path, local.size)
-        if fd is None:
-            return None
-        stream = None
-        try:
-            identity = _identity(fd)
-            digest, offset = content_hasher(), 0
-            while block := os.pread(fd, 1 << 20, offset):
-                digest.update(block)
-                offset += len(block)
-            if offset != local.size or digest.digest() != local.content_hash or _identity(fd) != identity:
-                raise _SourceChanged()
-            stream = open(fd, "rb", closefd=False)
-            return cls(fd, identity, stream, ZipExportFiles(stream, lambda message: None))  # (said when listed)
-        except (_SourceChanged, OSError, zipfile.BadZipFile, ValueError):
-            if stream is not None:
-                stream.close()
-            os.close(fd)
-            return None
-
-    def usable(self) -> bool:
-        try:
-            return self.pid == os.getpid() and _identity(self.fd) == self.identity
-        except OSError:
-            return False
-
-    def blocks(self, member: str) -> Iterator[bytes]:
-        """The member's bytes; _SourceChanged after the last block if the archive changed."""
-        try:
-            with self.files.open(member) as f:
-                while block := f.read(1 << 20):
-                    yield block
-            changed = _identity(self.fd) != self.identity
-        except (OSError, EOFError, KeyError, ValueError, NotImplementedError, zipfile.BadZipFile, zlib.error):
-            changed = True  # (the repository's copy, read instead, reports a real fault)
-        if changed:
-            raise _SourceChanged()
-
-    def close(self) -> None:
-        if self.pid == os.getpid():
-            self.files.close()
-            self.stream.close()
-            os.close(self.fd)
-
-
-def _verified_blocks(fd: int, size: int, content_hash: bytes) -> Iterator[bytes]:
-    """The file's blocks; _SourceChanged after the last one unless they are ``size`` bytes whose
-    BLAKE3 is ``content_hash`` (the node's, spec §12). Closes ``fd``."""
-    digest = content_hasher()
-    total = 0
-    try:
-        while block := os.read(fd, 1 << 20):
-            digest.update(block)
-            total += len(block)
-            yield block
-    except OSError:
-        raise _SourceChanged() from None
-    finally:
-        os.close(fd)
-    if total != size or digest.digest() != content_hash:
-        raise _SourceChanged()
 
 
 class _Monolithic(Exception):
@@ -251,7 +136,7 @@ class CatalogBuilder:
         # be shared out between this process and a forked one (catalog_parallel)
         self.jobs: list[PieceJob] = []
         self.parallel = parallel
-        self._archives: OrderedDict[str, _LocalArchive] = OrderedDict()  # zips read from their source
+        self._archives: OrderedDict[str, LocalArchive] = OrderedDict()  # zips read from their source
 
     def build(self, tree_id: bytes) -> bytes | None:
         """Catalogue the exports in a snapshot tree; return the catalogue's root tree id, or None
@@ -411,7 +296,7 @@ class CatalogBuilder:
             chunks = self._chunks(memo, job.reader, local, said.append)
             try:
                 first = next(chunks, None)
-            except _SourceChanged:
+            except SourceChanged:
                 memo = PieceMemo(memo.previous)  # nothing read from the changed file counts
             else:
                 self.stats.sources_read += 1
@@ -443,7 +328,7 @@ class CatalogBuilder:
         node = self.tree.node(path)
         if node.content_hash is None or node.size > HEAD_BYTES:
             return None
-        return _small_source_head("/" + path, node.size, node.content_hash)
+        return small_source_head("/" + path, node.size, node.content_hash)
 
     def _members_from_sources(self, files) -> None:
         """Have the zip members to read piece by piece read from their archive's source file
@@ -467,15 +352,15 @@ class CatalogBuilder:
 
     def _local_blocks(self, local: LocalSource) -> Iterator[bytes] | None:
         """The blocks of a ``LocalSource``, checked against its size and content hash
-        (_SourceChanged after the last block if they differ); None when there is no such regular
+        (SourceChanged after the last block if they differ); None when there is no such regular
         file of that size."""
         if local.member is not None:
             archive = self._local_archive(local)
             return None if archive is None else archive.blocks(local.member)
-        fd = _open_regular(local.path, local.size)
-        return None if fd is None else _verified_blocks(fd, local.size, local.content_hash)
+        fd = open_regular(local.path, local.size)
+        return None if fd is None else verified_blocks(fd, local.size, local.content_hash)
 
-    def _local_archive(self, local: LocalSource) -> _LocalArchive | None:
+    def _local_archive(self, local: LocalSource) -> LocalArchive | None:
         """The archive's source file, opened (at most LOCAL_ARCHIVES at once) and checked."""
         held = self._archives.get(local.path)
         if held is not None and held.usable():
@@ -484,7 +369,7 @@ class CatalogBuilder:
         if held is not None:
             del self._archives[local.path]
             held.close()
-        held = _LocalArchive.open(local)
+        held = LocalArchive.open(local)
         if held is not None:
             self._archives[local.path] = held
             while len(self._archives) > LOCAL_ARCHIVES:
