@@ -39,7 +39,6 @@ def early(monkeypatch):
     share for any work at all). Gives what the catalogue took from the early copies: a list of
     (parts written from a copy's file, files given back to read here) per early share."""
     monkeypatch.setattr(catalog_early, "MIN_STORED_BETWEEN", 0)
-    monkeypatch.setattr(catalog_early, "MIN_FORKED_BYTES", 1)
     monkeypatch.setattr(catalog_parallel, "MIN_FORKED_BYTES", 1)
     monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
     taken = []
@@ -250,7 +249,7 @@ def test_folders_stored_close_together_share_one_early_start(small_chunks_repo, 
     folders: none at all)."""
     repo, src = small_chunks_repo, tmp_path / "src"
     monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
-    monkeypatch.setattr(catalog_early, "MIN_FORKED_BYTES", 1 << 40)  # (planned, never started)
+    monkeypatch.setattr(catalog_parallel, "MIN_FORKED_BYTES", 1 << 40)  # (planned, never started)
     flushes = _flushes(monkeypatch)
     read_at = []
     stored = catalog_early.EarlyCatalogue.folder_stored

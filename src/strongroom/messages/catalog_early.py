@@ -22,7 +22,7 @@ from strongroom.errors import StrongroomError
 from strongroom.forked import available_cores
 from strongroom.messages.catalog_build import CatalogBuilder
 from strongroom.messages.catalog_index import MessageIndex
-from strongroom.messages.catalog_parallel import MIN_FORKED_BYTES, PieceJob, Share
+from strongroom.messages.catalog_parallel import PieceJob, Share
 from strongroom.repository import Repository
 from strongroom.writer import BlobWriter
 
@@ -82,8 +82,7 @@ class EarlyCatalogue:
         try:
             for prefix, tree in waiting:
                 self._planned += self._planner.plan_jobs(tree, prefix)
-            if sum(job.size for job in self._planned) < MIN_FORKED_BYTES:
-                return
+            # (None too while they are too little to fork for: they wait for the next start)
             share = Share.start(self._planner, self._planned, nice=EARLY_NICE)
         except Exception:  # noqa: BLE001 - the catalogue meets it again, and reports it
             self._off = True
