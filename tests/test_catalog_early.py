@@ -292,3 +292,43 @@ def test_a_backup_flushes_for_early_starts_at_most_max_starts_times(small_chunks
     snap = _backup(repo, src)
     assert flushes.count(False) == 3
     assert snap.catalog == _one_process(repo, bytes.fromhex(snap.tree))  # found by the catalogue itself
+
+
+def test_folders_waiting_for_a_busy_copy_start_as_soon_as_it_is_done(small_chunks_repo, tmp_path, monkeypatch):
+    """A folder stored while a copy is still at work waits; the copy's end is noticed as the backup
+    goes on reading files (every READING_STEP bytes), not only when the next folder is stored."""
+    from strongroom.commands import backup
+    repo, src = small_chunks_repo, tmp_path / "src"
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
+    monkeypatch.setattr(catalog_early, "MIN_STORED_BETWEEN", 0)
+    monkeypatch.setattr(catalog_parallel, "MIN_FORKED_BYTES", 1)
+    monkeypatch.setattr(backup, "READING_STEP", 1)
+    events = []
+    stored = catalog_early.EarlyCatalogue.folder_stored
+
+    def recording(self, path, tree_id, read):
+        events.append(("stored", os.path.basename(path).decode()))
+        stored(self, path, tree_id, read)
+
+    monkeypatch.setattr(catalog_early.EarlyCatalogue, "folder_stored", recording)
+    start = catalog_parallel.Share.start.__func__
+
+    def starting(cls, builder, jobs, **kw):
+        share = start(cls, builder, jobs, **kw)
+        if share is not None and kw.get("nice"):
+            events.append(("started", sorted(job.path.split("/")[-2] for job in share.jobs)))
+        return share
+
+    monkeypatch.setattr(catalog_parallel.Share, "start", classmethod(starting))
+    asked = []
+
+    def busy_once(self):  # the first copy looks busy when team1 is stored, done after
+        asked.append(self)
+        return len(asked) == 1
+
+    monkeypatch.setattr(catalog_parallel.Share, "running", busy_once)
+    _night(src, 0)
+    snap = _backup(repo, src)
+    assert events[:4] == [("stored", "team0"), ("started", ["team0", "team0"]), ("stored", "team1"),
+                          ("started", ["team1", "team1"])]  # before team2 is stored: while it is read
+    assert snap.catalog == _one_process(repo, bytes.fromhex(snap.tree))

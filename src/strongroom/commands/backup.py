@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from strongroom.chunker import SNIFF_SIZE, TEXT, buffer_size_for, chunk_views, classify
 from strongroom.commands import Progress, ProgressCallback, WarningCallback, ignore_progress, ignore_warning
@@ -26,6 +26,7 @@ from strongroom.writer import BlobWriter, FileContent, content_hasher, hash_stre
 
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
 UNKNOWN_CHUNK = bytes(32)  # not a chunk id the index can hold (the index has no entry for it)
+READING_STEP = 8 * 1024 * 1024  # how often the early catalogue hears of the bytes read (catalog_early)
 
 
 @dataclass
@@ -89,9 +90,10 @@ class _Backup:
         # for everything afresh, or the profiles' size ranges overlap (then a previous chunk's
         # length would not tell which profile cut it).
         self.guided = not opts.force and profiles.distinct()
-        # called with (path, tree id, bytes read so far) when a folder directly below a
-        # backed-up folder is stored (messages.catalog_early)
-        self.folder_stored: Callable[[bytes, bytes, int], None] | None = None
+        # the catalogue begun while files are stored (messages.catalog_early.EarlyCatalogue): told
+        # when a folder directly below a backed-up folder is stored, and every READING_STEP bytes
+        self.early = None
+        self._next_reading = 0
 
     def warn(self, message: str, *, error: bool = True) -> None:
         if error:
@@ -313,14 +315,17 @@ class _Backup:
                 leaf = self.save_leaf(child, node, previous)
                 if leaf is not None:
                     frame.nodes.append(leaf)
+                if self.early is not None and self.summary.bytes_read >= self._next_reading:
+                    self._next_reading = self.summary.bytes_read + READING_STEP
+                    self.early.reading(self.summary.bytes_read)
             if descended:
                 continue
             tree_id = self.writer.add(TREE, encode_tree(frame.nodes))[0]
             stack.pop()
             if not stack:
                 return tree_id
-            if len(stack) == 1 and self.folder_stored is not None:
-                self.folder_stored(frame.path, tree_id, self.summary.bytes_read)
+            if len(stack) == 1 and self.early is not None:
+                self.early.folder_stored(frame.path, tree_id, self.summary.bytes_read)
             frame.node.subtree = tree_id
             stack[-1].nodes.append(frame.node)
 
@@ -445,8 +450,7 @@ def run_backup(repo: Repository, opts: BackupOptions, *, progress: ProgressCallb
             early = None
             if opts.catalog and not opts.dry_run and not stdin_mode:
                 from strongroom.messages.catalog_early import EarlyCatalogue  # begun while files are stored
-                early = EarlyCatalogue.open(repo, writer)
-                job.folder_stored = early.folder_stored if early is not None else None
+                job.early = early = EarlyCatalogue.open(repo, writer)
             try:
                 if opts.stdin_command is not None:
                     tree = _backup_command(job, opts.stdin_command, name)

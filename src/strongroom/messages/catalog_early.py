@@ -7,8 +7,8 @@ nightly job's exports usually land side by side in one folder), the backup flush
 wrote (so the folder's trees and files can be read back), the exports in that folder are
 recognised and planned as the catalogue would (catalog_build.CatalogBuilder.plan_jobs), and a
 forked copy starts reading their changed files from their source files while this process
-backs up the rest. At most one such copy runs at a time; folders stored meanwhile wait for the
-next one. The catalogue then counts what the copies read for the files it would read itself
+backs up the rest. At most one such copy runs at a time; folders stored meanwhile wait until it
+is done, which the backup notices as it reads on (``reading``). The catalogue then counts what the copies read for the files it would read itself
 (the same part key, memo key and path, on which alone a part depends) and reads or shares out
 the rest; a copy still at work is helped, file by file. The catalogue is the same bytes as
 without this (tests compare roots); it only finishes sooner.
@@ -71,7 +71,13 @@ class EarlyCatalogue:
         if self._off:
             return
         self._waiting.append((os.fsdecode(path).lstrip("/"), tree_id))
-        if stored - self._stored_at_start < MIN_STORED_BETWEEN or any(s.running() for s in self.shares):
+        self.reading(stored)
+
+    def reading(self, stored: int) -> None:
+        """The backup has read ``stored`` bytes of files so far: start a copy on the folders
+        stored since the last start, if it may now (the last copy may have finished since)."""
+        if (self._off or not self._waiting or stored - self._stored_at_start < MIN_STORED_BETWEEN
+                or any(s.running() for s in self.shares)):
             return
         self._stored_at_start = stored
         self._starts += 1
