@@ -332,3 +332,19 @@ def test_folders_waiting_for_a_busy_copy_start_as_soon_as_it_is_done(small_chunk
     assert events[:4] == [("stored", "team0"), ("started", ["team0", "team0"]), ("stored", "team1"),
                           ("started", ["team1", "team1"])]  # before team2 is stored: while it is read
     assert snap.catalog == _one_process(repo, bytes.fromhex(snap.tree))
+
+
+def test_folders_without_export_candidates_begin_nothing(small_chunks_repo, tmp_path, monkeypatch):
+    """A stored folder holding no file an export is recognised by (.json, .jsonl, .txt, .zip,
+    here or below) is not worth a flush."""
+    repo, src = small_chunks_repo, tmp_path / "src"
+    monkeypatch.setattr(catalog_build, "DEFAULT_READERS", [SegmentedReader()])
+    monkeypatch.setattr(catalog_early, "MIN_STORED_BETWEEN", 0)
+    flushes = _flushes(monkeypatch)
+    for f in range(4):
+        (src / f"photos{f}" / "2026").mkdir(parents=True)
+        (src / f"photos{f}" / "2026" / "IMG_0001.JPG").write_bytes(os.urandom(30_000))
+    write(src / "team" / "chats" / "room.chat.jsonl", night(0))
+    snap = _backup(repo, src)
+    assert flushes.count(False) == 1  # the folder with the export (below its own folder) only
+    assert snap.catalog == _one_process(repo, bytes.fromhex(snap.tree))

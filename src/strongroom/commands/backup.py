@@ -67,6 +67,7 @@ class _DirFrame:
     entries: Iterator[tuple[bytes, os.stat_result | OSError]]
     previous: dict[bytes, Node]
     nodes: list[Node] = field(default_factory=list)
+    candidates: bool = False  # holds, here or below, a file the catalogue may read (early catalogue)
 
 
 class _Backup:
@@ -315,17 +316,21 @@ class _Backup:
                 leaf = self.save_leaf(child, node, previous)
                 if leaf is not None:
                     frame.nodes.append(leaf)
-                if self.early is not None and self.summary.bytes_read >= self._next_reading:
-                    self._next_reading = self.summary.bytes_read + READING_STEP
-                    self.early.reading(self.summary.bytes_read)
+                if self.early is not None:
+                    frame.candidates = frame.candidates or name.lower().endswith(self.early.suffixes)
+                    if self.summary.bytes_read >= self._next_reading:
+                        self._next_reading = self.summary.bytes_read + READING_STEP
+                        self.early.reading(self.summary.bytes_read)
             if descended:
                 continue
             tree_id = self.writer.add(TREE, encode_tree(frame.nodes))[0]
             stack.pop()
             if not stack:
                 return tree_id
-            if len(stack) == 1 and self.early is not None:
-                self.early.folder_stored(frame.path, tree_id, self.summary.bytes_read)
+            if frame.candidates:
+                stack[-1].candidates = True
+                if len(stack) == 1:  # (a folder without export candidates is not worth a flush)
+                    self.early.folder_stored(frame.path, tree_id, self.summary.bytes_read)
             frame.node.subtree = tree_id
             stack[-1].nodes.append(frame.node)
 

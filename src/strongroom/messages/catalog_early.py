@@ -3,7 +3,8 @@
 Storing files keeps about one core busy (chunking holds the GIL); the catalogue comes after, and
 its reading of changed export files is shared between two processes (catalog_parallel). So the
 reading starts earlier: when a folder directly below a backed-up folder has been stored (a
-nightly job's exports usually land side by side in one folder), the backup flushes what it
+nightly job's exports usually land side by side in one folder) and it holds a file an export
+may be recognised by, the backup flushes what it
 wrote (so the folder's trees and files can be read back), the exports in that folder are
 recognised and planned as the catalogue would (catalog_build.CatalogBuilder.plan_jobs), and a
 forked copy starts reading their changed files from their source files while this process
@@ -21,6 +22,7 @@ import os
 from strongroom.errors import StrongroomError
 from strongroom.forked import available_cores
 from strongroom.messages.catalog_build import CatalogBuilder
+from strongroom.messages.catalog_files import CANDIDATE_SUFFIXES
 from strongroom.messages.catalog_index import MessageIndex
 from strongroom.messages.catalog_parallel import PieceJob, Share
 from strongroom.repository import Repository
@@ -39,6 +41,10 @@ EARLY_NICE = 5
 class EarlyCatalogue:
     """What a backup hands to its catalogue: the messages cache, opened once, and the shares
     started while it stored files."""
+
+    # names of the files an export may be recognised by (bytes, lower case): the backup tells of a
+    # stored folder only when it holds one
+    suffixes = tuple(s.encode() for s in CANDIDATE_SUFFIXES)
 
     def __init__(self, repo: Repository, writer: BlobWriter, index: MessageIndex) -> None:
         self.index = index
@@ -66,8 +72,8 @@ class EarlyCatalogue:
         return cls(repo, writer, index)
 
     def folder_stored(self, path: bytes, tree_id: bytes, stored: int) -> None:
-        """The backup has stored the folder at ``path`` (absolute), having read ``stored`` bytes
-        of files so far."""
+        """The backup has stored the folder at ``path`` (absolute), which holds files with one of
+        ``suffixes``, having read ``stored`` bytes of files so far."""
         if self._off:
             return
         self._waiting.append((os.fsdecode(path).lstrip("/"), tree_id))
